@@ -1,0 +1,195 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The kernel/user contract of bindguard: every struct and constant that both
+ * the BPF programs (bpf/bindguard.c) and the Go loader (loader/) read.
+ * bpf2go exports the structs to Go with -type; nothing here is copied by hand.
+ *
+ * Byte order: ports are HOST byte order in keys, values and events (the
+ * program converts ctx->user_port with bpf_ntohs). Addresses in events are
+ * NETWORK byte order, as the socket API carries them.
+ *
+ * Changing any struct or constant here changes the pinned layout: bump
+ * BG_LAYOUT_VERSION so a daemon finding older pins replaces them instead of
+ * reading them with the wrong shape.
+ */
+#ifndef BINDGUARD_H
+#define BINDGUARD_H
+
+/* Sizes and versions. An enum rather than #defines so bpf2go exports them to Go. */
+enum bg_limits {
+	/* Bump when any struct or constant here changes meaning or shape. */
+	BG_LAYOUT_VERSION = 1,
+	/* Capacity of one policy map (port rules + owner entries + the meta
+	 * entry). The Go side checks a compiled policy against it before loading. */
+	BG_POLICY_MAX_ENTRIES = 1 << 18,
+	/* Owners are looked up at cgroup levels 0 (the cgroup2 root) up to this
+	 * one. A task deeper than this still matches an owner at or above it. */
+	BG_MAX_CGROUP_DEPTH = 16,
+};
+
+/* bg_key.kind */
+enum bg_kind {
+	BG_KIND_META = 0,   /* proto = 0, port = 0, id = 0: the policy's meta entry */
+	BG_KIND_PORT = 1,   /* id = 0: the rule for (proto, port) */
+	BG_KIND_CGROUP = 2, /* id = cgroup id (kernfs inode) allowed to bind (proto, port) */
+	BG_KIND_UID = 3,    /* id = uid allowed to bind (proto, port) */
+};
+
+/* bg_key.proto, bg_event.proto. MPTCP sockets are judged as TCP. */
+enum bg_proto {
+	BG_PROTO_TCP = 1,
+	BG_PROTO_UDP = 2,
+};
+
+/*
+ * struct bg_key: the key of the policy map. All four kinds live in ONE hash
+ * map so a whole policy is swapped by replacing one inner map (see bg_policy
+ * in bindguard.c): no bind is ever judged by half of one policy and half of
+ * another. Padding must be zero.
+ *
+ * Worked examples, a registry with
+ *   - {port: 2379, protocol: tcp, owners: [{cgroup: /system.slice/etcd.service}, {uid: 0}]}
+ * and /system.slice/etcd.service having cgroup id 4242 compiles to:
+ *   {kind=PORT,   proto=TCP, port=2379, id=0}    -> {origin=1, flags=OWNERS, min_depth=2, max_depth=2}
+ *   {kind=CGROUP, proto=TCP, port=2379, id=4242} -> {origin=1}
+ *   {kind=UID,    proto=TCP, port=2379, id=0}    -> {origin=1}
+ *   {kind=META,   0, 0, 0}                       -> {origin=<generation>, flags=0 (enforce)}
+ * An empty registry compiles to the META entry alone: every bind of a
+ * non-zero port is then `undeclared` (deny-all in enforce mode), never allow-all.
+ */
+struct bg_key {
+	__u8 kind;  /* enum bg_kind */
+	__u8 proto; /* enum bg_proto; 0 for META */
+	__u16 port; /* host byte order; 0 for META */
+	__u32 pad;
+	__u64 id;   /* cgroup id, uid, or 0 */
+};
+
+/* bg_value.flags for BG_KIND_PORT */
+enum bg_rule_flags {
+	BG_RULE_OWNERS = 1 << 0,    /* only listed cgroups/uids may bind */
+	BG_RULE_LOCALHOST = 1 << 1, /* only 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104 */
+	BG_RULE_REMOVED = 1 << 2,   /* removed port: every bind is a violation */
+	BG_RULE_AUDIT = 1 << 3,     /* violations are only audited, whatever the node mode */
+};
+
+/* bg_value.flags for BG_KIND_META */
+enum bg_meta_flags {
+	BG_META_AUDIT = 1 << 0, /* the node runs in audit mode: nothing is denied */
+};
+
+/*
+ * struct bg_value: the value of the policy map.
+ *  PORT:   origin = index+1 of the registry entry the rule came from (0: none);
+ *          min_depth..max_depth = the cgroup levels at which an owner cgroup
+ *          of this port exists (only those levels are looked up; when no
+ *          cgroup owner is resolved, min_depth > max_depth and none is).
+ *  CGROUP, UID: origin as for PORT; other fields zero.
+ *  META:   origin = the policy generation (events carry it, so the daemon maps
+ *          origin indexes with the table of the generation that judged them).
+ */
+struct bg_value {
+	__u32 origin;
+	__u8 flags;
+	__u8 min_depth;
+	__u8 max_depth;
+	__u8 pad;
+};
+
+/* bg_event.reason */
+enum bg_reason {
+	BG_REASON_NONE = 0,
+	BG_REASON_UNDECLARED = 1, /* no rule for (proto, port) */
+	BG_REASON_OWNER = 2,      /* rule has owners; neither the task's cgroup chain nor its uid is one */
+	BG_REASON_ADDRESS = 3,    /* rule is localhost-only; the address is not loopback */
+	BG_REASON_REMOVED = 4,    /* the port is in the registry's removed list */
+	BG_REASON_MAX = 5,
+};
+
+/* bg_event.verdict */
+enum bg_verdict {
+	BG_VERDICT_ALLOW = 0,
+	BG_VERDICT_AUDIT = 1, /* violation, bind proceeds */
+	BG_VERDICT_DENY = 2,  /* violation, bind fails with EPERM */
+};
+
+/*
+ * Indexes of the per-CPU counter array bg_counters. Invariant (summed over
+ * CPUs): CHECKS = ALLOWED + sum(AUDIT_*) + sum(DENY_*). AUDIT/DENY are indexed
+ * by reason: BG_CNT_AUDIT + reason - 1.
+ */
+enum bg_counter {
+	BG_CNT_CHECKS = 0,          /* every bind the program saw */
+	BG_CNT_ALLOWED = 1,         /* no violation (includes the three below) */
+	BG_CNT_EPHEMERAL = 2,       /* port 0 */
+	BG_CNT_OTHER_NETNS = 3,     /* outside the host network namespace */
+	BG_CNT_OTHER_PROTO = 4,     /* neither TCP, MPTCP nor UDP */
+	BG_CNT_AUDIT = 5,           /* 5..8: audited, by reason */
+	BG_CNT_DENY = 9,            /* 9..12: denied, by reason */
+	BG_CNT_EVENTS_DROPPED = 13, /* ring buffer full: event lost, verdict still applied */
+	BG_CNT_SUPPRESSED = 14,     /* events folded into a later one by rate limiting */
+	BG_CNT_NO_POLICY = 15,      /* no policy or no meta entry: allowed/audited (never expected) */
+	BG_CNT_MAX = 16,
+};
+
+/* An event for every violation that the rate limiter lets through. */
+struct bg_event {
+	__u64 ts_ns;        /* bpf_ktime_get_boot_ns() */
+	__u64 cgroup_id;    /* the task's cgroup (v2) */
+	__u64 netns_cookie; /* the socket's network namespace */
+	__u32 pid;          /* thread group id */
+	__u32 tid;
+	__u32 uid;
+	__u32 gid;
+	__u32 origin;       /* as bg_value.origin; 0 for undeclared */
+	__u32 generation;   /* policy generation that judged the bind */
+	__u32 suppressed;   /* events folded into this one since the previous one */
+	__u16 port;         /* host byte order */
+	__u8 proto;         /* enum bg_proto */
+	__u8 family;        /* 4 or 6: the socket's family (a v4-mapped address is family 6) */
+	__u8 reason;        /* enum bg_reason */
+	__u8 verdict;       /* enum bg_verdict */
+	__u8 pad[2];
+	__u8 addr[16];      /* network byte order; family 4 uses addr[0..3] */
+	char comm[16];
+};
+
+/* Rate-limit key: one event per interval per (cgroup, port, proto, reason). */
+struct bg_rl_key {
+	__u64 cgroup_id;
+	__u16 port;
+	__u8 proto;
+	__u8 reason;
+	__u32 pad;
+};
+
+struct bg_rl_value {
+	__u64 last_ns;
+	__u32 suppressed;
+	__u32 pad;
+};
+
+/*
+ * The daemon's record of the policy in force, one entry in bg_status. The
+ * programs never read it; `bindguard status` does, from the pin, so status
+ * works without the daemon.
+ */
+struct bg_status {
+	__u32 layout;              /* BG_LAYOUT_VERSION of the daemon that wrote it */
+	__u32 generation;          /* as in the META entry in force */
+	__u64 applied_unix_ns;     /* when that generation was swapped in */
+	__u64 started_unix_ns;     /* when the daemon that owns the pins started */
+	__u64 attach_cgroup_id;
+	__u32 entries;             /* policy map entries in force */
+	__u32 rules;               /* (port, protocol) rules in force */
+	__u8 mode;                 /* 0 audit, 1 enforce */
+	__u8 all_netns;
+	__u8 pad[6];
+	__u64 reloads_ok;
+	__u64 reloads_failed;
+	__u64 last_failure_unix_ns;
+	__u8 digest[32];           /* SHA-256 of the registry input in force */
+	char last_error[256];      /* first line(s) of the last failed reload, NUL-terminated */
+};
+
+#endif /* BINDGUARD_H */

@@ -1,0 +1,264 @@
+package cgroups
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Mount2 returns where the cgroup2 (unified) hierarchy is mounted, read from
+// /proc/self/mountinfo. It never guesses a path.
+func Mount2() (string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", fmt.Errorf("find cgroup2 mount: %w", err)
+	}
+	defer f.Close()
+	return parseMountinfo(f)
+}
+
+func parseMountinfo(r io.Reader) (string, error) {
+	s := bufio.NewScanner(r)
+	for s.Scan() {
+		// 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+		fields := strings.Fields(s.Text())
+		sep := -1
+		for i, f := range fields {
+			if f == "-" {
+				sep = i
+				break
+			}
+		}
+		if sep < 5 || sep+1 >= len(fields) {
+			continue
+		}
+		if fields[sep+1] == "cgroup2" && fields[3] == "/" {
+			return unescapeMount(fields[4]), nil
+		}
+	}
+	if err := s.Err(); err != nil {
+		return "", fmt.Errorf("find cgroup2 mount: %w", err)
+	}
+	return "", errors.New("find cgroup2 mount: no cgroup2 file system is mounted (see /proc/self/mountinfo)")
+}
+
+// unescapeMount undoes the octal escapes (\040 for space) of mountinfo.
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var v int
+			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &v); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// FS is one cgroup2 hierarchy.
+type FS struct {
+	// Root is the mount point, e.g. /sys/fs/cgroup.
+	Root string
+
+	mu    sync.Mutex
+	mount *os.File
+	names map[uint64]string
+}
+
+// Open returns the cgroup2 hierarchy mounted at root, or the one found in
+// mountinfo when root is empty.
+func Open(root string) (*FS, error) {
+	if root == "" {
+		var err error
+		if root, err = Mount2(); err != nil {
+			return nil, err
+		}
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(root, &st); err != nil {
+		return nil, fmt.Errorf("cgroup2 at %s: %w", root, err)
+	}
+	if st.Type != unix.CGROUP2_SUPER_MAGIC {
+		return nil, fmt.Errorf("cgroup2 at %s: not a cgroup2 file system", root)
+	}
+	return &FS{Root: filepath.Clean(root), names: map[uint64]string{}}, nil
+}
+
+// Abs turns a registry path ("/system.slice/x.service") into a file system path.
+func (c *FS) Abs(rel string) string {
+	return filepath.Join(c.Root, filepath.Clean("/"+rel))
+}
+
+// Rel turns a file system path below Root into a registry path ("/" for the root).
+func (c *FS) Rel(abs string) (string, error) {
+	r, err := filepath.Rel(c.Root, abs)
+	if err != nil || r == ".." || strings.HasPrefix(r, "../") {
+		return "", fmt.Errorf("%s is not below the cgroup2 root %s", abs, c.Root)
+	}
+	if r == "." {
+		return "/", nil
+	}
+	return "/" + r, nil
+}
+
+// ID returns the cgroup id of a registry path: the kernfs node id the kernel
+// programs see from bpf_get_current_cgroup_id, and its depth (0 for "/").
+func (c *FS) ID(rel string) (id uint64, depth int, err error) {
+	id, err = IDOf(c.Abs(rel))
+	if err != nil {
+		return 0, 0, err
+	}
+	return id, Depth(rel), nil
+}
+
+// IDOf returns the cgroup id of a cgroup directory (its inode number; the
+// file handle the kernel gives for kernfs holds the same 64-bit id).
+func IDOf(dir string) (uint64, error) {
+	h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, dir, 0)
+	if err == nil && len(h.Bytes()) == 8 {
+		return binary.LittleEndian.Uint64(h.Bytes()), nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return 0, fmt.Errorf("cgroup id of %s: %w", dir, err)
+	}
+	return st.Ino, nil
+}
+
+// Depth is the number of path elements of a registry path ("/" is 0).
+func Depth(rel string) int {
+	rel = strings.Trim(filepath.Clean("/"+rel), "/")
+	if rel == "" {
+		return 0
+	}
+	return strings.Count(rel, "/") + 1
+}
+
+// fileidKernfs is FILEID_KERNFS from include/linux/exportfs.h.
+const fileidKernfs = 0xfe
+
+// Path returns the registry path of a cgroup id, or an error when the cgroup
+// no longer exists. Results are cached: cgroup ids are 64-bit and never reused.
+func (c *FS) Path(id uint64) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.names[id]; ok {
+		return p, nil
+	}
+	if c.mount == nil {
+		f, err := os.Open(c.Root)
+		if err != nil {
+			return "", fmt.Errorf("cgroup path of id %d: %w", id, err)
+		}
+		c.mount = f
+	}
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], id)
+	fd, err := unix.OpenByHandleAt(int(c.mount.Fd()), unix.NewFileHandle(fileidKernfs, b[:]), unix.O_RDONLY|unix.O_CLOEXEC|unix.O_PATH)
+	if err != nil {
+		return "", fmt.Errorf("cgroup path of id %d: %w", id, err)
+	}
+	defer unix.Close(fd)
+	abs, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		return "", fmt.Errorf("cgroup path of id %d: %w", id, err)
+	}
+	rel, err := c.Rel(abs)
+	if err != nil {
+		// Below a cgroup namespace the link is relative to its root.
+		rel = abs
+	}
+	if len(c.names) > 65536 {
+		clear(c.names)
+	}
+	c.names[id] = rel
+	return rel, nil
+}
+
+// Close releases the handle on the mount.
+func (c *FS) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.mount == nil {
+		return nil
+	}
+	err := c.mount.Close()
+	c.mount = nil
+	return err
+}
+
+// FindUnit returns the registry paths of every cgroup directory named unit
+// (a systemd unit: system.slice/etcd.service, or a user unit below user.slice).
+func (c *FS) FindUnit(unit string) ([]string, error) {
+	var found []string
+	err := filepath.WalkDir(c.Root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // removed while walking
+			}
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		if d.Name() == unit && p != c.Root {
+			rel, err := c.Rel(p)
+			if err != nil {
+				return err
+			}
+			found = append(found, rel)
+			return fs.SkipDir
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("find cgroups of unit %s: %w", unit, err)
+	}
+	return found, nil
+}
+
+var (
+	unitRE      = regexp.MustCompile(`^[^/]+\.(service|scope|slice|socket|mount|swap|timer|path|target|device|automount)$`)
+	containerRE = regexp.MustCompile(`(?:^|[-_])([0-9a-f]{64})(?:\.scope)?$`)
+)
+
+// Unit returns the innermost systemd unit in a cgroup path, or "".
+// "/system.slice/etcd.service" -> "etcd.service".
+func Unit(rel string) string {
+	parts := strings.Split(strings.Trim(rel, "/"), "/")
+	for i := len(parts) - 1; i >= 0; i-- {
+		if unitRE.MatchString(parts[i]) && !strings.HasSuffix(parts[i], ".slice") {
+			return parts[i]
+		}
+	}
+	return ""
+}
+
+// Container returns the container id a cgroup path shows, or "":
+// ".../cri-containerd-<64 hex>.scope", ".../docker-<id>.scope", "/kubepods/.../<id>".
+func Container(rel string) string {
+	parts := strings.Split(strings.Trim(rel, "/"), "/")
+	for i := len(parts) - 1; i >= 0; i-- {
+		if m := containerRE.FindStringSubmatch(parts[i]); m != nil {
+			return m[1]
+		}
+	}
+	return ""
+}

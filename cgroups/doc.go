@@ -1,0 +1,8 @@
+// Package cgroups finds the cgroup2 hierarchy and translates between cgroup
+// paths (relative to the cgroup2 root, as registries write them), cgroup ids
+// (what the kernel programs see) and systemd units or container ids (what
+// operators recognise).
+//
+// It owns reading /proc/self/mountinfo and the cgroup2 file system. It does
+// not create, attach to or modify cgroups; tests and the loader do that.
+package cgroups

@@ -1,0 +1,169 @@
+package testutils
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+const binderEnv = "BINDGUARD_TEST_BINDER"
+
+// MaybeBinder turns the process into a binder when started by StartBinder.
+// Call it first thing in TestMain.
+func MaybeBinder() {
+	if os.Getenv(binderEnv) != "1" {
+		return
+	}
+	os.Exit(binderMain(os.Stdin, os.Stdout))
+}
+
+// binderMain serves "PROTO FAMILY ADDR PORT" lines with "ok" or "err ERRNO".
+func binderMain(in io.Reader, out io.Writer) int {
+	s := bufio.NewScanner(in)
+	w := bufio.NewWriter(out)
+	for s.Scan() {
+		f := strings.Fields(s.Text())
+		if len(f) == 1 && f[0] == "pid" {
+			fmt.Fprintf(w, "%d\n", os.Getpid())
+			w.Flush()
+			continue
+		}
+		if len(f) != 4 {
+			fmt.Fprintf(w, "bad %q\n", s.Text())
+			w.Flush()
+			continue
+		}
+		port, _ := strconv.Atoi(f[3])
+		err := bindOnce(f[0], f[1], f[2], port)
+		if err == nil {
+			fmt.Fprintln(w, "ok")
+		} else {
+			fmt.Fprintf(w, "err %d\n", err.(syscall.Errno))
+		}
+		w.Flush()
+	}
+	return 0
+}
+
+func bindOnce(proto, family, addr string, port int) error {
+	typ, p := unix.SOCK_STREAM, unix.IPPROTO_TCP
+	switch proto {
+	case "udp":
+		typ, p = unix.SOCK_DGRAM, unix.IPPROTO_UDP
+	case "mptcp":
+		p = unix.IPPROTO_MPTCP
+	}
+	a := netip.MustParseAddr(addr)
+	var fd int
+	var err error
+	if family == "4" {
+		fd, err = unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, p)
+	} else {
+		fd, err = unix.Socket(unix.AF_INET6, typ|unix.SOCK_CLOEXEC, p)
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if family == "4" {
+		err = unix.Bind(fd, &unix.SockaddrInet4{Port: port, Addr: a.As4()})
+	} else {
+		err = unix.Bind(fd, &unix.SockaddrInet6{Port: port, Addr: a.As16()})
+	}
+	return err
+}
+
+// Binder is a process placed in a cgroup (and optionally under another uid or
+// in a new network namespace) that binds on request.
+type Binder struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Reader
+	PID int
+}
+
+// BinderOptions place the binder.
+type BinderOptions struct {
+	UID    *uint32
+	NewNet bool
+}
+
+// StartBinder starts a binder in the cgroup directory cgroupAbs. The binder
+// is the test binary itself; its TestMain must call MaybeBinder.
+func StartBinder(tb testing.TB, cgroupAbs string, o BinderOptions) *Binder {
+	tb.Helper()
+	cg, err := os.Open(cgroupAbs)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer cg.Close()
+	exe, err := os.Executable()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), binderEnv+"=1")
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+	if o.UID != nil {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: *o.UID, Gid: *o.UID, NoSetGroups: true}
+	}
+	if o.NewNet {
+		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWNET
+	}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	outp, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("start binder: %v", err)
+	}
+	b := &Binder{cmd: cmd, in: in, out: bufio.NewReader(outp), PID: cmd.Process.Pid}
+	tb.Cleanup(func() { b.Stop() })
+	return b
+}
+
+// Bind asks the binder to bind (and close) one socket. proto is tcp, udp or
+// mptcp; family "4" or "6" is the socket's family (an IPv4-mapped address on
+// family 6 exercises bind6). It returns nil or the errno.
+func (b *Binder) Bind(proto, family string, addr netip.Addr, port uint16) error {
+	if _, err := fmt.Fprintf(b.in, "%s %s %s %d\n", proto, family, addr, port); err != nil {
+		return fmt.Errorf("binder: %w", err)
+	}
+	line, err := b.out.ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("binder: %w", err)
+	}
+	line = strings.TrimSpace(line)
+	if line == "ok" {
+		return nil
+	}
+	if n, ok := strings.CutPrefix(line, "err "); ok {
+		e, _ := strconv.Atoi(n)
+		return syscall.Errno(e)
+	}
+	return errors.New("binder: " + line)
+}
+
+// Stop ends the binder.
+func (b *Binder) Stop() {
+	if b.in != nil {
+		b.in.Close()
+		b.in = nil
+		b.cmd.Wait()
+	}
+}

@@ -1,0 +1,185 @@
+package loader
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"github.com/bindguard/bindguard/policy"
+)
+
+// Reason is why a bind violated the policy.
+type Reason uint8
+
+const (
+	ReasonNone       = Reason(bindguardBgReasonBG_REASON_NONE)
+	ReasonUndeclared = Reason(bindguardBgReasonBG_REASON_UNDECLARED)
+	ReasonOwner      = Reason(bindguardBgReasonBG_REASON_OWNER)
+	ReasonAddress    = Reason(bindguardBgReasonBG_REASON_ADDRESS)
+	ReasonRemoved    = Reason(bindguardBgReasonBG_REASON_REMOVED)
+)
+
+func (r Reason) String() string {
+	switch r {
+	case ReasonNone:
+		return "none"
+	case ReasonUndeclared:
+		return "undeclared"
+	case ReasonOwner:
+		return "owner"
+	case ReasonAddress:
+		return "address"
+	case ReasonRemoved:
+		return "removed"
+	}
+	return fmt.Sprintf("reason(%d)", uint8(r))
+}
+
+// Reasons lists the violation reasons in counter order.
+var Reasons = []Reason{ReasonUndeclared, ReasonOwner, ReasonAddress, ReasonRemoved}
+
+// Event is one reported violation.
+type Event struct {
+	// Time is when the bind happened (wall clock, converted from boot time).
+	Time        time.Time
+	CgroupID    uint64
+	NetnsCookie uint64
+	PID, TID    uint32
+	UID, GID    uint32
+	Comm        string
+	Port        uint16
+	Protocol    policy.Protocol
+	// Family is 4 or 6, the socket's family (a v4-mapped address is 6).
+	Family  int
+	Address netip.Addr
+	Reason  Reason
+	// Denied is true in enforce mode (the bind failed with EPERM), false when audited.
+	Denied bool
+	// Origin is the registry entry that matched, nil when undeclared or unknown.
+	Origin     *policy.Origin
+	Generation uint32
+	// Suppressed is how many identical events rate limiting folded into this one.
+	Suppressed uint32
+}
+
+// ReadEvent blocks until a violation event arrives, the deadline set with
+// SetEventDeadline passes (os.ErrDeadlineExceeded), or the loader is closed
+// (ringbuf.ErrClosed).
+func (l *Loader) ReadEvent() (Event, error) {
+	if l.events == nil {
+		if l.closed {
+			return Event{}, ringbuf.ErrClosed
+		}
+		r, err := ringbuf.NewReader(l.objs.BgEvents)
+		if err != nil {
+			return Event{}, fmt.Errorf("open event ring buffer: %w", err)
+		}
+		l.events = r
+	}
+	rec, err := l.events.Read()
+	if err != nil {
+		return Event{}, err
+	}
+	return l.decode(rec.RawSample)
+}
+
+// EventReader prepares the ring buffer reader; call once before reading from
+// another goroutine, so Close can interrupt a blocked ReadEvent.
+func (l *Loader) EventReader() error {
+	if l.events != nil {
+		return nil
+	}
+	r, err := ringbuf.NewReader(l.objs.BgEvents)
+	if err != nil {
+		return fmt.Errorf("open event ring buffer: %w", err)
+	}
+	l.events = r
+	return nil
+}
+
+// SetEventDeadline makes ReadEvent return at t at the latest.
+func (l *Loader) SetEventDeadline(t time.Time) {
+	if l.events != nil {
+		l.events.SetDeadline(t)
+	}
+}
+
+// PendingEventBytes is how much of the ring buffer is waiting to be read.
+func (l *Loader) PendingEventBytes() int {
+	if l.events == nil {
+		return 0
+	}
+	return l.events.AvailableBytes()
+}
+
+var bootOffset = func() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(time.Now().UnixNano() - ts.Nano())
+}()
+
+func (l *Loader) decode(raw []byte) (Event, error) {
+	var e bindguardBgEvent
+	if len(raw) < int(unsafe.Sizeof(e)) {
+		return Event{}, fmt.Errorf("event of %d bytes, want %d", len(raw), unsafe.Sizeof(e))
+	}
+	if err := binary.Read(bytes.NewReader(raw), binary.NativeEndian, &e); err != nil {
+		return Event{}, fmt.Errorf("decode event: %w", err)
+	}
+	ev := Event{
+		Time:        time.Unix(0, int64(e.TsNs)+int64(bootOffset)),
+		CgroupID:    e.CgroupId,
+		NetnsCookie: e.NetnsCookie,
+		PID:         e.Pid,
+		TID:         e.Tid,
+		UID:         e.Uid,
+		GID:         e.Gid,
+		Port:        e.Port,
+		Family:      int(e.Family),
+		Reason:      Reason(e.Reason),
+		Denied:      e.Verdict == uint8(bindguardBgVerdictBG_VERDICT_DENY),
+		Generation:  e.Generation,
+		Suppressed:  e.Suppressed,
+	}
+	comm := make([]byte, 0, len(e.Comm))
+	for _, c := range e.Comm {
+		if c == 0 {
+			break
+		}
+		comm = append(comm, byte(c))
+	}
+	ev.Comm = string(comm)
+	switch e.Proto {
+	case uint8(bindguardBgProtoBG_PROTO_TCP):
+		ev.Protocol = policy.TCP
+	case uint8(bindguardBgProtoBG_PROTO_UDP):
+		ev.Protocol = policy.UDP
+	}
+	if e.Family == 4 {
+		ev.Address = netip.AddrFrom4([4]byte(e.Addr[:4]))
+	} else {
+		ev.Address = netip.AddrFrom16(e.Addr)
+	}
+	if e.Origin > 0 {
+		if origins := l.origins[e.Generation]; int(e.Origin) <= len(origins) {
+			o := origins[e.Origin-1]
+			ev.Origin = &o
+		}
+	}
+	return ev, nil
+}
+
+// ErrClosed is returned by ReadEvent after Close.
+var ErrClosed = ringbuf.ErrClosed
+
+// IsClosed reports whether err means the event reader was closed.
+func IsClosed(err error) bool { return errors.Is(err, ringbuf.ErrClosed) }

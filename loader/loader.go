@@ -1,0 +1,342 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"github.com/bindguard/bindguard/policy"
+)
+
+// DefaultPinPath is where links and maps are pinned unless told otherwise.
+const DefaultPinPath = "/sys/fs/bpf/bindguard"
+
+// Pin names below the pin directory.
+const (
+	pinBind4 = "link_bind4"
+	pinBind6 = "link_bind6"
+)
+
+// pinnedMaps are the maps pinned (and taken over) by name.
+var pinnedMaps = []string{bindguardMapBgPolicy, bindguardMapBgCounters, bindguardMapBgEvents, bindguardMapBgRatelimit, bindguardMapBgState}
+
+// Config says where and how to load.
+type Config struct {
+	// CgroupPath is the cgroup2 directory to attach to (a file system path).
+	CgroupPath string
+	// PinPath is the bpffs directory for links and maps; "" pins nothing,
+	// so enforcement ends with Close.
+	PinPath string
+	// AllNetns judges binds in every network namespace, not just the host's.
+	AllNetns bool
+	// EventInterval is the minimum time between two events for the same
+	// (cgroup, port, protocol, reason); 0 reports every violation.
+	EventInterval time.Duration
+	// Logf receives notable decisions (takeover, replaced layouts). May be nil.
+	Logf func(format string, args ...any)
+}
+
+// Loader owns the programs, maps, links and event reader of one daemon.
+type Loader struct {
+	cfg  Config
+	objs bindguardObjects
+	// links[0] is bind4, links[1] is bind6.
+	links  [2]link.Link
+	events *ringbuf.Reader
+	// inner is the policy map in force (owned: the outer map holds its own reference).
+	inner *ebpf.Map
+	// tookOver is set when pinned links of an earlier daemon were found.
+	tookOver bool
+	// freshMaps is set when pinned maps could not be reused and must be re-pinned.
+	freshMaps bool
+
+	generation uint32
+	origins    map[uint32][]policy.Origin
+	closed     bool
+}
+
+func (c *Config) logf(format string, args ...any) {
+	if c.Logf != nil {
+		c.Logf(format, args...)
+	}
+}
+
+// New loads the programs and maps, reusing the maps pinned under cfg.PinPath
+// by an earlier daemon when their layout matches. Nothing is attached yet:
+// call Apply, then Attach.
+func New(cfg Config) (_ *Loader, err error) {
+	l := &Loader{cfg: cfg, origins: map[uint32][]policy.Origin{}}
+	defer func() {
+		if err != nil {
+			l.Close()
+		}
+	}()
+
+	spec, err := loadBindguard()
+	if err != nil {
+		return nil, fmt.Errorf("load bpf spec: %w", err)
+	}
+	cookie, err := HostNetnsCookie()
+	if err != nil {
+		return nil, err
+	}
+	if err := setVars(spec, map[string]any{
+		bindguardVarBgHostNetnsCookie: cookie,
+		bindguardVarBgAllNetns:        boolByte(cfg.AllNetns),
+		bindguardVarBgEventIntervalNs: uint64(cfg.EventInterval),
+	}); err != nil {
+		return nil, err
+	}
+
+	opts := ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{}}
+	if cfg.PinPath != "" {
+		if err := ensurePinDir(cfg.PinPath); err != nil {
+			return nil, err
+		}
+		replacements, err := l.pinnedReplacements(spec)
+		if err != nil {
+			return nil, err
+		}
+		opts.MapReplacements = replacements
+	}
+	err = spec.LoadAndAssign(&l.objs, &opts)
+	// The collection took its own references to replacements.
+	for _, m := range opts.MapReplacements {
+		m.Close()
+	}
+	if err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load bpf programs: %+v", ve)
+		}
+		return nil, fmt.Errorf("load bpf programs: %w", err)
+	}
+	l.generation = l.stateGeneration()
+	return l, nil
+}
+
+// pinnedReplacements opens the maps an earlier daemon pinned, when they are
+// all there and of this layout. Otherwise it returns none, and after the swap
+// the new maps replace the old pins.
+func (l *Loader) pinnedReplacements(spec *ebpf.CollectionSpec) (map[string]*ebpf.Map, error) {
+	found := map[string]*ebpf.Map{}
+	closeAll := func() {
+		for _, m := range found {
+			m.Close()
+		}
+	}
+	var missing []string
+	for _, name := range pinnedMaps {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(l.cfg.PinPath, name), nil)
+		if errors.Is(err, os.ErrNotExist) {
+			missing = append(missing, name)
+			continue
+		}
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("open pinned map %s: %w", name, err)
+		}
+		found[name] = m
+	}
+	if len(found) == 0 {
+		l.freshMaps = true
+		return nil, nil
+	}
+	reason := ""
+	if len(missing) > 0 {
+		reason = "missing " + strings.Join(missing, ", ")
+	}
+	for name, m := range found {
+		if err := spec.Maps[name].Compatible(m); err != nil && reason == "" {
+			reason = fmt.Sprintf("map %s: %v", name, err)
+		}
+	}
+	if reason == "" {
+		var st bindguardBgStatus
+		if err := found[bindguardMapBgState].Lookup(uint32(0), &st); err != nil {
+			reason = fmt.Sprintf("read state: %v", err)
+		} else if st.Layout != LayoutVersion {
+			reason = fmt.Sprintf("layout %d, this daemon writes layout %d", st.Layout, LayoutVersion)
+		}
+	}
+	if reason != "" {
+		l.cfg.logf("pinned maps in %s are of an incompatible layout (%s): replacing them with new ones", l.cfg.PinPath, reason)
+		closeAll()
+		l.freshMaps = true
+		return nil, nil
+	}
+	return found, nil
+}
+
+func (l *Loader) stateGeneration() uint32 {
+	var st bindguardBgStatus
+	if err := l.objs.BgState.Lookup(uint32(0), &st); err != nil {
+		return 0
+	}
+	return st.Generation
+}
+
+func setVars(spec *ebpf.CollectionSpec, vals map[string]any) error {
+	for name, v := range vals {
+		vs, ok := spec.Variables[name]
+		if !ok {
+			return fmt.Errorf("bpf spec has no variable %s", name)
+		}
+		if err := vs.Set(v); err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func boolByte(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// HostNetnsCookie returns the cookie of the caller's network namespace: the
+// one the programs call the host's.
+func HostNetnsCookie() (uint64, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("network namespace cookie: %w", err)
+	}
+	defer unix.Close(fd)
+	var cookie uint64
+	buf := make([]byte, 8)
+	if err := getsockoptBytes(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE, buf); err != nil {
+		return 0, fmt.Errorf("network namespace cookie (SO_NETNS_COOKIE needs Linux 5.14): %w", err)
+	}
+	cookie = nativeUint64(buf)
+	return cookie, nil
+}
+
+// Generation is the generation of the policy in force (0 before the first Apply).
+func (l *Loader) Generation() uint32 { return l.generation }
+
+// TookOver reports whether Attach found and replaced an earlier daemon's links.
+func (l *Loader) TookOver() bool { return l.tookOver }
+
+// Origins returns the origin table of a policy generation, if still known.
+func (l *Loader) Origins(generation uint32) []policy.Origin { return l.origins[generation] }
+
+// Close releases every kernel object the Loader holds. Pinned links and maps
+// stay, and so does enforcement; without pins, closing detaches. Close is
+// idempotent.
+func (l *Loader) Close() error {
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	var errs []error
+	if l.events != nil {
+		errs = append(errs, l.events.Close())
+		l.events = nil
+	}
+	for i, ln := range l.links {
+		if ln != nil {
+			errs = append(errs, ln.Close())
+			l.links[i] = nil
+		}
+	}
+	if l.inner != nil {
+		errs = append(errs, l.inner.Close())
+		l.inner = nil
+	}
+	errs = append(errs, l.objs.Close())
+	l.objs = bindguardObjects{}
+	return errors.Join(errs...)
+}
+
+// Detach removes the links and the pins, then closes: enforcement ends.
+func (l *Loader) Detach() error {
+	var errs []error
+	for i, ln := range l.links {
+		if ln == nil {
+			continue
+		}
+		if l.cfg.PinPath != "" {
+			errs = append(errs, ignoreNotExist(ln.Unpin()))
+		}
+		errs = append(errs, ln.Close())
+		l.links[i] = nil
+	}
+	if l.cfg.PinPath != "" {
+		errs = append(errs, RemovePins(l.cfg.PinPath))
+	}
+	errs = append(errs, l.Close())
+	return errors.Join(errs...)
+}
+
+// RemovePins detaches pinned links and removes every pin bindguard made under
+// dir, and dir itself. Removing the link pins detaches the programs once no
+// process holds the links open.
+func RemovePins(dir string) error {
+	var errs []error
+	for _, name := range []string{pinBind4, pinBind6} {
+		p := filepath.Join(dir, name)
+		ln, err := link.LoadPinnedLink(p, nil)
+		if err == nil {
+			// Detach explicitly, so another holder of the link cannot keep enforcement alive.
+			if rl, ok := ln.(interface{ Detach() error }); ok {
+				if err := rl.Detach(); err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
+					errs = append(errs, fmt.Errorf("detach %s: %w", p, err))
+				}
+			}
+			ln.Close()
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	for _, name := range pinnedMaps {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("remove pin directory: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// ensurePinDir creates dir on a bpffs, mounting bpffs at /sys/fs/bpf when
+// that is where dir goes and nothing is mounted there.
+func ensurePinDir(dir string) error {
+	parent := filepath.Dir(filepath.Clean(dir))
+	if !isBPFFS(parent) {
+		if parent == "/sys/fs/bpf" {
+			if err := unix.Mount("bpf", parent, "bpf", 0, "mode=0700"); err != nil {
+				return fmt.Errorf("mount bpffs at %s: %w", parent, err)
+			}
+		} else if !isBPFFS(dir) {
+			return fmt.Errorf("pin path %s: %s is not on a bpf file system (mount -t bpf bpf %s)", dir, parent, parent)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("pin path: %w", err)
+	}
+	return nil
+}
+
+func isBPFFS(path string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(path, &st) == nil && st.Type == unix.BPF_FS_MAGIC
+}
+
+func ignoreNotExist(err error) error {
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}

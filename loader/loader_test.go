@@ -1,0 +1,104 @@
+package loader_test
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bindguard/bindguard/cgroups"
+	"github.com/bindguard/bindguard/internal/testutils"
+	"github.com/bindguard/bindguard/loader"
+	"github.com/bindguard/bindguard/policy"
+)
+
+func TestMain(m *testing.M) {
+	testutils.MaybeBinder()
+	os.Exit(m.Run())
+}
+
+var (
+	any4 = netip.MustParseAddr("0.0.0.0")
+	lo4  = netip.MustParseAddr("127.0.0.1")
+)
+
+// compiled builds a policy by hand: the policy package's compiler has its own tests.
+func compiled(rules ...policy.Rule) *policy.Compiled {
+	c := &policy.Compiled{Origins: []policy.Origin{{Pos: policy.Pos{File: "t.yaml", Line: 3}, Process: "p"}}}
+	c.Rules = rules
+	return c
+}
+
+func setup(t *testing.T, c *policy.Compiled, mode policy.Mode) (*loader.Loader, string, *cgroups.FS) {
+	t.Helper()
+	testutils.Privileged(t)
+	abs, _ := testutils.Cgroup(t, "/")
+	fs, err := cgroups.Open("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := loader.New(loader.Config{CgroupPath: abs, PinPath: testutils.BPFFS(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := l.Detach(); err != nil {
+			t.Error(err)
+		}
+	})
+	if _, err := l.Apply(c, mode, fs); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Attach(); err != nil {
+		t.Fatal(err)
+	}
+	return l, abs, fs
+}
+
+func TestEnforceVerdicts(t *testing.T) {
+	c := compiled(
+		policy.Rule{Port: 18080, Protocol: policy.TCP},
+		policy.Rule{Port: 18081, Protocol: policy.UDP, Localhost: true},
+	)
+	l, abs, _ := setup(t, c, policy.ModeEnforce)
+	b := testutils.StartBinder(t, testutils.Mkdir(t, abs, "svc"), testutils.BinderOptions{})
+
+	for _, tc := range []struct {
+		proto string
+		addr  netip.Addr
+		port  uint16
+		want  error
+	}{
+		{"tcp", any4, 18080, nil},
+		{"tcp", any4, 18081, unix.EPERM},
+		{"udp", lo4, 18081, nil},
+		{"udp", any4, 18081, unix.EPERM},
+		{"udp", any4, 18080, unix.EPERM},
+		{"tcp", any4, 0, nil},
+	} {
+		if err := b.Bind(tc.proto, "4", tc.addr, tc.port); !errors.Is(err, tc.want) && err != tc.want {
+			t.Errorf("bind %s %s:%d = %v, want %v", tc.proto, tc.addr, tc.port, err, tc.want)
+		}
+	}
+	cnt, err := l.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cnt.Denied[loader.ReasonUndeclared] != 2 || cnt.Denied[loader.ReasonAddress] != 1 {
+		t.Errorf("counters: %+v", cnt)
+	}
+	if err := l.EventReader(); err != nil {
+		t.Fatal(err)
+	}
+	l.SetEventDeadline(time.Now().Add(2 * time.Second))
+	ev, err := l.ReadEvent()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Port != 18081 || ev.Protocol != policy.TCP || ev.Reason != loader.ReasonUndeclared || !ev.Denied || ev.PID != uint32(b.PID) {
+		t.Errorf("event %+v", ev)
+	}
+}
