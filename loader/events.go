@@ -69,32 +69,13 @@ type Event struct {
 	Suppressed uint32
 }
 
-// ReadEvent blocks until a violation event arrives, the deadline set with
-// SetEventDeadline passes (os.ErrDeadlineExceeded), or the loader is closed
-// (ringbuf.ErrClosed).
-func (l *Loader) ReadEvent() (Event, error) {
-	if l.events == nil {
-		if l.closed {
-			return Event{}, ringbuf.ErrClosed
-		}
-		r, err := ringbuf.NewReader(l.objs.BgEvents)
-		if err != nil {
-			return Event{}, fmt.Errorf("open event ring buffer: %w", err)
-		}
-		l.events = r
-	}
-	rec, err := l.events.Read()
-	if err != nil {
-		return Event{}, err
-	}
-	return l.decode(rec.RawSample)
-}
-
-// EventReader prepares the ring buffer reader; call once before reading from
-// another goroutine, so Close can interrupt a blocked ReadEvent.
+// EventReader opens the ring buffer reader. Call it once before ReadEvent.
 func (l *Loader) EventReader() error {
 	if l.events != nil {
 		return nil
+	}
+	if l.closed {
+		return ringbuf.ErrClosed
 	}
 	r, err := ringbuf.NewReader(l.objs.BgEvents)
 	if err != nil {
@@ -104,7 +85,31 @@ func (l *Loader) EventReader() error {
 	return nil
 }
 
-// SetEventDeadline makes ReadEvent return at t at the latest.
+// ReadEvent blocks until a violation event arrives. It returns
+// os.ErrDeadlineExceeded after the deadline set with SetEventDeadline,
+// ringbuf.ErrFlushed once FlushEvents has drained what was pending, and an
+// error matching IsClosed after Close. Only one goroutine may call it.
+func (l *Loader) ReadEvent() (Event, error) {
+	if l.events == nil {
+		return Event{}, errors.New("read event: EventReader was not called")
+	}
+	if err := l.events.ReadInto(&l.rec); err != nil {
+		return Event{}, err
+	}
+	return l.decode(l.rec.RawSample)
+}
+
+// FlushEvents makes a blocked ReadEvent return what is pending, then
+// ringbuf.ErrFlushed. Safe to call from another goroutine.
+func (l *Loader) FlushEvents() error {
+	if l.events == nil {
+		return nil
+	}
+	return l.events.Flush()
+}
+
+// SetEventDeadline makes ReadEvent return at t at the latest. Do not call it
+// while another goroutine is blocked in ReadEvent.
 func (l *Loader) SetEventDeadline(t time.Time) {
 	if l.events != nil {
 		l.events.SetDeadline(t)
@@ -183,3 +188,6 @@ var ErrClosed = ringbuf.ErrClosed
 
 // IsClosed reports whether err means the event reader was closed.
 func IsClosed(err error) bool { return errors.Is(err, ringbuf.ErrClosed) }
+
+// IsFlushed reports whether err means FlushEvents drained the buffer.
+func IsFlushed(err error) bool { return errors.Is(err, ringbuf.ErrFlushed) }

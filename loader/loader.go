@@ -51,6 +51,7 @@ type Loader struct {
 	// links[0] is bind4, links[1] is bind6.
 	links  [2]link.Link
 	events *ringbuf.Reader
+	rec    ringbuf.Record
 	// inner is the policy map in force (owned: the outer map holds its own reference).
 	inner *ebpf.Map
 	// tookOver is set when pinned links of an earlier daemon were found.

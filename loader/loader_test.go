@@ -17,7 +17,9 @@ import (
 
 func TestMain(m *testing.M) {
 	testutils.MaybeBinder()
-	os.Exit(m.Run())
+	code := m.Run()
+	testutils.CleanupBinder()
+	os.Exit(code)
 }
 
 var (

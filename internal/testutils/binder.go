@@ -8,8 +8,10 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -107,7 +109,7 @@ func StartBinder(tb testing.TB, cgroupAbs string, o BinderOptions) *Binder {
 		tb.Fatal(err)
 	}
 	defer cg.Close()
-	exe, err := os.Executable()
+	exe, err := binderExecutable()
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -165,5 +167,47 @@ func (b *Binder) Stop() {
 		b.in.Close()
 		b.in = nil
 		b.cmd.Wait()
+	}
+}
+
+var (
+	binderOnce sync.Once
+	binderPath string
+	binderErr  error
+)
+
+// binderExecutable is a copy of the test binary that any uid may run: go test
+// builds it in a directory only root can enter.
+func binderExecutable() (string, error) {
+	binderOnce.Do(func() {
+		exe, err := os.Executable()
+		if err != nil {
+			binderErr = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "bindguard-binder-")
+		if err != nil {
+			binderErr = err
+			return
+		}
+		if err := os.Chmod(dir, 0o755); err != nil {
+			binderErr = err
+			return
+		}
+		data, err := os.ReadFile(exe)
+		if err != nil {
+			binderErr = err
+			return
+		}
+		binderPath = filepath.Join(dir, filepath.Base(exe))
+		binderErr = os.WriteFile(binderPath, data, 0o755)
+	})
+	return binderPath, binderErr
+}
+
+// CleanupBinder removes the binder copy; call it at the end of TestMain.
+func CleanupBinder() {
+	if binderPath != "" {
+		os.RemoveAll(filepath.Dir(binderPath))
 	}
 }

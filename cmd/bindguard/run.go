@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/pflag"
+
+	"github.com/bindguard/bindguard/daemon"
+	"github.com/bindguard/bindguard/loader"
+	"github.com/bindguard/bindguard/policy"
+)
+
+func init() {
+	register("run", "enforce a registry: attach the bind programs and log violations", runRun)
+}
+
+type runFlags struct {
+	registry      []string
+	mode          string
+	cgroup        string
+	pinPath       string
+	labels        []string
+	logFormat     string
+	logLevel      string
+	readyFile     string
+	allNetns      bool
+	keepOnExit    bool
+	eventInterval time.Duration
+	metricsAddr   string
+	noWatch       bool
+}
+
+func (f *runFlags) register(fs *pflag.FlagSet) {
+	fs.StringArrayVar(&f.registry, "registry", nil, "registry file, directory of fragments, or builtin:NAME (repeatable)")
+	fs.StringVar(&f.mode, "mode", "audit", "audit (report violations) or enforce (refuse them with EPERM)")
+	fs.StringVar(&f.cgroup, "cgroup", "/", "cgroup to attach to, relative to the cgroup2 root")
+	fs.StringVar(&f.pinPath, "pin-path", loader.DefaultPinPath, "bpffs directory for pinned links and maps (\"\" pins nothing)")
+	fs.StringArrayVar(&f.labels, "node-label", nil, "this node's label key=value, for nodeSelectors (repeatable)")
+	fs.StringVar(&f.logFormat, "log-format", "text", "json or text")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.readyFile, "ready-file", "", "file written once the programs are attached")
+	fs.BoolVar(&f.allNetns, "all-netns", false, "judge binds in every network namespace, not only the host's")
+	fs.BoolVar(&f.keepOnExit, "keep-on-exit", false, "leave programs and pins in force on exit (for restarts and upgrades)")
+	fs.DurationVar(&f.eventInterval, "event-interval", 10*time.Second, "at most one event per interval per (cgroup, port, protocol, reason); 0 reports all")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on [host]:port (loopback when no host); off when empty")
+	fs.BoolVar(&f.noWatch, "no-watch", false, "do not reload when registry files change (SIGHUP still reloads)")
+}
+
+func newLogger(format, level string, w io.Writer) (*logrus.Logger, error) {
+	log := logrus.New()
+	log.SetOutput(w)
+	switch format {
+	case "json":
+		log.SetFormatter(&logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano})
+	case "text":
+		log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	default:
+		return nil, fmt.Errorf("--log-format %q: want json or text", format)
+	}
+	lvl, err := logrus.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	log.SetLevel(lvl)
+	return log, nil
+}
+
+func runRun(args []string, stdout, stderr io.Writer) error {
+	var f runFlags
+	fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return &exitError{code: 2, msg: err.Error()}
+	}
+	f.registry = append(f.registry, fs.Args()...)
+	if len(f.registry) == 0 {
+		return &exitError{code: 2, msg: "run: --registry is required (a file, a directory or builtin:NAME)"}
+	}
+	mode, err := policy.ParseMode(f.mode)
+	if err != nil {
+		return &exitError{code: 2, msg: "run: --" + err.Error()}
+	}
+	labels, err := parseLabels(f.labels)
+	if err != nil {
+		return &exitError{code: 2, msg: "run: " + err.Error()}
+	}
+	log, err := newLogger(f.logFormat, f.logLevel, stderr)
+	if err != nil {
+		return &exitError{code: 2, msg: "run: " + err.Error()}
+	}
+	err = daemon.Run(context.Background(), daemon.Config{
+		Registry:      f.registry,
+		Mode:          mode,
+		Cgroup:        f.cgroup,
+		PinPath:       f.pinPath,
+		NodeLabels:    labels,
+		ReadyFile:     f.readyFile,
+		AllNetns:      f.allNetns,
+		KeepOnExit:    f.keepOnExit,
+		EventInterval: f.eventInterval,
+		MetricsAddr:   f.metricsAddr,
+		Watch:         !f.noWatch,
+	}, log)
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	return nil
+}

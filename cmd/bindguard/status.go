@@ -1,0 +1,113 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/bindguard/bindguard/cgroups"
+	"github.com/bindguard/bindguard/loader"
+)
+
+func init() {
+	register("status", "show the policy in force and the counters, read from the pins", runStatus)
+}
+
+type statusJSON struct {
+	PinPath       string            `json:"pinPath"`
+	Cgroup        string            `json:"cgroup"`
+	CgroupID      uint64            `json:"cgroupId"`
+	Mode          string            `json:"mode"`
+	AllNetns      bool              `json:"allNetns"`
+	Generation    uint32            `json:"generation"`
+	Digest        string            `json:"digest"`
+	Applied       time.Time         `json:"applied"`
+	Started       time.Time         `json:"started"`
+	Entries       uint32            `json:"entries"`
+	Rules         uint32            `json:"rules"`
+	ReloadsOK     uint64            `json:"reloadsOk"`
+	ReloadsFailed uint64            `json:"reloadsFailed"`
+	LastFailure   *time.Time        `json:"lastFailure,omitempty"`
+	LastError     string            `json:"lastError,omitempty"`
+	Checks        uint64            `json:"checks"`
+	Allowed       uint64            `json:"allowed"`
+	Audited       map[string]uint64 `json:"audited"`
+	Denied        map[string]uint64 `json:"denied"`
+	EventsDropped uint64            `json:"eventsDropped"`
+	Suppressed    uint64            `json:"eventsSuppressed"`
+}
+
+func runStatus(args []string, stdout, stderr io.Writer) error {
+	fs := pflag.NewFlagSet("status", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	pinPath := fs.String("pin-path", loader.DefaultPinPath, "bpffs directory bindguard pinned to")
+	output := fs.StringP("output", "o", "text", "text or json")
+	if err := fs.Parse(args); err != nil {
+		return &exitError{code: 2, msg: err.Error()}
+	}
+	st, err := loader.ReadStatus(*pinPath)
+	if err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	s := statusJSON{
+		PinPath: *pinPath, CgroupID: st.AttachCgroupID, Mode: "audit", AllNetns: st.AllNetns,
+		Generation: st.Generation, Digest: st.Digest, Applied: st.Applied, Started: st.Started,
+		Entries: st.Entries, Rules: st.Rules, ReloadsOK: st.ReloadsOK, ReloadsFailed: st.ReloadsFailed,
+		LastError: st.LastError, Checks: st.Counters.Checks, Allowed: st.Counters.Allowed,
+		Audited: map[string]uint64{}, Denied: map[string]uint64{},
+		EventsDropped: st.Counters.EventsDropped, Suppressed: st.Counters.Suppressed,
+	}
+	if st.Enforce {
+		s.Mode = "enforce"
+	}
+	if !st.LastFailure.IsZero() {
+		s.LastFailure = &st.LastFailure
+	}
+	for _, r := range loader.Reasons {
+		s.Audited[r.String()] = st.Counters.Audited[r]
+		s.Denied[r.String()] = st.Counters.Denied[r]
+	}
+	if fsys, err := cgroups.Open(""); err == nil {
+		if p, err := fsys.Path(st.AttachCgroupID); err == nil {
+			s.Cgroup = p
+		}
+		fsys.Close()
+	}
+	switch *output {
+	case "json":
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(s)
+	case "text":
+	default:
+		return &exitError{code: 2, msg: fmt.Sprintf("status: -o %q: want text or json", *output)}
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "attached to\t%s (cgroup id %d)\n", s.Cgroup, s.CgroupID)
+	fmt.Fprintf(tw, "mode\t%s\n", s.Mode)
+	fmt.Fprintf(tw, "policy\tgeneration %d, %d rules, %d map entries, applied %s\n", s.Generation, s.Rules, s.Entries, s.Applied.Format(time.RFC3339))
+	fmt.Fprintf(tw, "registry digest\t%s\n", s.Digest)
+	fmt.Fprintf(tw, "reloads\t%d ok, %d failed\n", s.ReloadsOK, s.ReloadsFailed)
+	if s.LastFailure != nil {
+		fmt.Fprintf(tw, "last failed reload\t%s: %s\n", s.LastFailure.Format(time.RFC3339), firstLine(s.LastError))
+	}
+	fmt.Fprintf(tw, "binds checked\t%d (allowed %d)\n", s.Checks, s.Allowed)
+	for _, r := range loader.Reasons {
+		fmt.Fprintf(tw, "  %s\taudited %d, denied %d\n", r, s.Audited[r.String()], s.Denied[r.String()])
+	}
+	fmt.Fprintf(tw, "events\t%d dropped, %d suppressed by rate limiting\n", s.EventsDropped, s.Suppressed)
+	return tw.Flush()
+}
+
+func firstLine(s string) string {
+	for i, c := range s {
+		if c == '\n' {
+			return s[:i] + " …"
+		}
+	}
+	return s
+}

@@ -1,0 +1,106 @@
+package daemon
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/bindguard/bindguard/loader"
+)
+
+type metrics struct {
+	reg        *prometheus.Registry
+	reloads    *prometheus.CounterVec
+	events     *prometheus.CounterVec
+	entries    prometheus.Gauge
+	generation prometheus.Gauge
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bindguard_reloads_total", Help: "Registry reloads by result (ok, failed).",
+		}, []string{"result"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bindguard_events_logged_total", Help: "Violation events the daemon logged, by verdict and reason.",
+		}, []string{"verdict", "reason"}),
+		entries: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bindguard_policy_entries", Help: "Policy map entries in force.",
+		}),
+		generation: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bindguard_policy_generation", Help: "Generation of the policy in force.",
+		}),
+	}
+	m.reg.MustRegister(m.reloads, m.events, m.entries, m.generation)
+	return m
+}
+
+// kernelCollector exports the kernel counters at scrape time.
+type kernelCollector struct{ ld *loader.Loader }
+
+var (
+	descChecks  = prometheus.NewDesc("bindguard_binds_checked_total", "bind() calls the programs judged.", nil, nil)
+	descAllowed = prometheus.NewDesc("bindguard_binds_allowed_total", "bind() calls allowed without violation.", nil, nil)
+	descAudited = prometheus.NewDesc("bindguard_binds_audited_total", "Violations audited (bind proceeded), by reason.", []string{"reason"}, nil)
+	descDenied  = prometheus.NewDesc("bindguard_binds_denied_total", "Violations denied with EPERM, by reason.", []string{"reason"}, nil)
+	descDropped = prometheus.NewDesc("bindguard_events_dropped_total", "Events lost because the ring buffer was full.", nil, nil)
+	descSupp    = prometheus.NewDesc("bindguard_events_suppressed_total", "Events folded by rate limiting.", nil, nil)
+)
+
+func (k kernelCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descChecks, descAllowed, descAudited, descDenied, descDropped, descSupp} {
+		ch <- d
+	}
+}
+
+func (k kernelCollector) Collect(ch chan<- prometheus.Metric) {
+	c, err := k.ld.Counters()
+	if err != nil {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(descChecks, prometheus.CounterValue, float64(c.Checks))
+	ch <- prometheus.MustNewConstMetric(descAllowed, prometheus.CounterValue, float64(c.Allowed))
+	for _, r := range loader.Reasons {
+		ch <- prometheus.MustNewConstMetric(descAudited, prometheus.CounterValue, float64(c.Audited[r]), r.String())
+		ch <- prometheus.MustNewConstMetric(descDenied, prometheus.CounterValue, float64(c.Denied[r]), r.String())
+	}
+	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(c.EventsDropped))
+	ch <- prometheus.MustNewConstMetric(descSupp, prometheus.CounterValue, float64(c.Suppressed))
+}
+
+// serveMetrics serves /metrics on addr; a bare port (":9965" or "9965")
+// listens on loopback only.
+func (d *Daemon) serveMetrics(addr string) (stop func(), err error) {
+	if _, err := strconv.Atoi(addr); err == nil {
+		addr = ":" + addr
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	d.metrics.reg.MustRegister(kernelCollector{d.ld})
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, port))
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.log.WithError(err).Error("metrics server")
+		}
+	}()
+	d.log.WithField("addr", ln.Addr().String()).Info("serving metrics")
+	return func() { srv.Close() }, nil
+}

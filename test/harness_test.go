@@ -1,0 +1,240 @@
+// Package test holds the end-to-end tests: they build the real bindguard
+// binary, run it against the real kernel with its attach point in a
+// temporary cgroup, and make real bind() calls from processes placed in
+// child cgroups.
+package test
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bindguard/bindguard/internal/testutils"
+)
+
+var binPath string
+
+func TestMain(m *testing.M) {
+	testutils.MaybeBinder()
+	dir, err := os.MkdirTemp("", "bindguard-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binPath = filepath.Join(dir, "bindguard")
+	build := exec.Command("go", "build", "-o", binPath, "../cmd/bindguard")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build bindguard:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	testutils.CleanupBinder()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// env is one test's world: an attach cgroup, a private bpffs, a registry file.
+type env struct {
+	t        *testing.T
+	cgAbs    string // attach point
+	cgRel    string
+	pinPath  string
+	registry string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	testutils.Privileged(t)
+	abs, rel := testutils.Cgroup(t, "/")
+	return &env{t: t, cgAbs: abs, cgRel: rel, pinPath: testutils.BPFFS(t), registry: filepath.Join(t.TempDir(), "registry.yaml")}
+}
+
+// writeRegistry writes a registry; %CG% stands for the attach cgroup's registry path.
+func (e *env) writeRegistry(body string) {
+	e.t.Helper()
+	body = strings.ReplaceAll(body, "%CG%", e.cgRel)
+	doc := "apiVersion: bindguard.io/v1\nkind: PortRegistry\nmetadata:\n  name: e2e\n" + body
+	tmp := e.registry + ".tmp"
+	if err := os.WriteFile(tmp, []byte(doc), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, e.registry); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// child creates a cgroup below the attach point.
+func (e *env) child(path string) string {
+	e.t.Helper()
+	dir := e.cgAbs
+	for _, p := range strings.Split(path, "/") {
+		dir = filepath.Join(dir, p)
+		if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+			e.t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// daemon is a running `bindguard run`.
+type daemon struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	mu     sync.Mutex
+	lines  []map[string]any
+	raw    []string
+	notify chan struct{}
+	done   chan struct{}
+}
+
+func (e *env) start(mode string, extra ...string) *daemon {
+	e.t.Helper()
+	ready := filepath.Join(e.t.TempDir(), "ready")
+	args := append([]string{"run", "--registry", e.registry, "--mode", mode, "--cgroup", e.cgRel,
+		"--pin-path", e.pinPath, "--ready-file", ready, "--log-format", "json", "--event-interval", "0"}, extra...)
+	d := startDaemon(e.t, args...)
+	d.waitFile(ready, 20*time.Second)
+	return d
+}
+
+func startDaemon(t *testing.T, args ...string) *daemon {
+	t.Helper()
+	cmd := exec.Command(binPath, args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = os.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{t: t, cmd: cmd, notify: make(chan struct{}, 1), done: make(chan struct{})}
+	go func() {
+		defer close(d.done)
+		s := bufio.NewScanner(stderr)
+		s.Buffer(make([]byte, 1<<20), 1<<20)
+		for s.Scan() {
+			var m map[string]any
+			json.Unmarshal(s.Bytes(), &m)
+			d.mu.Lock()
+			d.raw = append(d.raw, s.Text())
+			if m != nil {
+				d.lines = append(d.lines, m)
+			}
+			d.mu.Unlock()
+			select {
+			case d.notify <- struct{}{}:
+			default:
+			}
+		}
+		cmd.Wait()
+	}()
+	t.Cleanup(func() { d.stop(syscall.SIGKILL) })
+	return d
+}
+
+func (d *daemon) waitFile(path string, timeout time.Duration) {
+	d.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		select {
+		case <-d.done:
+			d.t.Fatalf("daemon exited before it was ready:\n%s", d.output())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	d.t.Fatalf("daemon not ready after %v:\n%s", timeout, d.output())
+}
+
+func (d *daemon) output() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return strings.Join(d.raw, "\n")
+}
+
+// stop signals the daemon and waits for it to exit.
+func (d *daemon) stop(sig syscall.Signal) {
+	if d.cmd.ProcessState != nil {
+		return
+	}
+	d.cmd.Process.Signal(sig)
+	select {
+	case <-d.done:
+	case <-time.After(15 * time.Second):
+		d.cmd.Process.Kill()
+		<-d.done
+		d.t.Errorf("daemon did not stop on %v", sig)
+	}
+}
+
+// waitLog waits for a log record that match accepts.
+func (d *daemon) waitLog(what string, match func(map[string]any) bool) map[string]any {
+	d.t.Helper()
+	deadline := time.After(10 * time.Second)
+	seen := 0
+	for {
+		d.mu.Lock()
+		for ; seen < len(d.lines); seen++ {
+			if match(d.lines[seen]) {
+				m := d.lines[seen]
+				d.mu.Unlock()
+				return m
+			}
+		}
+		d.mu.Unlock()
+		select {
+		case <-d.notify:
+		case <-d.done:
+			d.t.Fatalf("daemon exited while waiting for %s:\n%s", what, d.output())
+		case <-deadline:
+			d.t.Fatalf("no %s in the daemon's log:\n%s", what, d.output())
+		}
+	}
+}
+
+// events returns the violation records logged so far.
+func (d *daemon) events() []map[string]any {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var evs []map[string]any
+	for _, m := range d.lines {
+		if _, ok := m["reason"]; ok {
+			evs = append(evs, m)
+		}
+	}
+	return evs
+}
+
+// eventFor waits for the event of a bind to port/protocol.
+func (d *daemon) eventFor(port int, proto string) map[string]any {
+	d.t.Helper()
+	return d.waitLog(fmt.Sprintf("event for %d/%s", port, proto), func(m map[string]any) bool {
+		p, _ := m["port"].(float64)
+		return int(p) == port && m["protocol"] == proto && m["reason"] != nil
+	})
+}
+
+// bindguard runs a bindguard subcommand and returns its output and exit code.
+func bindguard(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	out, err := exec.Command(binPath, args...).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return string(out), ee.ExitCode()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out), 0
+}
