@@ -1,0 +1,161 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+)
+
+const policyTestdata = "../../policy/testdata/"
+
+// runCmd runs bindguard in-process and returns stdout, stderr and the exit code.
+func runCmd(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := run(args, &out, &errb)
+	code := 0
+	if err != nil {
+		code = 1
+		var ee *exitError
+		if errors.As(err, &ee) {
+			code = ee.code
+		}
+		if msg := err.Error(); msg != "" {
+			errb.WriteString("bindguard: " + msg + "\n")
+		}
+	}
+	return out.String(), errb.String(), code
+}
+
+func TestCheckReportsEveryError(t *testing.T) {
+	var out, errb bytes.Buffer
+	err := run([]string{"check", policyTestdata + "three-mistakes.yaml"}, &out, &errb)
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 1 || ee.msg != "" {
+		t.Fatalf("run: %#v, want exit code 1 without a message", err)
+	}
+	f := policyTestdata + "three-mistakes.yaml"
+	want := f + ":8:11: port 70000 is out of range: want 1-65535\n" +
+		f + ":11:15: protocol \"sctp\" is not supported: bindguard checks TCP and UDP binds (MPTCP counts as TCP); SCTP sockets are not judged\n" +
+		f + ":13:5: port 2379/tcp claimed by \"not-etcd\" conflicts with \"etcd\" at " + f + ":6:5\n"
+	if errb.String() != want {
+		t.Errorf("stderr:\n%s\nwant:\n%s", errb.String(), want)
+	}
+	if out.Len() != 0 {
+		t.Errorf("stdout: %q", out.String())
+	}
+}
+
+func TestCheck(t *testing.T) {
+	tests := []struct {
+		name   string
+		args   []string
+		stdout string
+		stderr string
+		code   int
+	}{
+		{
+			name:   "all nodes",
+			args:   []string{policyTestdata + "valid.yaml"},
+			stdout: "ok: 1 files, 4 entries, 1 removed; all nodes: 44 ports covered (tcp 23, udp 21)\n",
+		},
+		{
+			name:   "one node",
+			args:   []string{"--node-label", "role=worker", "--node-label=zone=a", policyTestdata + "valid.yaml", policyTestdata + "dir"},
+			stdout: "ok: 5 files, 8 entries, 1 removed; node [role=worker,zone=a]: 47 ports covered (tcp 26, udp 21)\n",
+		},
+		{name: "no paths", args: nil, stderr: "no registry given", code: 2},
+		{name: "bad label", args: []string{"--node-label", "role", policyTestdata + "valid.yaml"}, stderr: `--node-label "role": want key=value`, code: 2},
+		{name: "bad flag", args: []string{"--nope", policyTestdata + "valid.yaml"}, stderr: "unknown flag: --nope", code: 2},
+		{name: "missing file", args: []string{policyTestdata + "missing.yaml"}, stderr: "no such file or directory", code: 1},
+		{name: "help", args: []string{"--help"}, stderr: "usage: bindguard check [flags] PATH...", code: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stdout, stderr, code := runCmd(t, append([]string{"check"}, tt.args...)...)
+			if code != tt.code || stdout != tt.stdout || !strings.Contains(stderr, tt.stderr) {
+				t.Errorf("check %q:\nexit %d, stdout %q, stderr %q\nwant exit %d, stdout %q, stderr containing %q",
+					tt.args, code, stdout, stderr, tt.code, tt.stdout, tt.stderr)
+			}
+		})
+	}
+}
+
+func TestCompileTable(t *testing.T) {
+	stdout, stderr, code := runCmd(t, "compile", "--node-label", "role=control-plane", policyTestdata+"valid.yaml")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	f := policyTestdata + "valid.yaml"
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	want := [][]string{
+		{"PORT", "PROTO", "BIND", "MODE", "OWNERS", "RULE", "PROCESS"},
+		{"2379", "tcp", "any", "enforce", "cgroup:/system.slice/etcd.service,unit:etcd.service,uid:0", f + ":8", "etcd"},
+		{"9200-9219", "tcp", "localhost", "audit", "any", f + ":22", "node-exporter"},
+		{"10250", "tcp", "any", "enforce", "any", f + ":20", "kubelet"},
+		{"10256", "tcp", "-", "enforce", "none", "(removed)", f + ":32", "openshift-sdn"},
+		{"9200-9219", "udp", "localhost", "audit", "any", f + ":22", "node-exporter"},
+	}
+	if len(lines) != len(want)+1 {
+		t.Fatalf("got %d lines:\n%s", len(lines), stdout)
+	}
+	for i, w := range want {
+		if got := strings.Fields(lines[i]); strings.Join(got, " ") != strings.Join(w, " ") {
+			t.Errorf("line %d: %q, want %q", i, got, w)
+		}
+	}
+	if !strings.HasPrefix(lines[len(want)], "43 rules (1 removed ports), digest ") {
+		t.Errorf("summary %q", lines[len(want)])
+	}
+}
+
+func TestCompileJSON(t *testing.T) {
+	stdout, stderr, code := runCmd(t, "compile", "-o", "json", policyTestdata+"valid.json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var got compiledJSON
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Rules) != 1+1+11*2 || got.NodeLabels == nil || len(got.Digest) != 64 {
+		t.Fatalf("got %d rules, labels %v, digest %q", len(got.Rules), got.NodeLabels, got.Digest)
+	}
+	first := got.Rules[0]
+	want := ruleJSON{
+		Port: 22, Protocol: "tcp", Bind: "any", Mode: "enforce",
+		Owners: ownersJSON{Cgroups: []string{}, Units: []string{"sshd.service"}, UIDs: []uint32{}},
+		Rule:   policyTestdata + "valid.json:6", Process: "sshd",
+	}
+	if b, w := compactJSON(t, first), compactJSON(t, want); b != w {
+		t.Errorf("first rule %s, want %s", b, w)
+	}
+	if !strings.Contains(stdout, `"cgroups": []`) || strings.Contains(stdout, "null") {
+		t.Errorf("lists must be [] never null:\n%s", stdout)
+	}
+	if r := got.Rules[1]; r.Port != 9101 || !r.Removed {
+		t.Errorf("second rule %+v, want removed 9101", r)
+	}
+}
+
+func TestCompileErrors(t *testing.T) {
+	_, stderr, code := runCmd(t, "compile", "-o", "yaml", policyTestdata+"valid.yaml")
+	if code != 2 || !strings.Contains(stderr, `--output "yaml": want table or json`) {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+	_, stderr, code = runCmd(t, "compile", policyTestdata+"three-mistakes.yaml")
+	if code != 1 || strings.Count(stderr, "three-mistakes.yaml:") != 4 { // 3 lines, one naming two places
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+}
+
+func compactJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

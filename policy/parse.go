@@ -1,0 +1,588 @@
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+const (
+	// APIVersion and Kind identify a registry document.
+	APIVersion = "bindguard.io/v1"
+	Kind       = "PortRegistry"
+)
+
+// maxNodeVisits bounds how many YAML nodes one file may expand to through
+// aliases, so that a "billion laughs" document fails instead of hanging.
+const maxNodeVisits = 10_000_000
+
+// Parse parses one registry file; name is used in positions and the digest.
+// A file may hold several YAML documents, each a PortRegistry.
+//
+// Every problem is reported, not just the first: the error is an ErrorList.
+// On error the returned Registry is still non-nil and holds the entries that
+// were well-formed; its Validate reports the parse errors again (with any
+// conflicts among those entries), and it never compiles.
+func Parse(name string, data []byte) (*Registry, error) {
+	r := parseFile(name, data)
+	r.Digest = digest([]input{{name, data}})
+	return r, r.errs.Err()
+}
+
+// parseFile parses one file without computing the digest.
+func parseFile(name string, data []byte) *Registry {
+	p := &parser{file: name, reg: &Registry{}}
+	p.parseDocuments(data)
+	p.reg.errs = append(p.reg.errs, p.errs...).sortedUnique()
+	return p.reg
+}
+
+type parser struct {
+	file   string
+	reg    *Registry
+	errs   ErrorList
+	visits int
+}
+
+func (p *parser) pos(n *yaml.Node) Pos { return Pos{File: p.file, Line: n.Line, Col: n.Column} }
+
+func (p *parser) errorf(n *yaml.Node, format string, args ...any) {
+	p.errs.add(p.pos(n), fmt.Sprintf(format, args...))
+}
+
+var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// syntaxError turns "yaml: line N: msg" into FILE:N:1: invalid yaml: msg.
+func (p *parser) syntaxError(err error) {
+	msg := err.Error()
+	pos := Pos{File: p.file, Line: 1, Col: 1}
+	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+		pos.Line, _ = strconv.Atoi(m[1])
+		msg = m[2]
+	} else {
+		msg = strings.TrimPrefix(msg, "yaml: ")
+	}
+	p.errs.add(pos, "invalid yaml: "+msg)
+}
+
+func (p *parser) parseDocuments(data []byte) {
+	defer func() {
+		// The YAML parser should never panic; if it does on some input, that
+		// input is reported as invalid rather than crashing the daemon.
+		if v := recover(); v != nil {
+			p.errs.add(Pos{File: p.file, Line: 1, Col: 1}, fmt.Sprintf("invalid yaml: parser failed: %v", v))
+		}
+	}()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	docs := 0
+	for {
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			p.syntaxError(err)
+			return
+		}
+		if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+			continue
+		}
+		root := doc.Content[0]
+		if root.Kind == yaml.ScalarNode && root.ShortTag() == "!!null" {
+			continue // an empty document, as a trailing "---" makes
+		}
+		docs++
+		p.document(root)
+	}
+	if docs == 0 && len(p.errs) == 0 {
+		p.errs.add(Pos{File: p.file, Line: 1, Col: 1}, "file is empty: want a registry with apiVersion: "+APIVersion+" and kind: "+Kind)
+	}
+}
+
+// resolve follows aliases and counts the visit against the budget. It
+// returns nil once the budget is spent.
+func (p *parser) resolve(n *yaml.Node) *yaml.Node {
+	for i := 0; n != nil && n.Kind == yaml.AliasNode; i++ {
+		if i > 100 {
+			return nil
+		}
+		n = n.Alias
+	}
+	if n == nil {
+		return nil
+	}
+	p.visits++
+	if p.visits == maxNodeVisits {
+		p.errorf(n, "document expands to more than %d nodes through aliases", maxNodeVisits)
+	}
+	if p.visits >= maxNodeVisits {
+		return nil
+	}
+	return n
+}
+
+// describe names a node's type for "got …" in messages.
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		switch n.ShortTag() {
+		case "!!str":
+			return fmt.Sprintf("string %q", n.Value)
+		case "!!int":
+			return "integer " + n.Value
+		case "!!float":
+			return "number " + n.Value
+		case "!!bool":
+			return "boolean " + n.Value
+		case "!!null":
+			return "nothing"
+		}
+		return fmt.Sprintf("%s %q", n.ShortTag(), n.Value)
+	}
+	return "an unexpected node"
+}
+
+func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" }
+
+// fields walks the key/value pairs of mapping n. It reports duplicate keys,
+// keys that are not strings, merge keys and unknown fields, and calls fn with
+// each known field's key node and resolved value.
+func (p *parser) fields(n *yaml.Node, what string, allowed []string, fn func(key string, k, v *yaml.Node)) {
+	// Known fields are few: a slice indexed like allowed beats a map.
+	var seenBuf [16]*yaml.Node
+	seen := seenBuf[:0]
+	if len(allowed) > len(seenBuf) {
+		seen = make([]*yaml.Node, 0, len(allowed))
+	}
+	seen = seen[:len(allowed)]
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := p.resolve(n.Content[i]), p.resolve(n.Content[i+1])
+		if k == nil || v == nil {
+			return
+		}
+		if k.ShortTag() == "!!merge" {
+			p.errorf(k, "merge keys (<<) are not supported: write the fields out, or alias the whole %s", what)
+			continue
+		}
+		if k.Kind != yaml.ScalarNode {
+			p.errorf(k, "%s key must be a string, got %s", what, describe(k))
+			continue
+		}
+		f := slices.Index(allowed, k.Value)
+		if f < 0 {
+			p.errorf(k, "unknown field %q in %s%s: want %s", k.Value, what, suggest(k.Value, allowed), strings.Join(allowed, ", "))
+			continue
+		}
+		if first := seen[f]; first != nil {
+			p.errorf(k, "mapping key %q already defined at line %d", k.Value, first.Line)
+			continue
+		}
+		seen[f] = k
+		fn(k.Value, k, v)
+	}
+}
+
+// suggest returns ` (did you mean "x"?)` for a near miss of an allowed field.
+func suggest(got string, allowed []string) string {
+	for _, a := range allowed {
+		if strings.EqualFold(got, a) || (len(a) > 3 && editDistance(strings.ToLower(got), strings.ToLower(a)) <= 2) {
+			return fmt.Sprintf(" (did you mean %q?)", a)
+		}
+	}
+	return ""
+}
+
+func editDistance(a, b string) int {
+	if len(a) > 64 || len(b) > 64 {
+		return 64
+	}
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			c := prev[j-1]
+			if a[i-1] != b[j-1] {
+				c++
+			}
+			cur[j] = min(c, prev[j]+1, cur[j-1]+1)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// text returns a scalar field's text. Any scalar is accepted, so that
+// `since: 4.10` keeps its digits as written; null is "".
+func (p *parser) text(field string, n *yaml.Node) (string, bool) {
+	if n.Kind != yaml.ScalarNode {
+		p.errorf(n, "%s: want a string, got %s", field, describe(n))
+		return "", false
+	}
+	if isNull(n) {
+		return "", true
+	}
+	return n.Value, true
+}
+
+var (
+	topFields      = []string{"apiVersion", "kind", "metadata", "entries", "removed"}
+	metadataFields = []string{"name", "source"}
+	entryFields    = []string{"port", "protocol", "process", "owners", "nodeSelector", "bind", "mode", "team", "since", "notes"}
+	removedFields  = []string{"port", "protocol", "process", "nodeSelector", "removed", "team", "since", "notes"}
+	ownerFields    = []string{"cgroup", "unit", "uid"}
+)
+
+func (p *parser) document(n *yaml.Node) {
+	if n = p.resolve(n); n == nil {
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n, "a registry must be a mapping with apiVersion: %s and kind: %s, got %s", APIVersion, Kind, describe(n))
+		return
+	}
+	src := Source{File: p.file, Pos: p.pos(n)}
+	var apiVersion, kind bool
+	p.fields(n, "registry", topFields, func(key string, k, v *yaml.Node) {
+		switch key {
+		case "apiVersion":
+			apiVersion = true
+			if s, ok := p.text(key, v); ok && s != APIVersion {
+				p.errorf(v, "apiVersion %q is not supported: want %s", s, APIVersion)
+			}
+		case "kind":
+			kind = true
+			if s, ok := p.text(key, v); ok && s != Kind {
+				p.errorf(v, "kind %q: want %s", s, Kind)
+			}
+		case "metadata":
+			p.metadata(v, &src)
+		case "entries", "removed":
+			p.entries(key, v)
+		}
+	})
+	if !apiVersion {
+		p.errorf(n, "missing apiVersion: want apiVersion: %s", APIVersion)
+	}
+	if !kind {
+		p.errorf(n, "missing kind: want kind: %s", Kind)
+	}
+	p.reg.Sources = append(p.reg.Sources, src)
+}
+
+func (p *parser) metadata(n *yaml.Node, src *Source) {
+	if isNull(n) {
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n, "metadata: want a mapping with %s, got %s", strings.Join(metadataFields, ", "), describe(n))
+		return
+	}
+	p.fields(n, "metadata", metadataFields, func(key string, k, v *yaml.Node) {
+		s, _ := p.text(key, v)
+		switch key {
+		case "name":
+			src.Name = s
+		case "source":
+			src.Source = s
+		}
+	})
+}
+
+func (p *parser) entries(list string, n *yaml.Node) {
+	if isNull(n) {
+		return
+	}
+	if n.Kind != yaml.SequenceNode {
+		p.errorf(n, "%s: want a list of entries, got %s", list, describe(n))
+		return
+	}
+	removed := list == "removed"
+	for _, item := range n.Content {
+		if item = p.resolve(item); item == nil {
+			return
+		}
+		e, ok := p.entry(item, removed)
+		if !ok {
+			continue
+		}
+		if removed {
+			p.reg.Removed = append(p.reg.Removed, e)
+		} else {
+			p.reg.Entries = append(p.reg.Entries, e)
+		}
+	}
+}
+
+// entry parses one entry; ok is false when it had any error.
+func (p *parser) entry(n *yaml.Node, removed bool) (e Entry, ok bool) {
+	what, allowed := "entry", entryFields
+	if removed {
+		what, allowed = "removed entry", removedFields
+	}
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n, "%s: want a mapping with port, protocol, process…, got %s", what, describe(n))
+		return e, false
+	}
+	before := len(p.errs)
+	e = Entry{Pos: p.pos(n), Removed: removed, Bind: BindAny, Protocols: []Protocol{TCP}}
+	var hasPort, hasProcess bool
+	p.fields(n, what, allowed, func(key string, k, v *yaml.Node) {
+		switch key {
+		case "port":
+			hasPort = true
+			e.Ports = p.ports(v)
+		case "protocol":
+			e.Protocols = p.protocols(v)
+		case "process":
+			hasProcess = true
+			if s, ok := p.text(key, v); ok {
+				if err := checkProcess(s); err != nil {
+					p.errorf(v, "%v", err)
+				}
+				e.Process = strings.TrimSpace(s)
+			}
+		case "owners":
+			e.Owners = p.owners(v)
+		case "nodeSelector":
+			e.NodeSelector = p.selector(v)
+		case "bind":
+			if s, ok := p.text(key, v); ok && !isNull(v) {
+				b, err := parseBind(s)
+				if err != nil {
+					p.errorf(v, "%v", err)
+				}
+				e.Bind = b
+			}
+		case "mode":
+			if s, ok := p.text(key, v); ok && !isNull(v) {
+				switch Mode(s) {
+				case ModeAudit, ModeEnforce:
+					e.Mode = Mode(s)
+				default:
+					p.errorf(v, "mode %q: want audit or enforce (or omit it: the node's mode applies)", s)
+				}
+			}
+		case "team":
+			e.Team, _ = p.text(key, v)
+		case "since":
+			e.Since, _ = p.text(key, v)
+		case "notes":
+			e.Notes, _ = p.text(key, v)
+		case "removed":
+			e.RemovedIn, _ = p.text(key, v)
+		}
+	})
+	if !hasPort {
+		p.errorf(n, "%s has no port: want port: 1-65535 or a range like \"9200-9219\"", what)
+	}
+	if !hasProcess {
+		p.errorf(n, "%s has no process: name the process that binds the port", what)
+	}
+	return e, len(p.errs) == before
+}
+
+func (p *parser) ports(n *yaml.Node) PortRange {
+	if n.Kind == yaml.ScalarNode {
+		switch n.ShortTag() {
+		case "!!int":
+			v, err := strconv.ParseInt(strings.ReplaceAll(n.Value, "_", ""), 0, 64)
+			switch {
+			case err != nil || v < 0 || v > 65535:
+				p.errorf(n, "port %s is out of range: want 1-65535", n.Value)
+			case v == 0:
+				p.errorf(n, "port 0 is not allowed: it asks the kernel for an ephemeral port, which bindguard never judges; want 1-65535")
+			default:
+				return PortRange{uint16(v), uint16(v)}
+			}
+			return PortRange{}
+		case "!!str":
+			r, err := parsePorts(n.Value)
+			if err != nil {
+				p.errorf(n, "%v", err)
+			}
+			return r
+		}
+	}
+	p.errorf(n, "port: want an integer 1-65535 or a range like \"9200-9219\", got %s", describe(n))
+	return PortRange{}
+}
+
+func (p *parser) protocols(n *yaml.Node) []Protocol {
+	switch {
+	case isNull(n):
+		return []Protocol{TCP}
+	case n.Kind == yaml.ScalarNode:
+		pr, err := parseProtocol(n.Value)
+		if err != nil {
+			p.errorf(n, "%v", err)
+		}
+		return []Protocol{pr}
+	case n.Kind == yaml.SequenceNode:
+		if len(n.Content) == 0 {
+			p.errorf(n, "protocol list is empty: want tcp, udp or [tcp, udp]")
+		}
+		var out []Protocol
+		for _, item := range n.Content {
+			if item = p.resolve(item); item == nil {
+				return out
+			}
+			if item.Kind != yaml.ScalarNode || isNull(item) {
+				p.errorf(item, "protocol: want tcp or udp, got %s", describe(item))
+				continue
+			}
+			pr, err := parseProtocol(item.Value)
+			if err != nil {
+				p.errorf(item, "%v", err)
+				continue
+			}
+			if slices.Contains(out, pr) {
+				p.errorf(item, "protocol %v is listed twice", pr)
+				continue
+			}
+			out = append(out, pr)
+		}
+		return out
+	}
+	p.errorf(n, "protocol: want tcp, udp or a list of them, got %s", describe(n))
+	return nil
+}
+
+func (p *parser) owners(n *yaml.Node) Owners {
+	var o Owners
+	if isNull(n) {
+		return o
+	}
+	if n.Kind != yaml.SequenceNode {
+		p.errorf(n, "owners: want a list of items each with one of cgroup, unit, uid, got %s", describe(n))
+		return o
+	}
+	if len(n.Content) == 0 {
+		p.errorf(n, "owners list is empty: omit owners to let any process bind, or list who may")
+		return o
+	}
+	for _, item := range n.Content {
+		if item = p.resolve(item); item == nil {
+			return o
+		}
+		p.owner(item, &o)
+	}
+	o = normalizeOwners(o)
+	if c := o.Count(); c > MaxOwnersPerRule {
+		p.errorf(n, "%d owners: at most %d are allowed per port", c, MaxOwnersPerRule)
+	}
+	return o
+}
+
+func (p *parser) owner(n *yaml.Node, o *Owners) {
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n, "owner: want a mapping with exactly one of cgroup, unit, uid, got %s", describe(n))
+		return
+	}
+	var named []string
+	p.fields(n, "owner", ownerFields, func(key string, k, v *yaml.Node) {
+		named = append(named, key)
+		if len(named) > 1 {
+			return
+		}
+		switch key {
+		case "cgroup", "unit":
+			if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!str" {
+				p.errorf(v, "%s: want a string, got %s", key, describe(v))
+				return
+			}
+			check, list := checkCgroup, &o.Cgroups
+			if key == "unit" {
+				check, list = checkUnit, &o.Units
+			}
+			if err := check(v.Value); err != nil {
+				p.errorf(v, "%v", err)
+				return
+			}
+			*list = append(*list, v.Value)
+		case "uid":
+			if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" {
+				p.errorf(v, "uid: want an integer 0-4294967294, got %s", describe(v))
+				return
+			}
+			u, err := strconv.ParseUint(strings.ReplaceAll(v.Value, "_", ""), 0, 64)
+			if err == nil {
+				err = checkUID(u)
+			} else {
+				err = fmt.Errorf("uid %s is out of range: want 0-4294967294", v.Value)
+			}
+			if err != nil {
+				p.errorf(v, "%v", err)
+				return
+			}
+			o.UIDs = append(o.UIDs, uint32(u))
+		}
+	})
+	switch len(named) {
+	case 0:
+		p.errorf(n, "owner names none of cgroup, unit, uid: want exactly one")
+	case 1:
+	default:
+		p.errorf(n, "owner names %s: want exactly one of cgroup, unit, uid per item", strings.Join(named, " and "))
+	}
+}
+
+func (p *parser) selector(n *yaml.Node) map[string]string {
+	if isNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n, "nodeSelector: want a mapping of label to value, got %s", describe(n))
+		return nil
+	}
+	sel := make(map[string]string, len(n.Content)/2)
+	seen := make(map[string]*yaml.Node, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := p.resolve(n.Content[i]), p.resolve(n.Content[i+1])
+		if k == nil || v == nil {
+			return sel
+		}
+		if k.Kind != yaml.ScalarNode || k.ShortTag() == "!!merge" {
+			p.errorf(k, "nodeSelector key must be a label name, got %s", describe(k))
+			continue
+		}
+		if first, ok := seen[k.Value]; ok {
+			p.errorf(k, "mapping key %q already defined at line %d", k.Value, first.Line)
+			continue
+		}
+		seen[k.Value] = k
+		if err := checkLabelKey(k.Value); err != nil {
+			p.errorf(k, "%v", err)
+			continue
+		}
+		if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!str" {
+			hint := ""
+			if v.Kind == yaml.ScalarNode {
+				hint = fmt.Sprintf(": quote it, %s: %q", k.Value, v.Value)
+			}
+			p.errorf(v, "node selector %s: want a string value, got %s%s", k.Value, describe(v), hint)
+			continue
+		}
+		if err := checkLabelValue(k.Value, v.Value); err != nil {
+			p.errorf(v, "%v", err)
+			continue
+		}
+		sel[k.Value] = v.Value
+	}
+	return sel
+}

@@ -1,0 +1,280 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Validate reports every problem that keeps the registry from compiling:
+// the parse errors it was loaded with, invalid values in entries built in
+// memory, conflicts, and the kernel map limits.
+//
+// With nodeLabels empty it checks for every node: two entries conflict when
+// some node could match both selectors (they share no key with different
+// values), and the map limit is checked against an upper bound (a node
+// matching every selector). With nodeLabels it checks one node: only entries
+// whose selector matches are considered, and the limits are exact.
+//
+// The result is sorted and nil when the registry is valid.
+func (r *Registry) Validate(nodeLabels map[string]string) ErrorList {
+	errs := slices.Clone(r.errs)
+	ents := r.all()
+	for _, e := range ents {
+		for _, msg := range checkEntry(e) {
+			errs.add(e.Pos, msg)
+		}
+	}
+	present := r.present(ents, nodeLabels)
+	gid := groupIDs(ents)
+	for _, o := range overlaps(ents, present, gid) {
+		errs = append(errs, conflictError(ents, o))
+	}
+	errs = append(errs, r.checkLimits(ents, present, gid, nodeLabels)...)
+	if len(errs) == 0 {
+		return nil
+	}
+	return errs.sortedUnique()
+}
+
+// present returns the indexes of the entries a node holds: those whose
+// selector matches nodeLabels or, with nodeLabels empty, all of them.
+func (r *Registry) present(ents []*Entry, nodeLabels map[string]string) []int {
+	out := make([]int, 0, len(ents))
+	for i, e := range ents {
+		if len(nodeLabels) == 0 || e.Matches(nodeLabels) {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// groupKey is what entries must share to merge instead of conflicting: the
+// process, or being removed.
+func groupKey(e *Entry) string {
+	if e.Removed {
+		return "\x00removed"
+	}
+	return processKey(e.Process)
+}
+
+func portsString(lo, hi int, protos []Protocol) string {
+	ps := make([]string, len(protos))
+	for i, p := range protos {
+		ps[i] = p.String()
+	}
+	if lo == hi {
+		return fmt.Sprintf("port %d/%s", lo, strings.Join(ps, ","))
+	}
+	return fmt.Sprintf("ports %d-%d/%s", lo, hi, strings.Join(ps, ","))
+}
+
+func posLess(a, b Pos) bool {
+	if a.File != b.File {
+		return a.File < b.File
+	}
+	if a.Line != b.Line {
+		return a.Line < b.Line
+	}
+	return a.Col < b.Col
+}
+
+// conflictError reports an overlap at the later of the two entries, naming
+// the earlier one.
+func conflictError(ents []*Entry, o *overlap) *Error {
+	first, second := ents[o.a], ents[o.b]
+	if posLess(second.Pos, first.Pos) {
+		first, second = second, first
+	}
+	ports := portsString(o.lo, o.hi, o.protos)
+	var msg string
+	switch {
+	case second.Removed:
+		msg = fmt.Sprintf("removed %s (%q%s) is still claimed by %q at %v", ports, second.Process, removedIn(second), first.Process, first.Pos)
+	case first.Removed:
+		msg = fmt.Sprintf("%s claimed by %q was removed at %v (%q%s)", ports, second.Process, first.Pos, first.Process, removedIn(first))
+	default:
+		msg = fmt.Sprintf("%s claimed by %q conflicts with %q at %v", ports, second.Process, first.Process, first.Pos)
+	}
+	return &Error{Pos: second.Pos, Msg: msg}
+}
+
+func removedIn(e *Entry) string {
+	if e.RemovedIn == "" {
+		return ""
+	}
+	return ", removed in " + e.RemovedIn
+}
+
+// checkEntry checks the values of one entry. Parsed entries always pass (the
+// parser reports the same problems at their exact place); this holds entries
+// built in memory to the same rules.
+func checkEntry(e *Entry) []string {
+	var msgs []string
+	add := func(err error) {
+		if err != nil {
+			msgs = append(msgs, err.Error())
+		}
+	}
+	add(checkPorts(e.Ports))
+	add(checkProtocols(e.Protocols))
+	add(checkProcess(e.Process))
+	if _, err := parseBind(string(e.Bind)); err != nil {
+		add(err)
+	}
+	if e.Mode != "" {
+		if _, err := ParseMode(string(e.Mode)); err != nil {
+			add(err)
+		}
+	}
+	for _, c := range e.Owners.Cgroups {
+		add(checkCgroup(c))
+	}
+	for _, u := range e.Owners.Units {
+		add(checkUnit(u))
+	}
+	for _, u := range e.Owners.UIDs {
+		add(checkUID(uint64(u)))
+	}
+	if c := e.Owners.Count(); c > MaxOwnersPerRule {
+		msgs = append(msgs, fmt.Sprintf("%d owners: at most %d are allowed per port", c, MaxOwnersPerRule))
+	}
+	for k, v := range e.NodeSelector {
+		add(checkLabelKey(k))
+		add(checkLabelValue(k, v))
+	}
+	return msgs
+}
+
+// checkLimits counts the map entries the policy needs and the owners each
+// port ends up with once entries of the same process merge.
+//
+// Count: 1 meta entry, one entry per (port, protocol) rule, and one per owner
+// of each rule. A unit owner counts as 1 here, though the loader resolves it
+// to every cgroup named after the unit and must check again.
+func (r *Registry) checkLimits(ents []*Entry, present, gid []int, nodeLabels map[string]string) ErrorList {
+	var errs ErrorList
+	allNodes := len(nodeLabels) == 0
+	rules, owners := 0, 0
+	reported := map[string]bool{}
+	for _, proto := range []Protocol{TCP, UDP} {
+		segments(ents, present, proto, func(lo, hi int, cover []int) {
+			n := hi - lo + 1
+			rules += n
+			most := 0
+			for _, g := range ownedGroups(ents, gid, cover) {
+				c := mergedOwnerCount(ents, g)
+				most = max(most, c)
+				if len(g) == 1 || c <= MaxOwnersPerRule || (allNodes && !jointlyCompatible(ents, g)) {
+					// One entry was checked alone (checkEntry). With
+					// incompatible selectors no one node holds them all;
+					// each node is checked when it compiles.
+					continue
+				}
+				key := fmt.Sprint(g)
+				if reported[key] {
+					continue
+				}
+				reported[key] = true
+				at := make([]string, len(g))
+				for i, idx := range g {
+					at[i] = ents[idx].Pos.String()
+				}
+				errs.add(ents[g[0]].Pos, fmt.Sprintf("%s: entries of %q at %s together list %d owners: at most %d are allowed per port",
+					portsString(lo, hi, []Protocol{proto}), ents[g[0]].Process, strings.Join(at, ", "), c, MaxOwnersPerRule))
+			}
+			owners += n * most
+		})
+	}
+	total := 1 + rules + owners
+	if total <= MaxMapEntries {
+		return errs
+	}
+	where := "the policy needs up to"
+	if !allNodes {
+		where = "the policy for node " + FormatLabels(nodeLabels) + " needs"
+	}
+	var pos Pos
+	switch {
+	case len(r.Sources) > 0:
+		pos = r.Sources[0].Pos
+	case len(ents) > 0:
+		pos = ents[0].Pos
+	}
+	errs.add(pos, fmt.Sprintf("%s %d kernel map entries (1 meta + %d port rules + %d owners, a unit owner counting as 1): the limit is %d",
+		where, total, rules, owners, MaxMapEntries))
+	return errs
+}
+
+// groupIDs numbers the merge groups: entries with equal groupKey share an id.
+func groupIDs(ents []*Entry) []int {
+	ids := map[string]int{}
+	out := make([]int, len(ents))
+	for i, e := range ents {
+		k := groupKey(e)
+		id, ok := ids[k]
+		if !ok {
+			id = len(ids)
+			ids[k] = id
+		}
+		out[i] = id
+	}
+	return out
+}
+
+// ownedGroups splits the entries covering a port into merge groups (one per
+// process) and returns those whose merged rule lists owners. Most ports have
+// one entry, or entries without owners, and cost no allocation.
+func ownedGroups(ents []*Entry, gid []int, cover []int) [][]int {
+	owned := 0
+	for _, i := range cover {
+		if !ents[i].Removed && !ents[i].Owners.Any() {
+			owned++
+		}
+	}
+	switch {
+	case owned == 0:
+		return nil
+	case len(cover) == 1:
+		return [][]int{cover}
+	}
+	byGroup := map[int][]int{}
+	var order []int
+	for _, i := range cover {
+		g := gid[i]
+		if _, ok := byGroup[g]; !ok {
+			order = append(order, g)
+		}
+		byGroup[g] = append(byGroup[g], i)
+	}
+	var out [][]int
+	for _, g := range order {
+		if !slices.ContainsFunc(byGroup[g], func(i int) bool { return ents[i].Removed || ents[i].Owners.Any() }) {
+			out = append(out, byGroup[g])
+		}
+	}
+	return out
+}
+
+// jointlyCompatible reports whether one node can match every selector.
+func jointlyCompatible(ents []*Entry, g []int) bool {
+	for i := range g {
+		for j := i + 1; j < len(g); j++ {
+			if !compatible(ents[g[i]].NodeSelector, ents[g[j]].NodeSelector) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// mergedOwnerCount is how many owners the merge of a group lists.
+func mergedOwnerCount(ents []*Entry, g []int) int {
+	if ents[g[0]].Removed {
+		return 0
+	}
+	if len(g) == 1 {
+		return ents[g[0]].Owners.Count()
+	}
+	return mergeOwners(ents, g).Count()
+}

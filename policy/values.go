@@ -1,0 +1,238 @@
+package policy
+
+import (
+	"fmt"
+	"path"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// This file checks single values; the parser and Validate share it, so a
+// registry built in memory is held to the same rules as one parsed from YAML.
+
+// parsePorts parses "2379", "9200-9219" or "9200 - 9219".
+func parsePorts(s string) (PortRange, error) {
+	lo, hi, isRange := strings.Cut(s, "-")
+	if !isRange {
+		p, err := parsePort(s)
+		return PortRange{p, p}, err
+	}
+	if !isDigits(lo) || !isDigits(hi) {
+		return PortRange{}, fmt.Errorf("malformed port range %q: want LO-HI like \"9200-9219\"", s)
+	}
+	l, err := parsePort(lo)
+	if err != nil {
+		return PortRange{}, fmt.Errorf("port range %q: %w", s, err)
+	}
+	h, err := parsePort(hi)
+	if err != nil {
+		return PortRange{}, fmt.Errorf("port range %q: %w", s, err)
+	}
+	if l > h {
+		return PortRange{}, fmt.Errorf("port range %q is reversed: write \"%d-%d\"", s, h, l)
+	}
+	return PortRange{l, h}, nil
+}
+
+func isDigits(s string) bool {
+	s = strings.TrimSpace(s)
+	return s != "" && strings.TrimLeft(s, "0123456789") == ""
+}
+
+func parsePort(s string) (uint16, error) {
+	s = strings.TrimSpace(s)
+	if !isDigits(s) {
+		return 0, fmt.Errorf("port %q is not a number: want 1-65535 or a range like \"9200-9219\"", s)
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || n > 65535 {
+		return 0, fmt.Errorf("port %s is out of range: want 1-65535", s)
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("port 0 is not allowed: it asks the kernel for an ephemeral port, which bindguard never judges; want 1-65535")
+	}
+	return uint16(n), nil
+}
+
+func checkPorts(r PortRange) error {
+	switch {
+	case r.Lo == 0:
+		return fmt.Errorf("port 0 is not allowed: want 1-65535")
+	case r.Lo > r.Hi:
+		return fmt.Errorf("port range %d-%d is reversed: write %d-%d", r.Lo, r.Hi, r.Hi, r.Lo)
+	}
+	return nil
+}
+
+// unsupportedProtocols are transport protocols people may write that the
+// kernel programs do not judge.
+var unsupportedProtocols = map[string]string{
+	"sctp":     "SCTP",
+	"dccp":     "DCCP",
+	"udplite":  "UDP-Lite",
+	"udp-lite": "UDP-Lite",
+	"icmp":     "ICMP",
+	"raw":      "raw",
+}
+
+func parseProtocol(s string) (Protocol, error) {
+	l := strings.ToLower(strings.TrimSpace(s))
+	switch l {
+	case "tcp":
+		return TCP, nil
+	case "udp":
+		return UDP, nil
+	case "mptcp":
+		return 0, fmt.Errorf("protocol %q: write tcp; MPTCP binds are checked as TCP", s)
+	case "quic", "http3":
+		return 0, fmt.Errorf("protocol %q: QUIC runs over UDP; write udp", s)
+	}
+	if name, ok := unsupportedProtocols[l]; ok {
+		return 0, fmt.Errorf("protocol %q is not supported: bindguard checks TCP and UDP binds (MPTCP counts as TCP); %s sockets are not judged", s, name)
+	}
+	return 0, fmt.Errorf("unknown protocol %q: want tcp, udp or a list of them", s)
+}
+
+func checkProtocols(ps []Protocol) error {
+	var seen [3]bool
+	for _, p := range ps {
+		if p != TCP && p != UDP {
+			return fmt.Errorf("unknown protocol %v: want tcp or udp", p)
+		}
+		if seen[p] {
+			return fmt.Errorf("protocol %v is listed twice", p)
+		}
+		seen[p] = true
+	}
+	return nil
+}
+
+func checkProcess(s string) error {
+	if strings.TrimSpace(s) == "" {
+		return fmt.Errorf("process is empty: name the process that binds the port")
+	}
+	return nil
+}
+
+func parseBind(s string) (Bind, error) {
+	switch Bind(s) {
+	case BindAny, BindLocalhost:
+		return Bind(s), nil
+	case "":
+		return BindAny, nil
+	}
+	return "", fmt.Errorf("bind %q: want any or localhost", s)
+}
+
+// checkCgroup checks an owner cgroup path: absolute, clean, relative to the
+// cgroup2 root, and no deeper than the kernel program looks.
+func checkCgroup(p string) error {
+	switch {
+	case p == "":
+		return fmt.Errorf("cgroup is empty: want a path like /system.slice/etcd.service")
+	case !strings.HasPrefix(p, "/"):
+		return fmt.Errorf("cgroup %q is not absolute: want a path from the cgroup2 root like /system.slice/etcd.service", p)
+	case p == "/":
+		return fmt.Errorf("cgroup \"/\" is the root and holds every process: omit owners to let any process bind")
+	case strings.ContainsRune(p, 0):
+		return fmt.Errorf("cgroup %q contains a NUL byte", p)
+	case strings.HasPrefix(p, "/sys/fs/cgroup/") || p == "/sys/fs/cgroup":
+		return fmt.Errorf("cgroup %q: write the path relative to the cgroup2 mount, without /sys/fs/cgroup", p)
+	}
+	for _, c := range strings.Split(p[1:], "/") {
+		if c == ".." {
+			return fmt.Errorf("cgroup %q contains \"..\": want a clean absolute path", p)
+		}
+		if len(c) > 255 {
+			return fmt.Errorf("cgroup %q has a component longer than 255 bytes", p)
+		}
+	}
+	if path.Clean(p) != p {
+		return fmt.Errorf("cgroup %q is not clean: write %q", p, path.Clean(p))
+	}
+	if d := strings.Count(p, "/"); d > MaxCgroupDepth {
+		return fmt.Errorf("cgroup %q is %d levels deep: the kernel program looks at most %d levels down, so it could never match", p, d, MaxCgroupDepth)
+	}
+	return nil
+}
+
+// unitSuffixes are the systemd unit types that own a cgroup with processes.
+var unitSuffixes = []string{".service", ".scope", ".slice", ".socket", ".mount", ".swap"}
+
+// idleUnitSuffixes are unit types that run no processes of their own.
+var idleUnitSuffixes = []string{".target", ".timer", ".path", ".device", ".automount"}
+
+var unitNameRE = regexp.MustCompile(`^[A-Za-z0-9:_.\\@-]+$`)
+
+func checkUnit(u string) error {
+	if u == "" {
+		return fmt.Errorf("unit is empty: want a systemd unit name like etcd.service")
+	}
+	for _, s := range idleUnitSuffixes {
+		if strings.HasSuffix(u, s) && len(u) > len(s) {
+			return fmt.Errorf("unit %q runs no processes of its own: name the unit it starts (a .service)", u)
+		}
+	}
+	var suffix string
+	for _, s := range unitSuffixes {
+		if strings.HasSuffix(u, s) {
+			suffix = s
+		}
+	}
+	if suffix == "" {
+		return fmt.Errorf("unit %q has no unit suffix: want a name ending in .service, .scope, .slice, .socket, .mount or .swap", u)
+	}
+	prefix := strings.TrimSuffix(u, suffix)
+	switch {
+	case len(u) > 255:
+		return fmt.Errorf("unit %q is longer than 255 bytes", u)
+	case prefix == "" || !unitNameRE.MatchString(prefix) || strings.Contains(prefix, "/"):
+		return fmt.Errorf("unit %q is not a valid systemd unit name", u)
+	case strings.HasSuffix(prefix, "@"):
+		return fmt.Errorf("unit %q is a template: name an instance like %s", u, strings.TrimSuffix(prefix, "@")+"@NAME"+suffix)
+	}
+	return nil
+}
+
+func checkUID(n uint64) error {
+	if n > 4294967294 {
+		return fmt.Errorf("uid %d is out of range: want 0-4294967294", n)
+	}
+	return nil
+}
+
+var (
+	labelNameRE      = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
+	dnsSubdomainRE   = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+	labelKeyAccepted = "want [prefix/]name: name up to 63 characters of letters, digits, '-', '_', '.' starting and ending alphanumeric; prefix a DNS subdomain"
+)
+
+// checkLabelKey checks a Kubernetes label key: [prefix/]name.
+func checkLabelKey(k string) error {
+	if k == "" {
+		return fmt.Errorf("node selector key is empty: %s", labelKeyAccepted)
+	}
+	name := k
+	if prefix, n, ok := strings.Cut(k, "/"); ok {
+		if prefix == "" || len(prefix) > 253 || !dnsSubdomainRE.MatchString(prefix) {
+			return fmt.Errorf("node selector key %q has an invalid prefix: %s", k, labelKeyAccepted)
+		}
+		name = n
+	}
+	if name == "" || len(name) > 63 || !labelNameRE.MatchString(name) {
+		return fmt.Errorf("node selector key %q is not a valid label key: %s", k, labelKeyAccepted)
+	}
+	return nil
+}
+
+// checkLabelValue checks a Kubernetes label value, which may be empty.
+func checkLabelValue(k, v string) error {
+	if v == "" {
+		return nil
+	}
+	if len(v) > 63 || !labelNameRE.MatchString(v) {
+		return fmt.Errorf("node selector %s: value %q is not a valid label value: want up to 63 characters of letters, digits, '-', '_', '.' starting and ending alphanumeric, or empty", k, v)
+	}
+	return nil
+}
