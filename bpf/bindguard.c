@@ -25,6 +25,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 
 #include "bindguard.h"
 
@@ -92,6 +93,12 @@ struct {
 	__type(value, struct bg_status);
 } bg_state SEC(".maps");
 
+/* Cgroup creations and removals (struct bg_cgroup_event) for the daemon. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 16);
+} bg_cgroup_events SEC(".maps");
+
 /* Keep the types that only user space reads in the object's BTF, for bpf2go -type. */
 const struct bg_event *unused_bg_event __attribute__((unused));
 const struct bg_key *unused_bg_key __attribute__((unused));
@@ -104,6 +111,8 @@ const enum bg_meta_flags *unused_bg_meta_flags __attribute__((unused));
 const enum bg_reason *unused_bg_reason __attribute__((unused));
 const enum bg_verdict *unused_bg_verdict __attribute__((unused));
 const enum bg_counter *unused_bg_counter __attribute__((unused));
+const struct bg_cgroup_event *unused_bg_cgroup_event __attribute__((unused));
+const enum bg_cgroup_op *unused_bg_cgroup_op __attribute__((unused));
 
 static __always_inline void count(__u32 idx)
 {
@@ -292,4 +301,51 @@ int bindguard_bind6(struct bpf_sock_addr *ctx)
 	else
 		loopback = a0 == 0 && a1 == 0 && a2 == 0 && a3 == bpf_htonl(1);
 	return judge(ctx, 6, loopback);
+}
+
+/*
+ * Cgroup lifecycle. Only the fields read here are declared; CO-RE relocates
+ * them against the running kernel's BTF.
+ */
+struct kernfs_node {
+	__u64 id;
+} __attribute__((preserve_access_index));
+
+struct cgroup_root {
+	int hierarchy_id;
+} __attribute__((preserve_access_index));
+
+struct cgroup {
+	struct kernfs_node *kn;
+	struct cgroup_root *root;
+	int level;
+} __attribute__((preserve_access_index));
+
+static __always_inline int cgroup_event(struct bpf_raw_tracepoint_args *ctx, __u32 op)
+{
+	struct cgroup *cgrp = (struct cgroup *)ctx->args[0];
+
+	/* hierarchy 0 is cgroup2; cgroup v1 hierarchies are not ours */
+	if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0)
+		return 0;
+	struct bg_cgroup_event *e = bpf_ringbuf_reserve(&bg_cgroup_events, sizeof(*e), 0);
+	if (!e)
+		return 0; /* the daemon rescans owners when it sees a gap */
+	e->id = BPF_CORE_READ(cgrp, kn, id);
+	e->level = BPF_CORE_READ(cgrp, level);
+	e->op = op;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("raw_tracepoint/cgroup_mkdir")
+int bindguard_cgroup_mkdir(struct bpf_raw_tracepoint_args *ctx)
+{
+	return cgroup_event(ctx, BG_CGROUP_MKDIR);
+}
+
+SEC("raw_tracepoint/cgroup_rmdir")
+int bindguard_cgroup_rmdir(struct bpf_raw_tracepoint_args *ctx)
+{
+	return cgroup_event(ctx, BG_CGROUP_RMDIR);
 }

@@ -169,6 +169,23 @@ struct bg_rl_value {
 	__u32 pad;
 };
 
+/* bg_cgroup_event.op */
+enum bg_cgroup_op {
+	BG_CGROUP_MKDIR = 1,
+	BG_CGROUP_RMDIR = 2,
+};
+
+/*
+ * A cgroup of the cgroup2 hierarchy was created or removed. The daemon
+ * resolves `cgroup:` and `unit:` owners that appear after it started, and
+ * drops owner entries of cgroups that went away.
+ */
+struct bg_cgroup_event {
+	__u64 id;    /* cgroup id (kernfs node id) */
+	__u32 level; /* depth below the cgroup2 root */
+	__u32 op;    /* enum bg_cgroup_op */
+};
+
 /*
  * The daemon's record of the policy in force, one entry in bg_status. The
  * programs never read it; `bindguard status` does, from the pin, so status

@@ -137,6 +137,23 @@ func Run(ctx context.Context, cfg Config, log logrus.FieldLogger) (err error) {
 		defer wg.Done()
 		d.readEvents(ctx)
 	}()
+	if err := d.ld.WatchCgroups(); err != nil {
+		log.WithError(err).Warn("owners whose cgroups appear later are resolved only on reload")
+	} else {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.followCgroups()
+		}()
+		// A cgroup created between the policy's resolution and the
+		// tracepoint's attach would otherwise be missed.
+		d.mu.Lock()
+		_, err := d.ld.ResolveOwners(d.cg)
+		d.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
 
 	reload := make(chan string, 1)
 	if cfg.Watch {
@@ -171,7 +188,7 @@ func Run(ctx context.Context, cfg Config, log logrus.FieldLogger) (err error) {
 			}
 			log.WithField("signal", s.String()).Info("stopping")
 			cancel()
-			d.ld.FlushEvents() // the reader logs what is pending, then returns
+			d.ld.FlushEvents() // the readers log what is pending, then return
 			wg.Wait()
 			return nil
 		case why := <-reload:
@@ -182,14 +199,17 @@ func Run(ctx context.Context, cfg Config, log logrus.FieldLogger) (err error) {
 
 func (d *Daemon) compile() (*policy.Compiled, error) {
 	reg, err := policy.Load(d.cfg.Registry...)
-	if err != nil {
-		return nil, fmt.Errorf("registry %s:\n%w", strings.Join(d.cfg.Registry, " "), err)
+	if err == nil {
+		var c *policy.Compiled
+		if c, err = policy.Compile(reg, d.cfg.NodeLabels); err == nil {
+			return c, nil
+		}
 	}
-	c, err := policy.Compile(reg, d.cfg.NodeLabels)
-	if err != nil {
-		return nil, fmt.Errorf("registry %s:\n%w", strings.Join(d.cfg.Registry, " "), err)
+	var list policy.ErrorList
+	if errors.As(err, &list) {
+		return nil, err // every line says FILE:LINE:COL already
 	}
-	return c, nil
+	return nil, fmt.Errorf("registry %s: %w", strings.Join(d.cfg.Registry, " "), err)
 }
 
 // Reload recompiles the registry and swaps the policy. A registry that does
@@ -256,6 +276,45 @@ func (d *Daemon) readEvents(ctx context.Context) {
 			continue
 		}
 		d.logEvent(ev)
+	}
+}
+
+// followCgroups puts owners in force as their cgroups appear, and drops them
+// as they go.
+func (d *Daemon) followCgroups() {
+	for {
+		ev, err := d.ld.ReadCgroupEvent()
+		if err != nil {
+			if loader.IsCgroupReaderClosed(err) {
+				return
+			}
+			d.log.WithError(err).Error("read cgroup event")
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		switch ev.Op {
+		case loader.CgroupMkdir:
+			rel, err := d.cg.Path(ev.ID)
+			if err != nil {
+				continue // gone already
+			}
+			d.mu.Lock()
+			n, err := d.ld.CgroupCreated(ev.ID, rel)
+			d.mu.Unlock()
+			if err != nil {
+				d.log.WithError(err).WithField("cgroup", rel).Error("put owner in force")
+			} else if n > 0 {
+				d.metrics.ownersResolved.Inc()
+				d.log.WithFields(logrus.Fields{"cgroup": rel, "cgroup_id": ev.ID, "rules": n}).Info("owner cgroup appeared: in force")
+			}
+		case loader.CgroupRmdir:
+			d.mu.Lock()
+			n := d.ld.CgroupRemoved(ev.ID)
+			d.mu.Unlock()
+			if n > 0 {
+				d.log.WithFields(logrus.Fields{"cgroup_id": ev.ID, "entries": n}).Info("owner cgroup removed")
+			}
+		}
 	}
 }
 

@@ -19,6 +19,8 @@ type metrics struct {
 	events     *prometheus.CounterVec
 	entries    prometheus.Gauge
 	generation prometheus.Gauge
+	// ownersResolved counts cgroups that appeared after start and joined rules.
+	ownersResolved prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -36,8 +38,11 @@ func newMetrics() *metrics {
 		generation: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "bindguard_policy_generation", Help: "Generation of the policy in force.",
 		}),
+		ownersResolved: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bindguard_owner_cgroups_appeared_total", Help: "Owner cgroups that appeared after the policy was applied and were put in force.",
+		}),
 	}
-	m.reg.MustRegister(m.reloads, m.events, m.entries, m.generation)
+	m.reg.MustRegister(m.reloads, m.events, m.entries, m.generation, m.ownersResolved)
 	return m
 }
 

@@ -69,6 +69,7 @@ func (l *Loader) Apply(c *policy.Compiled, mode policy.Mode, r Resolver) (*Apply
 		l.inner.Close()
 	}
 	l.inner = inner
+	l.owners = enc.owners
 	l.generation = gen
 	l.origins[gen] = c.Origins
 	delete(l.origins, gen-4) // events of older generations are long drained

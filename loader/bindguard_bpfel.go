@@ -13,6 +13,20 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type bindguardBgCgroupEvent struct {
+	_     structs.HostLayout
+	Id    uint64
+	Level uint32
+	Op    uint32
+}
+
+type bindguardBgCgroupOp uint32
+
+const (
+	bindguardBgCgroupOpBG_CGROUP_MKDIR bindguardBgCgroupOp = 1
+	bindguardBgCgroupOpBG_CGROUP_RMDIR bindguardBgCgroupOp = 2
+)
+
 type bindguardBgCounter uint32
 
 const (
@@ -167,27 +181,32 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	bindguardMapBgCounters        = "bg_counters"
-	bindguardMapBgEvents          = "bg_events"
-	bindguardMapBgPolicy          = "bg_policy"
-	bindguardMapBgRatelimit       = "bg_ratelimit"
-	bindguardMapBgState           = "bg_state"
-	bindguardProgBindguardBind4   = "bindguard_bind4"
-	bindguardProgBindguardBind6   = "bindguard_bind6"
-	bindguardVarBgAllNetns        = "bg_all_netns"
-	bindguardVarBgEventIntervalNs = "bg_event_interval_ns"
-	bindguardVarBgHostNetnsCookie = "bg_host_netns_cookie"
-	bindguardVarUnusedBgCounter   = "unused_bg_counter"
-	bindguardVarUnusedBgEvent     = "unused_bg_event"
-	bindguardVarUnusedBgKey       = "unused_bg_key"
-	bindguardVarUnusedBgKind      = "unused_bg_kind"
-	bindguardVarUnusedBgLimits    = "unused_bg_limits"
-	bindguardVarUnusedBgMetaFlags = "unused_bg_meta_flags"
-	bindguardVarUnusedBgProto     = "unused_bg_proto"
-	bindguardVarUnusedBgReason    = "unused_bg_reason"
-	bindguardVarUnusedBgRuleFlags = "unused_bg_rule_flags"
-	bindguardVarUnusedBgValue     = "unused_bg_value"
-	bindguardVarUnusedBgVerdict   = "unused_bg_verdict"
+	bindguardMapBgCgroupEvents        = "bg_cgroup_events"
+	bindguardMapBgCounters            = "bg_counters"
+	bindguardMapBgEvents              = "bg_events"
+	bindguardMapBgPolicy              = "bg_policy"
+	bindguardMapBgRatelimit           = "bg_ratelimit"
+	bindguardMapBgState               = "bg_state"
+	bindguardProgBindguardBind4       = "bindguard_bind4"
+	bindguardProgBindguardBind6       = "bindguard_bind6"
+	bindguardProgBindguardCgroupMkdir = "bindguard_cgroup_mkdir"
+	bindguardProgBindguardCgroupRmdir = "bindguard_cgroup_rmdir"
+	bindguardVarBgAllNetns            = "bg_all_netns"
+	bindguardVarBgEventIntervalNs     = "bg_event_interval_ns"
+	bindguardVarBgHostNetnsCookie     = "bg_host_netns_cookie"
+	bindguardVarUnusedBgCgroupEvent   = "unused_bg_cgroup_event"
+	bindguardVarUnusedBgCgroupOp      = "unused_bg_cgroup_op"
+	bindguardVarUnusedBgCounter       = "unused_bg_counter"
+	bindguardVarUnusedBgEvent         = "unused_bg_event"
+	bindguardVarUnusedBgKey           = "unused_bg_key"
+	bindguardVarUnusedBgKind          = "unused_bg_kind"
+	bindguardVarUnusedBgLimits        = "unused_bg_limits"
+	bindguardVarUnusedBgMetaFlags     = "unused_bg_meta_flags"
+	bindguardVarUnusedBgProto         = "unused_bg_proto"
+	bindguardVarUnusedBgReason        = "unused_bg_reason"
+	bindguardVarUnusedBgRuleFlags     = "unused_bg_rule_flags"
+	bindguardVarUnusedBgValue         = "unused_bg_value"
+	bindguardVarUnusedBgVerdict       = "unused_bg_verdict"
 )
 
 // loadBindguard returns the embedded CollectionSpec for bindguard.
@@ -232,39 +251,44 @@ type bindguardSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bindguardProgramSpecs struct {
-	BindguardBind4 *ebpf.ProgramSpec `ebpf:"bindguard_bind4"`
-	BindguardBind6 *ebpf.ProgramSpec `ebpf:"bindguard_bind6"`
+	BindguardBind4       *ebpf.ProgramSpec `ebpf:"bindguard_bind4"`
+	BindguardBind6       *ebpf.ProgramSpec `ebpf:"bindguard_bind6"`
+	BindguardCgroupMkdir *ebpf.ProgramSpec `ebpf:"bindguard_cgroup_mkdir"`
+	BindguardCgroupRmdir *ebpf.ProgramSpec `ebpf:"bindguard_cgroup_rmdir"`
 }
 
 // bindguardMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bindguardMapSpecs struct {
-	BgCounters  *ebpf.MapSpec `ebpf:"bg_counters"`
-	BgEvents    *ebpf.MapSpec `ebpf:"bg_events"`
-	BgPolicy    *ebpf.MapSpec `ebpf:"bg_policy"`
-	BgRatelimit *ebpf.MapSpec `ebpf:"bg_ratelimit"`
-	BgState     *ebpf.MapSpec `ebpf:"bg_state"`
+	BgCgroupEvents *ebpf.MapSpec `ebpf:"bg_cgroup_events"`
+	BgCounters     *ebpf.MapSpec `ebpf:"bg_counters"`
+	BgEvents       *ebpf.MapSpec `ebpf:"bg_events"`
+	BgPolicy       *ebpf.MapSpec `ebpf:"bg_policy"`
+	BgRatelimit    *ebpf.MapSpec `ebpf:"bg_ratelimit"`
+	BgState        *ebpf.MapSpec `ebpf:"bg_state"`
 }
 
 // bindguardVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bindguardVariableSpecs struct {
-	BgAllNetns        *ebpf.VariableSpec `ebpf:"bg_all_netns"`
-	BgEventIntervalNs *ebpf.VariableSpec `ebpf:"bg_event_interval_ns"`
-	BgHostNetnsCookie *ebpf.VariableSpec `ebpf:"bg_host_netns_cookie"`
-	UnusedBgCounter   *ebpf.VariableSpec `ebpf:"unused_bg_counter"`
-	UnusedBgEvent     *ebpf.VariableSpec `ebpf:"unused_bg_event"`
-	UnusedBgKey       *ebpf.VariableSpec `ebpf:"unused_bg_key"`
-	UnusedBgKind      *ebpf.VariableSpec `ebpf:"unused_bg_kind"`
-	UnusedBgLimits    *ebpf.VariableSpec `ebpf:"unused_bg_limits"`
-	UnusedBgMetaFlags *ebpf.VariableSpec `ebpf:"unused_bg_meta_flags"`
-	UnusedBgProto     *ebpf.VariableSpec `ebpf:"unused_bg_proto"`
-	UnusedBgReason    *ebpf.VariableSpec `ebpf:"unused_bg_reason"`
-	UnusedBgRuleFlags *ebpf.VariableSpec `ebpf:"unused_bg_rule_flags"`
-	UnusedBgValue     *ebpf.VariableSpec `ebpf:"unused_bg_value"`
-	UnusedBgVerdict   *ebpf.VariableSpec `ebpf:"unused_bg_verdict"`
+	BgAllNetns          *ebpf.VariableSpec `ebpf:"bg_all_netns"`
+	BgEventIntervalNs   *ebpf.VariableSpec `ebpf:"bg_event_interval_ns"`
+	BgHostNetnsCookie   *ebpf.VariableSpec `ebpf:"bg_host_netns_cookie"`
+	UnusedBgCgroupEvent *ebpf.VariableSpec `ebpf:"unused_bg_cgroup_event"`
+	UnusedBgCgroupOp    *ebpf.VariableSpec `ebpf:"unused_bg_cgroup_op"`
+	UnusedBgCounter     *ebpf.VariableSpec `ebpf:"unused_bg_counter"`
+	UnusedBgEvent       *ebpf.VariableSpec `ebpf:"unused_bg_event"`
+	UnusedBgKey         *ebpf.VariableSpec `ebpf:"unused_bg_key"`
+	UnusedBgKind        *ebpf.VariableSpec `ebpf:"unused_bg_kind"`
+	UnusedBgLimits      *ebpf.VariableSpec `ebpf:"unused_bg_limits"`
+	UnusedBgMetaFlags   *ebpf.VariableSpec `ebpf:"unused_bg_meta_flags"`
+	UnusedBgProto       *ebpf.VariableSpec `ebpf:"unused_bg_proto"`
+	UnusedBgReason      *ebpf.VariableSpec `ebpf:"unused_bg_reason"`
+	UnusedBgRuleFlags   *ebpf.VariableSpec `ebpf:"unused_bg_rule_flags"`
+	UnusedBgValue       *ebpf.VariableSpec `ebpf:"unused_bg_value"`
+	UnusedBgVerdict     *ebpf.VariableSpec `ebpf:"unused_bg_verdict"`
 }
 
 // bindguardObjects contains all objects after they have been loaded into the kernel.
@@ -287,15 +311,17 @@ func (o *bindguardObjects) Close() error {
 //
 // It can be passed to loadBindguardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bindguardMaps struct {
-	BgCounters  *ebpf.Map `ebpf:"bg_counters"`
-	BgEvents    *ebpf.Map `ebpf:"bg_events"`
-	BgPolicy    *ebpf.Map `ebpf:"bg_policy"`
-	BgRatelimit *ebpf.Map `ebpf:"bg_ratelimit"`
-	BgState     *ebpf.Map `ebpf:"bg_state"`
+	BgCgroupEvents *ebpf.Map `ebpf:"bg_cgroup_events"`
+	BgCounters     *ebpf.Map `ebpf:"bg_counters"`
+	BgEvents       *ebpf.Map `ebpf:"bg_events"`
+	BgPolicy       *ebpf.Map `ebpf:"bg_policy"`
+	BgRatelimit    *ebpf.Map `ebpf:"bg_ratelimit"`
+	BgState        *ebpf.Map `ebpf:"bg_state"`
 }
 
 func (m *bindguardMaps) Close() error {
 	return _BindguardClose(
+		m.BgCgroupEvents,
 		m.BgCounters,
 		m.BgEvents,
 		m.BgPolicy,
@@ -308,34 +334,40 @@ func (m *bindguardMaps) Close() error {
 //
 // It can be passed to loadBindguardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bindguardVariables struct {
-	BgAllNetns        *ebpf.Variable `ebpf:"bg_all_netns"`
-	BgEventIntervalNs *ebpf.Variable `ebpf:"bg_event_interval_ns"`
-	BgHostNetnsCookie *ebpf.Variable `ebpf:"bg_host_netns_cookie"`
-	UnusedBgCounter   *ebpf.Variable `ebpf:"unused_bg_counter"`
-	UnusedBgEvent     *ebpf.Variable `ebpf:"unused_bg_event"`
-	UnusedBgKey       *ebpf.Variable `ebpf:"unused_bg_key"`
-	UnusedBgKind      *ebpf.Variable `ebpf:"unused_bg_kind"`
-	UnusedBgLimits    *ebpf.Variable `ebpf:"unused_bg_limits"`
-	UnusedBgMetaFlags *ebpf.Variable `ebpf:"unused_bg_meta_flags"`
-	UnusedBgProto     *ebpf.Variable `ebpf:"unused_bg_proto"`
-	UnusedBgReason    *ebpf.Variable `ebpf:"unused_bg_reason"`
-	UnusedBgRuleFlags *ebpf.Variable `ebpf:"unused_bg_rule_flags"`
-	UnusedBgValue     *ebpf.Variable `ebpf:"unused_bg_value"`
-	UnusedBgVerdict   *ebpf.Variable `ebpf:"unused_bg_verdict"`
+	BgAllNetns          *ebpf.Variable `ebpf:"bg_all_netns"`
+	BgEventIntervalNs   *ebpf.Variable `ebpf:"bg_event_interval_ns"`
+	BgHostNetnsCookie   *ebpf.Variable `ebpf:"bg_host_netns_cookie"`
+	UnusedBgCgroupEvent *ebpf.Variable `ebpf:"unused_bg_cgroup_event"`
+	UnusedBgCgroupOp    *ebpf.Variable `ebpf:"unused_bg_cgroup_op"`
+	UnusedBgCounter     *ebpf.Variable `ebpf:"unused_bg_counter"`
+	UnusedBgEvent       *ebpf.Variable `ebpf:"unused_bg_event"`
+	UnusedBgKey         *ebpf.Variable `ebpf:"unused_bg_key"`
+	UnusedBgKind        *ebpf.Variable `ebpf:"unused_bg_kind"`
+	UnusedBgLimits      *ebpf.Variable `ebpf:"unused_bg_limits"`
+	UnusedBgMetaFlags   *ebpf.Variable `ebpf:"unused_bg_meta_flags"`
+	UnusedBgProto       *ebpf.Variable `ebpf:"unused_bg_proto"`
+	UnusedBgReason      *ebpf.Variable `ebpf:"unused_bg_reason"`
+	UnusedBgRuleFlags   *ebpf.Variable `ebpf:"unused_bg_rule_flags"`
+	UnusedBgValue       *ebpf.Variable `ebpf:"unused_bg_value"`
+	UnusedBgVerdict     *ebpf.Variable `ebpf:"unused_bg_verdict"`
 }
 
 // bindguardPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadBindguardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bindguardPrograms struct {
-	BindguardBind4 *ebpf.Program `ebpf:"bindguard_bind4"`
-	BindguardBind6 *ebpf.Program `ebpf:"bindguard_bind6"`
+	BindguardBind4       *ebpf.Program `ebpf:"bindguard_bind4"`
+	BindguardBind6       *ebpf.Program `ebpf:"bindguard_bind6"`
+	BindguardCgroupMkdir *ebpf.Program `ebpf:"bindguard_cgroup_mkdir"`
+	BindguardCgroupRmdir *ebpf.Program `ebpf:"bindguard_cgroup_rmdir"`
 }
 
 func (p *bindguardPrograms) Close() error {
 	return _BindguardClose(
 		p.BindguardBind4,
 		p.BindguardBind6,
+		p.BindguardCgroupMkdir,
+		p.BindguardCgroupRmdir,
 	)
 }
 

@@ -42,6 +42,25 @@ type Encoded struct {
 	Values     []bindguardBgValue
 	Rules      int
 	Unresolved []Unresolved
+	owners     ownerIndex
+}
+
+// ownerRef is one port whose owners include a cgroup path or unit.
+type ownerRef struct {
+	port  bindguardBgKey // the PORT key of the rule
+	value bindguardBgValue
+}
+
+// ownerIndex says which rules a cgroup appearing later must join, and which
+// entries a cgroup going away must leave.
+type ownerIndex struct {
+	byPath map[string][]ownerRef
+	byUnit map[string][]ownerRef
+	byID   map[uint64][]bindguardBgKey
+}
+
+func newOwnerIndex() ownerIndex {
+	return ownerIndex{byPath: map[string][]ownerRef{}, byUnit: map[string][]ownerRef{}, byID: map[uint64][]bindguardBgKey{}}
 }
 
 func protoOf(p policy.Protocol) uint8 {
@@ -59,7 +78,7 @@ func protoOf(p policy.Protocol) uint8 {
 // to ids through r; an owner whose cgroup does not exist is reported in
 // Unresolved and left out (its port stays owner-restricted).
 func Encode(c *policy.Compiled, mode policy.Mode, generation uint32, r Resolver) (*Encoded, error) {
-	e := &Encoded{Rules: len(c.Rules)}
+	e := &Encoded{Rules: len(c.Rules), owners: newOwnerIndex()}
 	meta := bindguardBgValue{Origin: generation}
 	if mode != policy.ModeEnforce {
 		meta.Flags |= uint8(bindguardBgMetaFlagsBG_META_AUDIT)
@@ -85,6 +104,8 @@ func Encode(c *policy.Compiled, mode policy.Mode, generation uint32, r Resolver)
 			continue
 		}
 		v.Flags |= uint8(bindguardBgRuleFlagsBG_RULE_OWNERS)
+		portKey := bindguardBgKey{Kind: uint8(bindguardBgKindBG_KIND_PORT), Proto: proto, Port: rule.Port}
+		ref := ownerRef{port: portKey, value: owner}
 		for _, uid := range rule.Owners.UIDs {
 			e.add(bindguardBgKey{Kind: uint8(bindguardBgKindBG_KIND_UID), Proto: proto, Port: rule.Port, Id: uint64(uid)}, owner)
 		}
@@ -103,12 +124,16 @@ func Encode(c *policy.Compiled, mode policy.Mode, generation uint32, r Resolver)
 				v.MinDepth = min(v.MinDepth, uint8(depth))
 				v.MaxDepth = max(v.MaxDepth, uint8(depth))
 			}
-			e.add(bindguardBgKey{Kind: uint8(bindguardBgKindBG_KIND_CGROUP), Proto: proto, Port: rule.Port, Id: id}, owner)
+			k := bindguardBgKey{Kind: uint8(bindguardBgKindBG_KIND_CGROUP), Proto: proto, Port: rule.Port, Id: id}
+			e.add(k, owner)
+			e.owners.byID[id] = append(e.owners.byID[id], k)
 		}
 		for _, cg := range rule.Owners.Cgroups {
+			e.owners.byPath[cg] = append(e.owners.byPath[cg], ref)
 			addCgroup(cg, "cgroup "+cg)
 		}
 		for _, u := range rule.Owners.Units {
+			e.owners.byUnit[u] = append(e.owners.byUnit[u], ref)
 			paths, ok := units[u]
 			if !ok {
 				var err error
@@ -124,7 +149,7 @@ func Encode(c *policy.Compiled, mode policy.Mode, generation uint32, r Resolver)
 				addCgroup(p, "unit "+u+" at "+p)
 			}
 		}
-		e.add(bindguardBgKey{Kind: uint8(bindguardBgKindBG_KIND_PORT), Proto: proto, Port: rule.Port}, v)
+		e.add(portKey, v)
 	}
 	if len(e.Keys) > PolicyMaxEntries {
 		return nil, fmt.Errorf("policy needs %d map entries, more than the kernel map's %d", len(e.Keys), PolicyMaxEntries)
@@ -133,6 +158,13 @@ func Encode(c *policy.Compiled, mode policy.Mode, generation uint32, r Resolver)
 }
 
 func (e *Encoded) add(k bindguardBgKey, v bindguardBgValue) {
+	if k.Kind == uint8(bindguardBgKindBG_KIND_CGROUP) && len(e.owners.byID[k.Id]) > 0 {
+		for _, seen := range e.owners.byID[k.Id] {
+			if seen == k {
+				return // a cgroup named twice (as a path and as a unit)
+			}
+		}
+	}
 	e.Keys = append(e.Keys, k)
 	e.Values = append(e.Values, v)
 }

@@ -102,10 +102,14 @@ func (l *Loader) ReadEvent() (Event, error) {
 // FlushEvents makes a blocked ReadEvent return what is pending, then
 // ringbuf.ErrFlushed. Safe to call from another goroutine.
 func (l *Loader) FlushEvents() error {
-	if l.events == nil {
-		return nil
+	var errs []error
+	if l.events != nil {
+		errs = append(errs, l.events.Flush())
 	}
-	return l.events.Flush()
+	if l.cgroupEvents != nil {
+		errs = append(errs, l.cgroupEvents.Flush())
+	}
+	return errors.Join(errs...)
 }
 
 // SetEventDeadline makes ReadEvent return at t at the latest. Do not call it
@@ -134,11 +138,8 @@ var bootOffset = func() time.Duration {
 
 func (l *Loader) decode(raw []byte) (Event, error) {
 	var e bindguardBgEvent
-	if len(raw) < int(unsafe.Sizeof(e)) {
-		return Event{}, fmt.Errorf("event of %d bytes, want %d", len(raw), unsafe.Sizeof(e))
-	}
-	if err := binary.Read(bytes.NewReader(raw), binary.NativeEndian, &e); err != nil {
-		return Event{}, fmt.Errorf("decode event: %w", err)
+	if err := decodeInto(raw, &e); err != nil {
+		return Event{}, err
 	}
 	ev := Event{
 		Time:        time.Unix(0, int64(e.TsNs)+int64(bootOffset)),
@@ -181,6 +182,17 @@ func (l *Loader) decode(raw []byte) (Event, error) {
 		}
 	}
 	return ev, nil
+}
+
+// decodeInto copies a ring buffer sample into a contract struct.
+func decodeInto[T any](raw []byte, out *T) error {
+	if len(raw) < int(unsafe.Sizeof(*out)) {
+		return fmt.Errorf("event of %d bytes, want %d", len(raw), unsafe.Sizeof(*out))
+	}
+	if err := binary.Read(bytes.NewReader(raw[:unsafe.Sizeof(*out)]), binary.NativeEndian, out); err != nil {
+		return fmt.Errorf("decode event: %w", err)
+	}
+	return nil
 }
 
 // ErrClosed is returned by ReadEvent after Close.

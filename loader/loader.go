@@ -52,6 +52,12 @@ type Loader struct {
 	links  [2]link.Link
 	events *ringbuf.Reader
 	rec    ringbuf.Record
+	// tracepoints watch cgroup creation; cgroupEvents reads what they report.
+	tracepoints  []link.Link
+	cgroupEvents *ringbuf.Reader
+	cgroupRec    ringbuf.Record
+	// owners indexes the owner entries of the policy in force.
+	owners ownerIndex
 	// inner is the policy map in force (owned: the outer map holds its own reference).
 	inner *ebpf.Map
 	// tookOver is set when pinned links of an earlier daemon were found.
@@ -244,6 +250,14 @@ func (l *Loader) Close() error {
 		errs = append(errs, l.events.Close())
 		l.events = nil
 	}
+	if l.cgroupEvents != nil {
+		errs = append(errs, l.cgroupEvents.Close())
+		l.cgroupEvents = nil
+	}
+	for _, tp := range l.tracepoints {
+		errs = append(errs, tp.Close())
+	}
+	l.tracepoints = nil
 	for i, ln := range l.links {
 		if ln != nil {
 			errs = append(errs, ln.Close())

@@ -88,6 +88,7 @@ func bindOnce(proto, family, addr string, port int) error {
 // Binder is a process placed in a cgroup (and optionally under another uid or
 // in a new network namespace) that binds on request.
 type Binder struct {
+	mu  sync.Mutex // one request at a time
 	cmd *exec.Cmd
 	in  io.WriteCloser
 	out *bufio.Reader
@@ -143,6 +144,8 @@ func StartBinder(tb testing.TB, cgroupAbs string, o BinderOptions) *Binder {
 // mptcp; family "4" or "6" is the socket's family (an IPv4-mapped address on
 // family 6 exercises bind6). It returns nil or the errno.
 func (b *Binder) Bind(proto, family string, addr netip.Addr, port uint16) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if _, err := fmt.Fprintf(b.in, "%s %s %s %d\n", proto, family, addr, port); err != nil {
 		return fmt.Errorf("binder: %w", err)
 	}

@@ -1,0 +1,154 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"slices"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/bindguard/bindguard/cgroups"
+)
+
+// CgroupOp is what happened to a cgroup.
+type CgroupOp uint32
+
+const (
+	CgroupMkdir = CgroupOp(bindguardBgCgroupOpBG_CGROUP_MKDIR)
+	CgroupRmdir = CgroupOp(bindguardBgCgroupOpBG_CGROUP_RMDIR)
+)
+
+// CgroupEvent reports a cgroup2 directory created or removed.
+type CgroupEvent struct {
+	Op    CgroupOp
+	ID    uint64
+	Level int
+}
+
+// WatchCgroups attaches the cgroup_mkdir and cgroup_rmdir tracepoints, so
+// owners that appear after the policy was applied can be put in force with
+// CgroupCreated. Read what they report with ReadCgroupEvent.
+func (l *Loader) WatchCgroups() error {
+	for i, p := range []*ebpf.Program{l.objs.BindguardCgroupMkdir, l.objs.BindguardCgroupRmdir} {
+		name := []string{"cgroup_mkdir", "cgroup_rmdir"}[i]
+		tp, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: name, Program: p})
+		if err != nil {
+			return fmt.Errorf("attach tracepoint %s: %w", name, err)
+		}
+		l.tracepoints = append(l.tracepoints, tp)
+	}
+	r, err := ringbuf.NewReader(l.objs.BgCgroupEvents)
+	if err != nil {
+		return fmt.Errorf("open cgroup event ring buffer: %w", err)
+	}
+	l.cgroupEvents = r
+	return nil
+}
+
+// ReadCgroupEvent blocks until a cgroup is created or removed. It returns an
+// error matching IsClosed after Close and IsFlushed after FlushEvents.
+func (l *Loader) ReadCgroupEvent() (CgroupEvent, error) {
+	if l.cgroupEvents == nil {
+		return CgroupEvent{}, errors.New("read cgroup event: WatchCgroups was not called")
+	}
+	if err := l.cgroupEvents.ReadInto(&l.cgroupRec); err != nil {
+		return CgroupEvent{}, err
+	}
+	var e bindguardBgCgroupEvent
+	if err := decodeInto(l.cgroupRec.RawSample, &e); err != nil {
+		return CgroupEvent{}, err
+	}
+	return CgroupEvent{Op: CgroupOp(e.Op), ID: e.Id, Level: int(e.Level)}, nil
+}
+
+// CgroupCreated puts in force the owners a new cgroup stands for: the rules
+// that name its path as a `cgroup:` owner or its name as a `unit:` owner. It
+// returns how many (port, protocol) rules it joined. Callers serialise it
+// with Apply.
+func (l *Loader) CgroupCreated(id uint64, rel string) (int, error) {
+	if l.inner == nil {
+		return 0, nil
+	}
+	depth := cgroups.Depth(rel)
+	if depth > MaxCgroupDepth {
+		return 0, nil
+	}
+	refs := append(append([]ownerRef(nil), l.owners.byPath[rel]...), l.owners.byUnit[path.Base(rel)]...)
+	joined := 0
+	for _, ref := range refs {
+		k := bindguardBgKey{Kind: uint8(bindguardBgKindBG_KIND_CGROUP), Proto: ref.port.Proto, Port: ref.port.Port, Id: id}
+		if err := l.inner.Put(&k, &ref.value); err != nil {
+			return joined, fmt.Errorf("add owner %s for %d: %w", rel, ref.port.Port, err)
+		}
+		var v bindguardBgValue
+		if err := l.inner.Lookup(&ref.port, &v); err != nil {
+			return joined, fmt.Errorf("read rule %d: %w", ref.port.Port, err)
+		}
+		d := uint8(depth)
+		if v.MinDepth > v.MaxDepth {
+			v.MinDepth, v.MaxDepth = d, d
+		} else {
+			v.MinDepth, v.MaxDepth = min(v.MinDepth, d), max(v.MaxDepth, d)
+		}
+		if err := l.inner.Put(&ref.port, &v); err != nil {
+			return joined, fmt.Errorf("widen rule %d: %w", ref.port.Port, err)
+		}
+		if !slices.Contains(l.owners.byID[id], k) {
+			l.owners.byID[id] = append(l.owners.byID[id], k)
+		}
+		joined++
+	}
+	return joined, nil
+}
+
+// CgroupRemoved drops the owner entries of a cgroup that went away. Cgroup
+// ids are never reused, so this only frees map space.
+func (l *Loader) CgroupRemoved(id uint64) int {
+	keys := l.owners.byID[id]
+	for i := range keys {
+		l.inner.Delete(&keys[i])
+	}
+	delete(l.owners.byID, id)
+	return len(keys)
+}
+
+// IsCgroupReaderClosed reports whether err ends the cgroup event loop.
+func IsCgroupReaderClosed(err error) bool {
+	return errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, ringbuf.ErrFlushed)
+}
+
+// ResolveOwners puts in force every owner cgroup of the policy that exists
+// now. Adding an owner that is in force already changes nothing, so it is
+// safe to run after WatchCgroups to cover cgroups created in between.
+func (l *Loader) ResolveOwners(r Resolver) (int, error) {
+	joined := 0
+	resolve := func(rel string) error {
+		id, _, err := r.ID(rel)
+		if err != nil {
+			return nil // still absent
+		}
+		n, err := l.CgroupCreated(id, rel)
+		joined += n
+		return err
+	}
+	for p := range l.owners.byPath {
+		if err := resolve(p); err != nil {
+			return joined, err
+		}
+	}
+	for u := range l.owners.byUnit {
+		paths, err := r.FindUnit(u)
+		if err != nil {
+			return joined, err
+		}
+		for _, p := range paths {
+			if err := resolve(p); err != nil {
+				return joined, err
+			}
+		}
+	}
+	return joined, nil
+}

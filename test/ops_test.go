@@ -1,0 +1,302 @@
+package test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/bindguard/bindguard/internal/testutils"
+)
+
+// Registries A and B for the reload tests: 43000 is declared in both, 43001
+// only in A, 43002 only in B, 43003 in neither.
+const (
+	registryA = "entries:\n  - {port: 43000, process: both}\n  - {port: 43001, process: a-only}\n"
+	registryB = "entries:\n  - {port: 43000, process: both}\n  - {port: 43002, process: b-only}\n"
+)
+
+// verdictLoop binds 43000..43003 in a loop until stopped and counts binds
+// that no policy in play allows (43003 allowed) or denies (43000 denied).
+type verdictLoop struct {
+	stop  chan struct{}
+	done  chan struct{}
+	binds atomic.Int64
+	mu    sync.Mutex
+	wrong []string
+}
+
+func startVerdictLoop(t *testing.T, b *testutils.Binder) *verdictLoop {
+	v := &verdictLoop{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(v.done)
+		for {
+			select {
+			case <-v.stop:
+				return
+			default:
+			}
+			for port := uint16(43000); port <= 43003; port++ {
+				err := b.Bind("tcp", "4", any4, port)
+				v.binds.Add(1)
+				bad := ""
+				switch {
+				case port == 43000 && err != nil:
+					bad = fmt.Sprintf("43000 (declared in both) failed: %v", err)
+				case port == 43003 && !errors.Is(err, unix.EPERM):
+					bad = fmt.Sprintf("43003 (declared in neither) = %v", errOrOK(err))
+				case err != nil && !errors.Is(err, unix.EPERM):
+					bad = fmt.Sprintf("%d: unexpected %v", port, err)
+				}
+				if bad != "" {
+					v.mu.Lock()
+					v.wrong = append(v.wrong, bad)
+					v.mu.Unlock()
+				}
+			}
+		}
+	}()
+	return v
+}
+
+func (v *verdictLoop) finish(t *testing.T) {
+	t.Helper()
+	close(v.stop)
+	<-v.done
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if len(v.wrong) > 0 {
+		t.Errorf("%d wrong verdicts out of %d binds, first: %s", len(v.wrong), v.binds.Load(), v.wrong[0])
+	}
+	t.Logf("%d binds judged, %d wrong", v.binds.Load(), len(v.wrong))
+}
+
+func generation(m map[string]any) int {
+	g, _ := m["generation"].(float64)
+	return int(g)
+}
+
+func TestReloadIsAtomic(t *testing.T) {
+	e := newEnv(t)
+	e.writeRegistry(registryA)
+	d := e.start("enforce", "--no-watch")
+	b := testutils.StartBinder(t, e.child("svc"), testutils.BinderOptions{})
+	loop := startVerdictLoop(t, b)
+
+	const reloads = 200
+	start := time.Now()
+	for i := 0; i < reloads; i++ {
+		want := registryB
+		if i%2 == 1 {
+			want = registryA
+		}
+		e.writeRegistry(want)
+		d.cmd.Process.Signal(syscall.SIGHUP)
+		gen := i + 2
+		d.waitLog(fmt.Sprintf("generation %d", gen), func(m map[string]any) bool {
+			return m["msg"] == "policy in force" && generation(m) == gen
+		})
+	}
+	elapsed := time.Since(start)
+	loop.finish(t)
+	t.Logf("%d reloads in %v", reloads, elapsed)
+
+	// The last registry written was A: 43001 allowed, 43002 denied.
+	expect(t, b, []bindCase{
+		{"A's port after the last reload", "tcp", "4", any4, 43001, nil},
+		{"B's port after the last reload", "tcp", "4", any4, 43002, unix.EPERM},
+	})
+}
+
+func TestInvalidReloadKeepsPolicy(t *testing.T) {
+	e := newEnv(t)
+	e.writeRegistry(registryA)
+	d := e.start("enforce")
+	b := testutils.StartBinder(t, e.child("svc"), testutils.BinderOptions{})
+
+	// Three mistakes; the watcher sees the rename and reloads.
+	e.writeRegistry("entries:\n  - {port: 0, process: zero}\n  - {port: 43002, protocol: sctp, process: x}\n  - {port: 43003}\n")
+	rej := d.waitLog("rejected reload", func(m map[string]any) bool { return m["msg"] == "reload rejected; the previous policy stays in force" })
+	if msg, _ := rej["error"].(string); !strings.Contains(msg, e.registry+":6:12: port 0") || !strings.Contains(msg, e.registry+":7:29: protocol \"sctp\"") || !strings.Contains(msg, e.registry+":8:5:") {
+		t.Errorf("rejection does not say where: %q", msg)
+	}
+	expect(t, b, []bindCase{
+		{"valid policy still allows", "tcp", "4", any4, 43001, nil},
+		{"valid policy still denies", "tcp", "4", any4, 43002, unix.EPERM},
+	})
+
+	out, code := bindguard(t, "status", "-o", "json", "--pin-path", e.pinPath)
+	if code != 0 {
+		t.Fatalf("status exit %d: %s", code, out)
+	}
+	var st struct {
+		Generation    int
+		Mode          string
+		Cgroup        string
+		ReloadsFailed int
+		LastError     string
+		Denied        map[string]int
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status json: %v\n%s", err, out)
+	}
+	if st.ReloadsFailed != 1 || !strings.HasPrefix(st.LastError, e.registry+":6:12: port 0") || st.Generation != 1 || st.Mode != "enforce" || st.Cgroup != e.cgRel || st.Denied["undeclared"] != 1 {
+		t.Errorf("status after a failed reload: %+v", st)
+	}
+
+	// Fixing the registry is picked up too.
+	e.writeRegistry(registryB)
+	d.waitLog("generation 2", func(m map[string]any) bool { return m["msg"] == "policy in force" && generation(m) == 2 })
+	expect(t, b, []bindCase{{"fixed registry in force", "tcp", "4", any4, 43002, nil}})
+}
+
+func TestKillAndTakeOver(t *testing.T) {
+	e := newEnv(t)
+	e.writeRegistry(registryA)
+	d := e.start("enforce")
+	svc := e.child("svc")
+	loop := startVerdictLoop(t, testutils.StartBinder(t, svc, testutils.BinderOptions{}))
+	b := testutils.StartBinder(t, svc, testutils.BinderOptions{})
+
+	d.stop(syscall.SIGKILL)
+	time.Sleep(50 * time.Millisecond)
+	expect(t, b, []bindCase{{"pins enforce after kill -9", "tcp", "4", any4, 43003, unix.EPERM}})
+
+	// A new daemon takes over the pins, with the other registry.
+	e.writeRegistry(registryB)
+	d2 := e.start("enforce")
+	d2.waitLog("takeover", func(m map[string]any) bool { return m["msg"] == "bind programs attached" && m["took_over"] == true })
+	expect(t, b, []bindCase{{"new policy after takeover", "tcp", "4", any4, 43002, nil}})
+	loop.finish(t)
+
+	for _, hook := range []string{"bind4", "bind6"} {
+		progs, err := attachedPrograms(e.cgAbs, hook)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(progs) != 1 {
+			t.Errorf("%s: %d programs attached after takeover, want 1", hook, len(progs))
+		}
+	}
+	d2.stop(syscall.SIGTERM)
+	assertNothingAttached(t, e.cgAbs)
+}
+
+func TestDetachCommand(t *testing.T) {
+	e := newEnv(t)
+	e.writeRegistry(registryA)
+	d := e.start("enforce")
+	b := testutils.StartBinder(t, e.child("svc"), testutils.BinderOptions{})
+	d.stop(syscall.SIGKILL)
+	expect(t, b, []bindCase{{"pinned after kill", "tcp", "4", any4, 43003, unix.EPERM}})
+
+	out, code := bindguard(t, "detach", "--pin-path", e.pinPath)
+	if code != 0 {
+		t.Fatalf("detach exit %d: %s", code, out)
+	}
+	expect(t, b, []bindCase{{"after detach", "tcp", "4", any4, 43003, nil}})
+	if _, err := os.Stat(e.pinPath); !os.IsNotExist(err) {
+		t.Errorf("pin directory still there after detach: %v", err)
+	}
+	assertNothingAttached(t, e.cgAbs)
+}
+
+func TestKeepOnExit(t *testing.T) {
+	e := newEnv(t)
+	e.writeRegistry(registryA)
+	d := e.start("enforce", "--keep-on-exit")
+	b := testutils.StartBinder(t, e.child("svc"), testutils.BinderOptions{})
+	d.stop(syscall.SIGTERM)
+	expect(t, b, []bindCase{{"still enforced after a clean exit", "tcp", "4", any4, 43003, unix.EPERM}})
+	if out, code := bindguard(t, "detach", "--pin-path", e.pinPath); code != 0 {
+		t.Fatalf("detach: %s", out)
+	}
+	assertNothingAttached(t, e.cgAbs)
+}
+
+func TestIncompatiblePinnedLayout(t *testing.T) {
+	e := newEnv(t)
+	e.writeRegistry(registryA)
+	// An "older" daemon's state map: same name, other shape.
+	if err := os.MkdirAll(e.pinPath, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 16, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Pin(filepath.Join(e.pinPath, "bg_state")); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+
+	d := e.start("enforce")
+	d.waitLog("incompatible layout", func(m map[string]any) bool {
+		msg, _ := m["msg"].(string)
+		return strings.Contains(msg, "incompatible layout")
+	})
+	b := testutils.StartBinder(t, e.child("svc"), testutils.BinderOptions{})
+	expect(t, b, []bindCase{{"enforced with fresh maps", "tcp", "4", any4, 43003, unix.EPERM}})
+	if _, code := bindguard(t, "status", "--pin-path", e.pinPath); code != 0 {
+		t.Error("status cannot read the replaced pins")
+	}
+	d.stop(syscall.SIGTERM)
+	assertNothingAttached(t, e.cgAbs)
+}
+
+func TestOwnerAppearsLater(t *testing.T) {
+	e := newEnv(t)
+	e.writeRegistry(`entries:
+  - port: 43100
+    process: late-cgroup
+    owners: [{cgroup: "%CG%/late/svc"}]
+  - port: 43101
+    process: late-unit
+    owners: [{unit: late-unit.service}]
+`)
+	d := e.start("enforce")
+	b := testutils.StartBinder(t, e.child("waiting"), testutils.BinderOptions{})
+	expect(t, b, []bindCase{{"owner absent", "tcp", "4", any4, 43100, unix.EPERM}})
+
+	move := func(dir string) {
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(fmt.Sprint(b.PID)), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Time from mkdir to the first bind the owner rule allows.
+	measure := func(port uint16, mk func() string) time.Duration {
+		start := time.Now()
+		dir := mk()
+		move(dir)
+		for time.Since(start) < 5*time.Second {
+			if b.Bind("tcp", "4", any4, port) == nil {
+				return time.Since(start)
+			}
+		}
+		t.Fatalf("owner %s not honoured within 5s:\n%s", dir, d.output())
+		return 0
+	}
+	var worst time.Duration
+	// A look-alike path is not the owner.
+	move(e.child("late2/svc"))
+	expect(t, b, []bindCase{{"not the owner path", "tcp", "4", any4, 43100, unix.EPERM}})
+
+	lat := measure(43100, func() string { return e.child("late/svc") })
+	worst = max(worst, lat)
+	lat2 := measure(43101, func() string { return e.child("system.slice/late-unit.service") })
+	worst = max(worst, lat2)
+	t.Logf("owner in force %v (cgroup) and %v (unit) after mkdir", lat, lat2)
+	if worst > time.Second {
+		t.Errorf("owners took %v to come into force", worst)
+	}
+}
