@@ -365,5 +365,5 @@ func (d *Daemon) logEvent(ev loader.Event) {
 	if ev.Denied {
 		msg = "bind denied"
 	}
-	d.log.WithFields(f).Warn(msg)
+	d.log.WithFields(f).WithTime(ev.Time).Warn(msg)
 }
