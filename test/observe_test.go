@@ -1,0 +1,85 @@
+package test
+
+import (
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bindguard/bindguard/internal/testutils"
+)
+
+// TestRateLimitedEvents: a process retrying one bind yields one event per
+// interval with a suppressed count, while the counters stay exact.
+func TestRateLimitedEvents(t *testing.T) {
+	e := newEnv(t)
+	e.writeRegistry(registryA)
+	d := e.start("enforce", "--event-interval", "1s")
+	b := testutils.StartBinder(t, e.child("svc"), testutils.BinderOptions{})
+	start := time.Now()
+	const tries = 50
+	for i := 0; i < tries; i++ {
+		expect(t, b, []bindCase{{"retry", "tcp", "4", any4, 43003, unix.EPERM}})
+	}
+	if time.Since(start) > 900*time.Millisecond {
+		t.Skip("machine too slow to stay within one interval")
+	}
+	d.eventFor(43003, "tcp")
+	time.Sleep(1100 * time.Millisecond)
+	expect(t, b, []bindCase{{"after the interval", "tcp", "4", any4, 43003, unix.EPERM}})
+	ev := d.waitLog("event with suppressed count", func(m map[string]any) bool { return m["suppressed"] != nil })
+	if ev["suppressed"] != float64(tries-1) {
+		t.Errorf("suppressed = %v, want %d", ev["suppressed"], tries-1)
+	}
+	if n := len(d.events()); n != 2 {
+		t.Errorf("%d events for %d violations in two intervals, want 2", n, tries+1)
+	}
+	out, _ := bindguard(t, "status", "-o", "json", "--pin-path", e.pinPath)
+	if !regexp.MustCompile(`"undeclared": 51`).MatchString(out) || !regexp.MustCompile(`"eventsSuppressed": 49`).MatchString(out) {
+		t.Errorf("counters not exact:\n%s", out)
+	}
+}
+
+// TestMetrics scrapes the Prometheus endpoint.
+func TestMetrics(t *testing.T) {
+	e := newEnv(t)
+	e.writeRegistry(registryA)
+	d := e.start("enforce", "--metrics-addr", "127.0.0.1:0")
+	addr := d.waitLog("metrics address", func(m map[string]any) bool { return m["msg"] == "serving metrics" })["addr"].(string)
+	b := testutils.StartBinder(t, e.child("svc"), testutils.BinderOptions{})
+	expect(t, b, []bindCase{
+		{"undeclared", "tcp", "4", any4, 43003, unix.EPERM},
+		{"undeclared again", "udp", "6", any6, 43003, unix.EPERM},
+		{"declared", "tcp", "4", any4, 43000, nil},
+	})
+	d.eventFor(43003, "udp")
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for metric, want := range map[string]float64{
+		`bindguard_binds_denied_total{reason="undeclared"}`: 2,
+		`bindguard_binds_allowed_total`:                     1,
+		`bindguard_binds_checked_total`:                     3,
+		`bindguard_reloads_total{result="ok"}`:              0,
+		`bindguard_policy_generation`:                       1,
+		`bindguard_events_dropped_total`:                    0,
+	} {
+		m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(metric) + ` (\S+)$`).FindStringSubmatch(string(body))
+		if m == nil {
+			if want != 0 {
+				t.Errorf("no %s in\n%s", metric, body)
+			}
+			continue
+		}
+		if got, _ := strconv.ParseFloat(m[1], 64); got != want {
+			t.Errorf("%s = %v, want %v", metric, got, want)
+		}
+	}
+}
