@@ -104,3 +104,44 @@ func TestEnforceVerdicts(t *testing.T) {
 		t.Errorf("event %+v", ev)
 	}
 }
+
+// TestCloseIsIdempotent: Close and Detach may be called in any order, any
+// number of times, and a closed loader refuses work instead of crashing.
+func TestCloseIsIdempotent(t *testing.T) {
+	testutils.Privileged(t)
+	abs, _ := testutils.Cgroup(t, "/")
+	fs, err := cgroups.Open("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pins := testutils.BPFFS(t)
+	l, err := loader.New(loader.Config{CgroupPath: abs, PinPath: pins})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Attach(); err == nil {
+		t.Error("Attach before Apply succeeded: binds would be judged against an empty policy")
+	}
+	if _, err := l.Apply(compiled(), policy.ModeEnforce, fs); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Attach(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, err := l.Apply(compiled(), policy.ModeEnforce, fs); err == nil {
+		t.Error("Apply on a closed loader succeeded")
+	}
+	// Closed, but pinned: still enforcing until the pins go.
+	if err := loader.RemovePins(pins); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Detach(); err != nil {
+		t.Errorf("Detach after Close: %v", err)
+	}
+}

@@ -1,0 +1,77 @@
+package cgroups
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseMountinfo(t *testing.T) {
+	for _, tc := range []struct {
+		name, in, want string
+		err            bool
+	}{
+		{"hybrid", `31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+`, "/sys/fs/cgroup/unified", false},
+		{"unified with optional fields", "29 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n", "/sys/fs/cgroup", false},
+		{"escaped space", `41 31 0:38 / /mnt/cg\040two rw - cgroup2 cgroup2 rw` + "\n", "/mnt/cg two", false},
+		{"bind mount of a subtree is not the root", "41 31 0:38 /sub /mnt/sub rw - cgroup2 cgroup2 rw\n", "", true},
+		{"none", "31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n", "", true},
+		{"garbage", "x y\n\n", "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseMountinfo(strings.NewReader(tc.in))
+			if (err != nil) != tc.err || got != tc.want {
+				t.Errorf("parseMountinfo = %q, %v; want %q, error %v", got, err, tc.want, tc.err)
+			}
+		})
+	}
+}
+
+func TestUnitAndContainer(t *testing.T) {
+	id := strings.Repeat("ab12", 16)
+	for _, tc := range []struct{ path, unit, container string }{
+		{"/system.slice/etcd.service", "etcd.service", ""},
+		{"/system.slice/etcd.service/sub", "etcd.service", ""},
+		{"/user.slice/user-1000.slice/user@1000.service/app.slice/foo.scope", "foo.scope", ""},
+		{"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-" + id + ".scope", "cri-containerd-" + id + ".scope", id},
+		{"/system.slice/docker-" + id + ".scope", "docker-" + id + ".scope", id},
+		{"/kubepods/burstable/pod1/" + id, "", id},
+		{"/", "", ""},
+		{"/machine.slice", "", ""},
+	} {
+		if u := Unit(tc.path); u != tc.unit {
+			t.Errorf("Unit(%s) = %q, want %q", tc.path, u, tc.unit)
+		}
+		if c := Container(tc.path); c != tc.container {
+			t.Errorf("Container(%s) = %q, want %q", tc.path, c, tc.container)
+		}
+	}
+}
+
+func TestDepth(t *testing.T) {
+	for path, want := range map[string]int{"/": 0, "": 0, "/a": 1, "/a/b/": 2, "a/b/c": 3, "/a/../b": 1} {
+		if got := Depth(path); got != want {
+			t.Errorf("Depth(%q) = %d, want %d", path, got, want)
+		}
+	}
+}
+
+func TestRelAbs(t *testing.T) {
+	c := &FS{Root: "/sys/fs/cgroup/unified"}
+	if got := c.Abs("/a/b"); got != "/sys/fs/cgroup/unified/a/b" {
+		t.Errorf("Abs = %s", got)
+	}
+	if got := c.Abs("../../etc"); got != "/sys/fs/cgroup/unified/etc" {
+		t.Errorf("Abs escapes the root: %s", got)
+	}
+	for abs, want := range map[string]string{"/sys/fs/cgroup/unified": "/", "/sys/fs/cgroup/unified/a": "/a"} {
+		if got, err := c.Rel(abs); err != nil || got != want {
+			t.Errorf("Rel(%s) = %q, %v", abs, got, err)
+		}
+	}
+	if _, err := c.Rel("/sys/fs/cgroup/memory"); err == nil {
+		t.Error("Rel accepted a path outside the root")
+	}
+}

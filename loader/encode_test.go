@@ -1,0 +1,128 @@
+package loader
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/bindguard/bindguard/policy"
+)
+
+// fakeFS resolves a fixed set of cgroups.
+type fakeFS map[string]uint64
+
+func (f fakeFS) ID(rel string) (uint64, int, error) {
+	id, ok := f[rel]
+	if !ok {
+		return 0, 0, errors.New("no such cgroup")
+	}
+	depth := 0
+	for _, c := range rel {
+		if c == '/' {
+			depth++
+		}
+	}
+	return id, depth, nil
+}
+
+func (f fakeFS) FindUnit(unit string) ([]string, error) {
+	var out []string
+	for p := range f {
+		if len(p) >= len(unit) && p[len(p)-len(unit):] == unit {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+func lookup(e *Encoded, k bindguardBgKey) (bindguardBgValue, bool) {
+	for i := range e.Keys {
+		if e.Keys[i] == k {
+			return e.Values[i], true
+		}
+	}
+	return bindguardBgValue{}, false
+}
+
+func portKey(p policy.Protocol, port uint16) bindguardBgKey {
+	return bindguardBgKey{Kind: uint8(bindguardBgKindBG_KIND_PORT), Proto: protoOf(p), Port: port}
+}
+
+func TestEncode(t *testing.T) {
+	fs := fakeFS{"/a": 10, "/a/b/c": 11, "/system.slice/x.service": 12}
+	c := &policy.Compiled{
+		Origins: []policy.Origin{{Process: "p0"}, {Process: "p1"}},
+		Rules: []policy.Rule{
+			{Port: 80, Protocol: policy.TCP},
+			{Port: 81, Protocol: policy.TCP, Localhost: true, Audit: true, Origin: 1},
+			{Port: 82, Protocol: policy.UDP, Removed: true},
+			{Port: 83, Protocol: policy.TCP, Owners: policy.Owners{Cgroups: []string{"/a", "/a/b/c", "/missing"}, UIDs: []uint32{7}}},
+			{Port: 84, Protocol: policy.TCP, Owners: policy.Owners{Units: []string{"x.service", "y.service"}, Cgroups: []string{"/system.slice/x.service"}}},
+			{Port: 85, Protocol: policy.TCP, Owners: policy.Owners{Cgroups: []string{"/missing"}}},
+		},
+	}
+	e, err := Encode(c, policy.ModeEnforce, 9, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, ok := lookup(e, bindguardBgKey{})
+	if !ok || meta.Origin != 9 || meta.Flags != 0 {
+		t.Errorf("meta = %+v, %v", meta, ok)
+	}
+	for _, tc := range []struct {
+		name  string
+		key   bindguardBgKey
+		flags bindguardBgRuleFlags
+		lo    uint8
+		hi    uint8
+		orig  uint32
+	}{
+		{"plain", portKey(policy.TCP, 80), 0, 1, 0, 1},
+		{"localhost audit", portKey(policy.TCP, 81), bindguardBgRuleFlagsBG_RULE_LOCALHOST | bindguardBgRuleFlagsBG_RULE_AUDIT, 1, 0, 2},
+		{"removed", portKey(policy.UDP, 82), bindguardBgRuleFlagsBG_RULE_REMOVED, 1, 0, 1},
+		{"cgroup owners at depth 1 and 3", portKey(policy.TCP, 83), bindguardBgRuleFlagsBG_RULE_OWNERS, 1, 3, 1},
+		{"unit and path naming one cgroup", portKey(policy.TCP, 84), bindguardBgRuleFlagsBG_RULE_OWNERS, 2, 2, 1},
+		{"only unresolved owners: no level looked up", portKey(policy.TCP, 85), bindguardBgRuleFlagsBG_RULE_OWNERS, 1, 0, 1},
+	} {
+		v, ok := lookup(e, tc.key)
+		if !ok || v.Flags != uint8(tc.flags) || v.MinDepth != tc.lo || v.MaxDepth != tc.hi || v.Origin != tc.orig {
+			t.Errorf("%s: %+v (found %v), want flags %d depth %d..%d origin %d", tc.name, v, ok, tc.flags, tc.lo, tc.hi, tc.orig)
+		}
+	}
+	for _, k := range []bindguardBgKey{
+		{Kind: uint8(bindguardBgKindBG_KIND_CGROUP), Proto: protoOf(policy.TCP), Port: 83, Id: 10},
+		{Kind: uint8(bindguardBgKindBG_KIND_CGROUP), Proto: protoOf(policy.TCP), Port: 83, Id: 11},
+		{Kind: uint8(bindguardBgKindBG_KIND_UID), Proto: protoOf(policy.TCP), Port: 83, Id: 7},
+		{Kind: uint8(bindguardBgKindBG_KIND_CGROUP), Proto: protoOf(policy.TCP), Port: 84, Id: 12},
+	} {
+		if _, ok := lookup(e, k); !ok {
+			t.Errorf("missing owner entry %+v", k)
+		}
+	}
+	// meta + 6 rules + 3 owners of 83 + 1 owner of 84 (named twice, written once)
+	if len(e.Keys) != 11 {
+		t.Errorf("%d entries, want 11", len(e.Keys))
+	}
+	if len(e.Unresolved) != 3 { // /missing twice, y.service once
+		t.Errorf("unresolved: %+v", e.Unresolved)
+	}
+
+	e, err = Encode(&policy.Compiled{}, policy.ModeAudit, 1, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(e.Keys) != 1 || e.Values[0].Flags != uint8(bindguardBgMetaFlagsBG_META_AUDIT) {
+		t.Errorf("empty policy must be the meta entry alone, in audit: %+v", e.Values)
+	}
+}
+
+func TestEncodeTooLarge(t *testing.T) {
+	c := &policy.Compiled{Origins: []policy.Origin{{}}}
+	for p := 1; p <= 65535; p++ {
+		for _, proto := range []policy.Protocol{policy.TCP, policy.UDP} {
+			c.Rules = append(c.Rules, policy.Rule{Port: uint16(p), Protocol: proto, Owners: policy.Owners{UIDs: []uint32{1, 2}}})
+		}
+	}
+	if _, err := Encode(c, policy.ModeEnforce, 1, fakeFS{}); err == nil {
+		t.Error("a policy over the map's capacity encoded")
+	}
+}
