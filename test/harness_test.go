@@ -24,17 +24,23 @@ var binPath string
 
 func TestMain(m *testing.M) {
 	testutils.MaybeBinder()
+	testutils.MaybeListener()
 	dir, err := os.MkdirTemp("", "bindguard-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binPath = filepath.Join(dir, "bindguard")
-	build := exec.Command("go", "build", "-o", binPath, "../cmd/bindguard")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build bindguard:", err)
-		os.Exit(1)
+	// BINDGUARD_BIN names a prebuilt binary (the VM runner has no Go);
+	// otherwise the test builds the one in this tree.
+	binPath = os.Getenv("BINDGUARD_BIN")
+	if binPath == "" {
+		binPath = filepath.Join(dir, "bindguard")
+		build := exec.Command("go", "build", "-o", binPath, "../cmd/bindguard")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build bindguard:", err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	testutils.CleanupBinder()

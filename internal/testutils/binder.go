@@ -115,7 +115,8 @@ func StartBinder(tb testing.TB, cgroupAbs string, o BinderOptions) *Binder {
 		tb.Fatal(err)
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), binderEnv+"=1")
+	// A -race test binary sleeps a second at exit unless told not to.
+	cmd.Env = append(os.Environ(), binderEnv+"=1", "GORACE=atexit_sleep_ms=0")
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
 	if o.UID != nil {
