@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/bindguard/bindguard/daemon"
+	"github.com/bindguard/bindguard/features"
 	"github.com/bindguard/bindguard/loader"
 	"github.com/bindguard/bindguard/policy"
 )
@@ -92,6 +93,9 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	log, err := newLogger(f.logFormat, f.logLevel, stderr)
 	if err != nil {
 		return &exitError{code: 2, msg: "run: " + err.Error()}
+	}
+	if err := features.Require(); err != nil {
+		return &exitError{code: 1, msg: "run: " + err.Error()}
 	}
 	err = daemon.Run(context.Background(), daemon.Config{
 		Registry:      f.registry,

@@ -1,0 +1,460 @@
+package deploy
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer/json"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+
+	"github.com/bindguard/bindguard/policy"
+)
+
+const k8sDir = "kubernetes"
+
+// manifest is one decoded object and where it came from.
+type manifest struct {
+	file string
+	obj  runtime.Object
+	gvk  *schema.GroupVersionKind
+}
+
+// strictDecoder decodes YAML into the official API types and fails on
+// unknown or duplicate fields as well as on type errors.
+func strictDecoder() runtime.Decoder {
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			panic(err)
+		}
+	}
+	return json.NewSerializerWithOptions(json.DefaultMetaFactory, scheme, scheme,
+		json.SerializerOptions{Yaml: true, Strict: true})
+}
+
+// decodeAll decodes every YAML document of r.
+func decodeAll(name string, r io.Reader) ([]manifest, error) {
+	dec := strictDecoder()
+	yr := utilyaml.NewYAMLReader(bufio.NewReader(r))
+	var out []manifest
+	for i := 1; ; i++ {
+		doc, err := yr.Read()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: document %d: %w", name, i, err)
+		}
+		if len(bytes.TrimSpace(stripComments(doc))) == 0 {
+			continue
+		}
+		obj, gvk, err := dec.Decode(doc, nil, nil)
+		if err != nil {
+			return nil, fmt.Errorf("%s: document %d: %w", name, i, err)
+		}
+		out = append(out, manifest{file: name, obj: obj, gvk: gvk})
+	}
+}
+
+func stripComments(doc []byte) []byte {
+	var b bytes.Buffer
+	for _, line := range bytes.Split(doc, []byte("\n")) {
+		if t := bytes.TrimSpace(line); len(t) > 0 && t[0] != '#' {
+			b.Write(line)
+			b.WriteByte('\n')
+		}
+	}
+	return b.Bytes()
+}
+
+// kustomization is the part of kustomize's Kustomization the manifests use;
+// decoded strictly, so a field it does not list fails the test.
+type kustomization struct {
+	APIVersion string   `json:"apiVersion"`
+	Kind       string   `json:"kind"`
+	Namespace  string   `json:"namespace"`
+	Resources  []string `json:"resources"`
+	Images     []struct {
+		Name    string `json:"name"`
+		NewName string `json:"newName,omitempty"`
+		NewTag  string `json:"newTag,omitempty"`
+	} `json:"images,omitempty"`
+}
+
+// shipped decodes the kustomization and every manifest it lists, and checks
+// that it lists every manifest of the directory.
+func shipped(t *testing.T) (kustomization, []manifest) {
+	t.Helper()
+	var k kustomization
+	data, err := os.ReadFile(filepath.Join(k8sDir, "kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.UnmarshalStrict(data, &k); err != nil {
+		t.Fatalf("kustomization.yaml: %v", err)
+	}
+	if k.APIVersion != "kustomize.config.k8s.io/v1beta1" || k.Kind != "Kustomization" {
+		t.Errorf("kustomization.yaml: apiVersion %q kind %q", k.APIVersion, k.Kind)
+	}
+	files, err := filepath.Glob(filepath.Join(k8sDir, "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var onDisk []string
+	for _, f := range files {
+		if b := filepath.Base(f); b != "kustomization.yaml" {
+			onDisk = append(onDisk, b)
+		}
+	}
+	listed := slices.Clone(k.Resources)
+	slices.Sort(listed)
+	if !slices.Equal(listed, onDisk) {
+		t.Errorf("kustomization.yaml lists %q, the directory holds %q", listed, onDisk)
+	}
+	var all []manifest
+	for _, r := range k.Resources {
+		f, err := os.Open(filepath.Join(k8sDir, r))
+		if err != nil {
+			t.Fatalf("kustomization.yaml: %v", err)
+		}
+		ms, err := decodeAll(path.Join(k8sDir, r), f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, ms...)
+	}
+	return k, all
+}
+
+// TestManifestsDecodeStrictly decodes every shipped manifest with the API
+// types in strict mode, and checks the kinds and namespaces.
+func TestManifestsDecodeStrictly(t *testing.T) {
+	k, all := shipped(t)
+	count := map[string]int{}
+	for _, m := range all {
+		count[m.gvk.Kind]++
+		meta := objectMeta(m.obj)
+		if meta == nil {
+			t.Errorf("%s: unexpected kind %s", m.file, m.gvk)
+			continue
+		}
+		if _, isNS := m.obj.(*corev1.Namespace); isNS {
+			if meta.Name != k.Namespace {
+				t.Errorf("%s: namespace %q, kustomization.yaml says %q", m.file, meta.Name, k.Namespace)
+			}
+		} else if meta.Namespace != k.Namespace {
+			t.Errorf("%s: %s %s is in namespace %q, want %q", m.file, m.gvk.Kind, meta.Name, meta.Namespace, k.Namespace)
+		}
+	}
+	want := map[string]int{"Namespace": 1, "ServiceAccount": 1, "ConfigMap": 1, "DaemonSet": 2}
+	for kind, n := range want {
+		if count[kind] != n {
+			t.Errorf("%d %s objects, want %d", count[kind], kind, n)
+		}
+	}
+	if len(count) != len(want) {
+		t.Errorf("kinds %v, want %v", count, want)
+	}
+}
+
+func objectMeta(o runtime.Object) *metav1.ObjectMeta {
+	switch o := o.(type) {
+	case *corev1.Namespace:
+		return &o.ObjectMeta
+	case *corev1.ServiceAccount:
+		return &o.ObjectMeta
+	case *corev1.ConfigMap:
+		return &o.ObjectMeta
+	case *appsv1.DaemonSet:
+		return &o.ObjectMeta
+	}
+	return nil
+}
+
+// TestKustomizeBuild renders the kustomization with kubectl, when installed,
+// and decodes the result strictly too.
+func TestKustomizeBuild(t *testing.T) {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skip("kubectl not installed: kustomization not rendered")
+	}
+	out, err := exec.Command(kubectl, "kustomize", k8sDir).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("kubectl kustomize %s: %v\n%s", k8sDir, err, ee.Stderr)
+		}
+		t.Fatal(err)
+	}
+	ms, err := decodeAll("kubectl kustomize "+k8sDir, bytes.NewReader(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 5 {
+		t.Errorf("kubectl kustomize rendered %d objects, want 5", len(ms))
+	}
+}
+
+func pick[T runtime.Object](all []manifest) []T {
+	var out []T
+	for _, m := range all {
+		if o, ok := m.obj.(T); ok {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+var wantCaps = []corev1.Capability{"BPF", "DAC_READ_SEARCH", "NET_ADMIN", "PERFMON", "SYS_ADMIN", "SYS_RESOURCE"}
+
+// TestDaemonSets checks each DaemonSet against what bindguard needs and the
+// other objects it refers to.
+func TestDaemonSets(t *testing.T) {
+	_, all := shipped(t)
+	dss := pick[*appsv1.DaemonSet](all)
+	cms := pick[*corev1.ConfigMap](all)
+	sas := pick[*corev1.ServiceAccount](all)
+	if len(dss) != 2 || len(cms) != 1 || len(sas) != 1 {
+		t.Fatalf("want 2 DaemonSets, 1 ConfigMap, 1 ServiceAccount")
+	}
+	flags := runFlags(t)
+	roles := map[string]bool{}
+	for _, ds := range dss {
+		t.Run(ds.Name, func(t *testing.T) {
+			role := ds.Labels["bindguard.io/role"]
+			roles[role] = true
+			checkDaemonSet(t, ds, role, flags, cms[0], sas[0])
+		})
+	}
+	if !roles["control-plane"] || !roles["worker"] {
+		t.Errorf("roles %v: want one DaemonSet for control-plane and one for worker", roles)
+	}
+}
+
+func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet, role string, flags map[string]bool, cm *corev1.ConfigMap, sa *corev1.ServiceAccount) {
+	where := ds.Name
+	if ds.Name != "bindguard-"+role {
+		t.Errorf("%s: role label %q, want name bindguard-%s", where, role, role)
+	}
+	for k, v := range ds.Spec.Selector.MatchLabels {
+		if ds.Spec.Template.Labels[k] != v {
+			t.Errorf("%s: selector %s=%s does not match the pod template's labels", where, k, v)
+		}
+	}
+	if ds.Spec.Selector.MatchLabels["bindguard.io/role"] != role {
+		t.Errorf("%s: selector must include bindguard.io/role=%s, or the DaemonSets would fight over pods", where, role)
+	}
+	us := ds.Spec.UpdateStrategy
+	if us.Type != appsv1.RollingUpdateDaemonSetStrategyType || us.RollingUpdate == nil || us.RollingUpdate.MaxUnavailable == nil {
+		t.Errorf("%s: want a RollingUpdate strategy with maxUnavailable", where)
+	}
+
+	pod := ds.Spec.Template.Spec
+	if !pod.HostNetwork {
+		t.Errorf("%s: hostNetwork must be true: the daemon judges its own network namespace", where)
+	}
+	if pod.HostPID {
+		t.Errorf("%s: hostPID is not needed", where)
+	}
+	if pod.PriorityClassName != "system-node-critical" {
+		t.Errorf("%s: priorityClassName %q", where, pod.PriorityClassName)
+	}
+	if pod.ServiceAccountName != sa.Name {
+		t.Errorf("%s: service account %q, shipped %q", where, pod.ServiceAccountName, sa.Name)
+	}
+	switch role {
+	case "control-plane":
+		if _, ok := pod.NodeSelector["node-role.kubernetes.io/control-plane"]; !ok {
+			t.Errorf("%s: want nodeSelector node-role.kubernetes.io/control-plane", where)
+		}
+		for _, key := range []string{"node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master"} {
+			if !slices.ContainsFunc(pod.Tolerations, func(tl corev1.Toleration) bool {
+				return tl.Key == key && tl.Operator == corev1.TolerationOpExists && tl.Effect == corev1.TaintEffectNoSchedule
+			}) {
+				t.Errorf("%s: want a toleration of %s:NoSchedule", where, key)
+			}
+		}
+	case "worker":
+		if pod.Affinity == nil && len(pod.NodeSelector) == 0 {
+			t.Errorf("%s: selects every node, control-plane ones included", where)
+		}
+	default:
+		t.Errorf("%s: unknown role %q", where, role)
+	}
+
+	if len(pod.Containers) != 1 {
+		t.Fatalf("%s: want one container", where)
+	}
+	c := pod.Containers[0]
+	if len(c.Args) == 0 || c.Args[0] != "run" || len(c.Command) != 0 {
+		t.Fatalf("%s: want args `run ...` and the image's entrypoint", where)
+	}
+	got := parseRunArgs(t, where, flags, c.Args[1:])
+	if len(c.Args) < 5 || c.Args[3] != "--mode" {
+		t.Errorf("%s: want --mode as args[3] and its value as args[4]: docs/rollout.md patches them by index", where)
+	}
+	if _, err := policy.ParseMode(one(t, where, got, "mode")); err != nil {
+		t.Errorf("%s: %v", where, err)
+	}
+	if one(t, where, got, "keep-on-exit") != "true" {
+		t.Errorf("%s: want --keep-on-exit, so that restarts leave no gap", where)
+	}
+	if lf := one(t, where, got, "log-format"); lf != "json" {
+		t.Errorf("%s: --log-format %q, want json", where, lf)
+	}
+	if nl := one(t, where, got, "node-label"); nl != "role=$(NODE_ROLE)" {
+		t.Errorf("%s: --node-label %q, want role=$(NODE_ROLE)", where, nl)
+	}
+	env := map[string]string{}
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+	}
+	if env["NODE_ROLE"] != role {
+		t.Errorf("%s: NODE_ROLE=%q, want %q", where, env["NODE_ROLE"], role)
+	}
+
+	// Volumes and mounts: the registry ConfigMap, the ready file's emptyDir,
+	// the node's bpffs and cgroup2 hierarchy.
+	vols := map[string]corev1.Volume{}
+	for _, v := range pod.Volumes {
+		vols[v.Name] = v
+	}
+	mounted := map[string]corev1.Volume{} // mount path -> volume
+	privileged := c.SecurityContext != nil && c.SecurityContext.Privileged != nil && *c.SecurityContext.Privileged
+	for _, m := range c.VolumeMounts {
+		v, ok := vols[m.Name]
+		if !ok {
+			t.Errorf("%s: mount %s: no volume %q", where, m.MountPath, m.Name)
+			continue
+		}
+		mounted[m.MountPath] = v
+		// The API server refuses this (ValidateVolumeMounts); strict decoding does not.
+		if m.MountPropagation != nil && *m.MountPropagation == corev1.MountPropagationBidirectional && !privileged {
+			t.Errorf("%s: mount %s: Bidirectional propagation needs a privileged container", where, m.MountPath)
+		}
+	}
+	if v := mounted[one(t, where, got, "registry")]; v.ConfigMap == nil || v.ConfigMap.Name != cm.Name {
+		t.Errorf("%s: --registry is not the mount of ConfigMap %s", where, cm.Name)
+	}
+	if v := mounted[filepath.Dir(one(t, where, got, "ready-file"))]; v.EmptyDir == nil {
+		t.Errorf("%s: --ready-file is not in an emptyDir mount (the root file system is read-only)", where)
+	}
+	for _, p := range []string{"/sys/fs/bpf", "/sys/fs/cgroup"} {
+		if v := mounted[p]; v.HostPath == nil || v.HostPath.Path != p {
+			t.Errorf("%s: want the node's %s mounted at %s", where, p, p)
+		}
+	}
+	if _, ok := got["pin-path"]; ok {
+		t.Errorf("%s: --pin-path: keep the default, below the mounted /sys/fs/bpf", where)
+	}
+
+	// The metrics port: container and host port, probed, and declared.
+	port := metricsPort(t, where, one(t, where, got, "metrics-addr"))
+	var metrics *corev1.ContainerPort
+	for i, p := range c.Ports {
+		if p.ContainerPort == int32(port) {
+			metrics = &c.Ports[i]
+		}
+	}
+	if metrics == nil || metrics.HostPort != int32(port) {
+		t.Errorf("%s: --metrics-addr port %d is not declared as containerPort and hostPort", where, port)
+	} else if rp := c.ReadinessProbe; rp == nil || rp.HTTPGet == nil || rp.HTTPGet.Path != "/healthz" ||
+		(rp.HTTPGet.Port.String() != metrics.Name && rp.HTTPGet.Port.IntValue() != int(port)) {
+		t.Errorf("%s: want a readinessProbe on /healthz of the metrics port", where)
+	}
+	checkRegistry(t, cm, map[string]string{"role": role}, port)
+
+	sc := c.SecurityContext
+	if sc == nil || sc.Capabilities == nil {
+		t.Fatalf("%s: no securityContext capabilities", where)
+	}
+	if privileged {
+		t.Errorf("%s: must not be privileged", where)
+	}
+	add := slices.Clone(sc.Capabilities.Add)
+	slices.Sort(add)
+	if !slices.Equal(add, wantCaps) || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+		t.Errorf("%s: capabilities add %v drop %v, want add %v drop [ALL]", where, add, sc.Capabilities.Drop, wantCaps)
+	}
+}
+
+// checkRegistry loads the ConfigMap's registry as the daemon will see it (a
+// directory with one file per key), compiles it for a node and checks that
+// bindguard's own metrics port is declared for bindguard on any address.
+func checkRegistry(t *testing.T, cm *corev1.ConfigMap, labels map[string]string, port uint16) {
+	t.Helper()
+	dir := t.TempDir()
+	for k, v := range cm.Data {
+		if err := os.WriteFile(filepath.Join(dir, k), []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := compileFor(t, dir, labels)
+	r, proc := declared(c, port)
+	if r == nil || proc != "bindguard" {
+		t.Fatalf("ConfigMap %s: metrics port %d not declared for process bindguard on node %s", cm.Name, port, policy.FormatLabels(labels))
+	}
+	if r.Localhost {
+		t.Errorf("ConfigMap %s: port %d is localhost-only, but the DaemonSet listens on every address", cm.Name, port)
+	}
+}
+
+// TestDaemonSetsAgree checks that the two DaemonSets differ only in what
+// makes them one per role.
+func TestDaemonSetsAgree(t *testing.T) {
+	_, all := shipped(t)
+	dss := pick[*appsv1.DaemonSet](all)
+	if len(dss) != 2 {
+		t.Fatalf("want 2 DaemonSets")
+	}
+	var norm [2][]byte
+	for i, ds := range dss {
+		d := ds.DeepCopy()
+		d.Name = ""
+		delete(d.Labels, "bindguard.io/role")
+		delete(d.Spec.Selector.MatchLabels, "bindguard.io/role")
+		delete(d.Spec.Template.Labels, "bindguard.io/role")
+		d.Spec.UpdateStrategy.RollingUpdate = nil
+		p := &d.Spec.Template.Spec
+		p.NodeSelector, p.Affinity, p.Tolerations = nil, nil, nil
+		for j := range p.Containers {
+			for k := range p.Containers[j].Env {
+				if p.Containers[j].Env[k].Name == "NODE_ROLE" {
+					p.Containers[j].Env[k].Value = ""
+				}
+			}
+		}
+		b, err := yaml.Marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		norm[i] = b
+	}
+	if !bytes.Equal(norm[0], norm[1]) {
+		a, b := strings.Split(string(norm[0]), "\n"), strings.Split(string(norm[1]), "\n")
+		for i := 0; i < min(len(a), len(b)); i++ {
+			if a[i] != b[i] {
+				t.Fatalf("%s and %s differ beyond their role (line %d of the normalized objects):\n  %s\n  %s",
+					dss[0].Name, dss[1].Name, i+1, a[i], b[i])
+			}
+		}
+		t.Fatalf("%s and %s differ beyond their role", dss[0].Name, dss[1].Name)
+	}
+}
