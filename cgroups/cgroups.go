@@ -28,7 +28,22 @@ func Mount2() (string, error) {
 }
 
 func parseMountinfo(r io.Reader) (string, error) {
+	return parseMountinfoWith(r, func(dir string) bool {
+		id, err := IDOf(dir)
+		return err == nil && id == rootCgroupID
+	})
+}
+
+// rootCgroupID is the id of the cgroup2 root in every kernel since 5.5.
+const rootCgroupID = 1
+
+// parseMountinfoWith picks the cgroup2 mount of the whole hierarchy: one
+// whose mount root is "/", or, inside a cgroup namespace (a container's view
+// of a host bind mount shows its root as "/.." or similar), one whose
+// directory is the hierarchy's root cgroup according to isRoot.
+func parseMountinfoWith(r io.Reader, isRoot func(dir string) bool) (string, error) {
 	s := bufio.NewScanner(r)
+	var others []string
 	for s.Scan() {
 		// 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 		fields := strings.Fields(s.Text())
@@ -39,15 +54,24 @@ func parseMountinfo(r io.Reader) (string, error) {
 				break
 			}
 		}
-		if sep < 5 || sep+1 >= len(fields) {
+		if sep < 5 || sep+1 >= len(fields) || fields[sep+1] != "cgroup2" {
 			continue
 		}
-		if fields[sep+1] == "cgroup2" && fields[3] == "/" {
+		if fields[3] == "/" {
 			return unescapeMount(fields[4]), nil
 		}
+		others = append(others, unescapeMount(fields[4]))
 	}
 	if err := s.Err(); err != nil {
 		return "", fmt.Errorf("find cgroup2 mount: %w", err)
+	}
+	for _, dir := range others {
+		if isRoot(dir) {
+			return dir, nil
+		}
+	}
+	if len(others) > 0 {
+		return "", fmt.Errorf("find cgroup2 mount: cgroup2 is mounted only below its root (%s); mount the host's cgroup2 root", strings.Join(others, ", "))
 	}
 	return "", errors.New("find cgroup2 mount: no cgroup2 file system is mounted (see /proc/self/mountinfo)")
 }

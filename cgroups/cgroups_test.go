@@ -21,11 +21,22 @@ func TestParseMountinfo(t *testing.T) {
 		{"garbage", "x y\n\n", "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := parseMountinfo(strings.NewReader(tc.in))
+			got, err := parseMountinfoWith(strings.NewReader(tc.in), func(string) bool { return false })
 			if (err != nil) != tc.err || got != tc.want {
 				t.Errorf("parseMountinfo = %q, %v; want %q, error %v", got, err, tc.want, tc.err)
 			}
 		})
+	}
+}
+
+func TestMountinfoInCgroupNamespace(t *testing.T) {
+	in := "41 31 0:38 /.. /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n42 31 0:38 /sub /mnt/sub rw - cgroup2 cgroup2 rw\n"
+	got, err := parseMountinfoWith(strings.NewReader(in), func(dir string) bool { return dir == "/sys/fs/cgroup" })
+	if err != nil || got != "/sys/fs/cgroup" {
+		t.Errorf("got %q, %v", got, err)
+	}
+	if _, err := parseMountinfoWith(strings.NewReader(in), func(string) bool { return false }); err == nil || !strings.Contains(err.Error(), "only below its root") {
+		t.Errorf("want an error naming the subtree mounts, got %v", err)
 	}
 }
 

@@ -105,8 +105,12 @@ func New(cfg Config) (_ *Loader, err error) {
 
 	opts := ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{}}
 	if cfg.PinPath != "" {
-		if err := ensurePinDir(cfg.PinPath); err != nil {
+		mounted, err := ensurePinDir(cfg.PinPath)
+		if err != nil {
 			return nil, err
+		}
+		if mounted != "" {
+			cfg.logf("mounted a bpf file system at %s; in a private mount namespace (a container without the host's /sys/fs/bpf, a unit with PrivateMounts) it and the pins go away with this process", mounted)
 		}
 		replacements, err := l.pinnedReplacements(spec)
 		if err != nil {
@@ -326,22 +330,24 @@ func RemovePins(dir string) error {
 }
 
 // ensurePinDir creates dir on a bpffs, mounting bpffs at /sys/fs/bpf when
-// that is where dir goes and nothing is mounted there.
-func ensurePinDir(dir string) error {
+// that is where dir goes and nothing is mounted there. It returns where it
+// mounted, if it did.
+func ensurePinDir(dir string) (mounted string, err error) {
 	parent := filepath.Dir(filepath.Clean(dir))
 	if !isBPFFS(parent) {
 		if parent == "/sys/fs/bpf" {
 			if err := unix.Mount("bpf", parent, "bpf", 0, "mode=0700"); err != nil {
-				return fmt.Errorf("mount bpffs at %s: %w", parent, err)
+				return "", fmt.Errorf("mount bpffs at %s: %w", parent, err)
 			}
+			mounted = parent
 		} else if !isBPFFS(dir) {
-			return fmt.Errorf("pin path %s: %s is not on a bpf file system (mount -t bpf bpf %s)", dir, parent, parent)
+			return "", fmt.Errorf("pin path %s: %s is not on a bpf file system (mount -t bpf bpf %s)", dir, parent, parent)
 		}
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("pin path: %w", err)
+		return mounted, fmt.Errorf("pin path: %w", err)
 	}
-	return nil
+	return mounted, nil
 }
 
 func isBPFFS(path string) bool {
