@@ -115,6 +115,8 @@ func (e *env) start(mode string, extra ...string) *daemon {
 func startDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
 	cmd := exec.Command(binPath, args...)
+	// A daemon must not outlive a test binary that dies before its cleanup.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
