@@ -1,0 +1,9 @@
+// Package benchbpf holds the reference BPF programs scripts/bench measures
+// bindguard against: the hook floor (bpf/bench/floor.c, allow and nothing
+// else) and a linear rule scan in the shape of systemd's SocketBindAllow=
+// (bpf/bench/linear.c). The objects are generated and committed like the
+// loader's.
+//
+// It owns loading those objects and nothing else: attaching them, and every
+// measurement, is scripts/bench's. Nothing in bindguard itself imports it.
+package benchbpf

@@ -1,0 +1,408 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/bindguard/bindguard/internal/benchbpf"
+	"github.com/bindguard/bindguard/loader"
+	"github.com/bindguard/bindguard/policy"
+)
+
+// families are the socket families every configuration is measured with;
+// index 0 is bind4, index 1 bind6.
+var families = [2]int{4, 6}
+
+// target is one configuration: where its loop runs and which programs judge it.
+type target struct {
+	key, name string
+	dir       string // the helper's cgroup
+	port      uint16
+	// progs are the bind4 and bind6 programs whose run-time stats are the
+	// per-check cost; nil for the baseline.
+	progs [2]*ebpf.Program
+	// size is the registry the shared loader must have in force, if any.
+	size *size
+	// Per family, one value per round: loop CPU ns/op with stats off and
+	// on, loop wall ns/op with stats off, per-check ns.
+	loop, loopStats, loopWall, check [2][]float64
+	runs, binds                      [2]uint64
+}
+
+// size is one registry the size loader switches between.
+type size struct {
+	entries int
+	label   string
+	policy  *policy.Compiled
+	// Fill and Apply times of every apply; Swap of every apply but the
+	// loader's first.
+	fill, swap, total []float64
+}
+
+type checkBench struct {
+	o       *options
+	e       *env
+	targets []*target
+	// sizes share one loader (sizeLoader), so the registry size is the only
+	// difference between their rows: same programs, same outer map.
+	sizes      []*size
+	sizeLoader *loader.Loader
+	current    *size
+	applies    int
+}
+
+func (cb *checkBench) add(t *target) *target {
+	cb.targets = append(cb.targets, t)
+	return t
+}
+
+// setupChecks creates every configuration's cgroups and attaches its programs.
+func setupChecks(e *env, o *options, p ports, log io.Writer) (*checkBench, error) {
+	cb := &checkBench{o: o, e: e}
+
+	base, err := e.mkdir("baseline/leaf")
+	if err != nil {
+		return nil, err
+	}
+	cb.add(&target{key: "baseline", name: "no program (baseline)", dir: base, port: p.declared})
+
+	var floor benchbpf.FloorObjects
+	if err := benchbpf.LoadFloorObjects(&floor, nil); err != nil {
+		return nil, fmt.Errorf("load floor programs: %w", verr(err))
+	}
+	e.onClose(floor.Close)
+	t, err := cb.attachRef(e, "floor", "floor: return 1", p.declared, floor.FloorBind4, floor.FloorBind6)
+	if err != nil {
+		return nil, err
+	}
+	cb.add(t)
+
+	lin, err := loadLinear(e)
+	if err != nil {
+		return nil, err
+	}
+	t, err = cb.attachRef(e, "linear128", "linear scan, 128 rules, no match", p.declared, lin.LinearBind4, lin.LinearBind6)
+	if err != nil {
+		return nil, err
+	}
+	cb.add(t)
+
+	if err := cb.addSizes(p, log); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(log, "bench: loading bindguard with 65,536 entries and owners\n")
+	if err := cb.addOwners(p); err != nil {
+		return nil, err
+	}
+	return cb, nil
+}
+
+func loadLinear(e *env) (*benchbpf.LinearObjects, error) {
+	spec, err := benchbpf.LoadLinear()
+	if err != nil {
+		return nil, fmt.Errorf("load linear spec: %w", err)
+	}
+	const n = int(benchbpf.LinearLimitsLINEAR_MAX_RULES)
+	if err := spec.Variables[benchbpf.LinearVarLinearNrRules].Set(uint32(n)); err != nil {
+		return nil, fmt.Errorf("set linear_nr_rules: %w", err)
+	}
+	var lin benchbpf.LinearObjects
+	if err := spec.LoadAndAssign(&lin, nil); err != nil {
+		return nil, fmt.Errorf("load linear programs: %w", verr(err))
+	}
+	e.onClose(lin.Close)
+	// Rules for ports 1..128, both families: a bench port matches none, so
+	// every bind scans all of them (the worst case), then is allowed.
+	for i := 0; i < n; i++ {
+		r := benchbpf.LinearRule{Family: 0, Verdict: 1, First: uint16(i + 1), Last: uint16(i + 1)}
+		if err := lin.LinearRules.Put(uint32(i), &r); err != nil {
+			return nil, fmt.Errorf("write linear rule %d: %w", i, err)
+		}
+	}
+	return &lin, nil
+}
+
+// attachRef attaches a reference program pair to a fresh cgroup.
+func (cb *checkBench) attachRef(e *env, key, name string, port uint16, p4, p6 *ebpf.Program) (*target, error) {
+	dir, err := e.mkdir(key)
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := e.mkdir(key + "/leaf")
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range []struct {
+		typ  ebpf.AttachType
+		prog *ebpf.Program
+	}{{ebpf.AttachCGroupInet4Bind, p4}, {ebpf.AttachCGroupInet6Bind, p6}} {
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: dir, Attach: a.typ, Program: a.prog})
+		if err != nil {
+			return nil, fmt.Errorf("attach %s: %w", key, err)
+		}
+		e.onClose(l.Close)
+	}
+	return &target{key: key, name: name, dir: leaf, port: port, progs: [2]*ebpf.Program{p4, p6}}, nil
+}
+
+// sizeLabel names a registry of n map entries.
+func sizeLabel(n int) string {
+	if n == 2 {
+		return "1 rule (2 entries)"
+	}
+	return commas(n) + " entries"
+}
+
+// addSizes loads one bindguard, attached to its own cgroup, and the rows of
+// its three registries: 1 rule, 1,000 and 65,536 entries (the meta entry,
+// the declared port, fillers). Before a row is measured, its registry is
+// put in force with Apply, which is also where the apply times come from.
+func (cb *checkBench) addSizes(p ports, log io.Writer) error {
+	dir, err := cb.e.mkdir("bgsize")
+	if err != nil {
+		return err
+	}
+	leaf, err := cb.e.mkdir("bgsize/leaf")
+	if err != nil {
+		return err
+	}
+	for _, n := range []int{2, 1000, 65536} {
+		c, err := buildPolicy(n, []policy.Rule{{Port: p.declared, Protocol: policy.TCP}}, p.all())
+		if err != nil {
+			return err
+		}
+		cb.sizes = append(cb.sizes, &size{entries: n, label: sizeLabel(n), policy: c})
+	}
+	fmt.Fprintf(log, "bench: loading bindguard for 1 rule, 1,000 and 65,536 entries\n")
+	l, err := loader.New(loader.Config{CgroupPath: dir, EventInterval: time.Hour})
+	if err != nil {
+		return fmt.Errorf("bindguard: %w", err)
+	}
+	cb.e.onClose(l.Close)
+	cb.sizeLoader = l
+	if err := cb.use(cb.sizes[0]); err != nil {
+		return err
+	}
+	if err := l.Attach(); err != nil {
+		return fmt.Errorf("bindguard: %w", err)
+	}
+	progs, err := attachedPrograms(cb.e, dir)
+	if err != nil {
+		return err
+	}
+	for _, sz := range cb.sizes {
+		key := fmt.Sprintf("bg%d", sz.entries)
+		cb.add(&target{key: key + ".declared", name: fmt.Sprintf("bindguard %s, declared port", sz.label), dir: leaf, port: p.declared, progs: progs, size: sz})
+		cb.add(&target{key: key + ".undeclared", name: fmt.Sprintf("bindguard %s, undeclared port", sz.label), dir: leaf, port: p.undeclared, progs: progs, size: sz})
+	}
+	return nil
+}
+
+// use puts a size's registry in force on the size loader, unless it is, and
+// records the times.
+func (cb *checkBench) use(sz *size) error {
+	if cb.current == sz {
+		return nil
+	}
+	start := time.Now()
+	res, err := cb.sizeLoader.Apply(sz.policy, policy.ModeAudit, cb.e.cg)
+	total := time.Since(start)
+	if err != nil {
+		return fmt.Errorf("bindguard %s: %w", sz.label, err)
+	}
+	if res.Entries != sz.entries {
+		return fmt.Errorf("bindguard %s: policy encoded to %d entries, want %d", sz.label, res.Entries, sz.entries)
+	}
+	sz.fill = append(sz.fill, float64(res.Fill.Nanoseconds()))
+	sz.total = append(sz.total, float64(total.Nanoseconds()))
+	if cb.applies > 0 {
+		sz.swap = append(sz.swap, float64(res.Swap.Nanoseconds()))
+	}
+	cb.applies++
+	cb.current = sz
+	return nil
+}
+
+// addOwners loads a second bindguard with a 65,536-entry registry that also
+// holds owner-restricted ports. Each owner is the cgroup its loop binds
+// from, d levels below the attach cgroup, so the program looks the owner up
+// at that level; the "span" ports also list a sibling cgroup at depth 1, so
+// every level from 1 to d is looked up.
+func (cb *checkBench) addOwners(p ports) error {
+	const key = "bgowner"
+	dir, err := cb.e.mkdir(key)
+	if err != nil {
+		return err
+	}
+	sib, err := cb.e.mkdir(key + "/sibling")
+	if err != nil {
+		return err
+	}
+	rules := []policy.Rule{{Port: p.declared, Protocol: policy.TCP}}
+	var rows []*target
+	for _, d := range ownerDepths {
+		deep, err := cb.e.mkdir(key + "/" + chain("owner"+strconv.Itoa(d), d))
+		if err != nil {
+			return err
+		}
+		rules = append(rules, policy.Rule{Port: p.owner[d], Protocol: policy.TCP, Owners: policy.Owners{Cgroups: []string{cb.e.rel(deep)}}})
+		rows = append(rows, &target{key: fmt.Sprintf("bg65536.owner%d", d), name: fmt.Sprintf("bindguard 65,536 entries, owner at depth %d", d), dir: deep, port: p.owner[d]})
+	}
+	for _, d := range spanDepths {
+		deep, err := cb.e.mkdir(key + "/" + chain("span"+strconv.Itoa(d), d))
+		if err != nil {
+			return err
+		}
+		rules = append(rules, policy.Rule{Port: p.span[d], Protocol: policy.TCP, Owners: policy.Owners{Cgroups: []string{cb.e.rel(sib), cb.e.rel(deep)}}})
+		rows = append(rows, &target{key: fmt.Sprintf("bg65536.span%d", d), name: fmt.Sprintf("bindguard 65,536 entries, owners at depths 1 and %d", d), dir: deep, port: p.span[d]})
+	}
+	c, err := buildPolicy(65536, rules, p.all())
+	if err != nil {
+		return err
+	}
+	l, err := loader.New(loader.Config{CgroupPath: dir, EventInterval: time.Hour})
+	if err != nil {
+		return fmt.Errorf("bindguard with owners: %w", err)
+	}
+	cb.e.onClose(l.Close)
+	res, err := l.Apply(c, policy.ModeAudit, cb.e.cg)
+	if err != nil {
+		return fmt.Errorf("bindguard with owners: %w", err)
+	}
+	if res.Entries != 65536 || len(res.Unresolved) > 0 {
+		return fmt.Errorf("bindguard with owners: policy encoded to %d entries (%d owners unresolved), want 65536", res.Entries, len(res.Unresolved))
+	}
+	if err := l.Attach(); err != nil {
+		return fmt.Errorf("bindguard with owners: %w", err)
+	}
+	progs, err := attachedPrograms(cb.e, dir)
+	if err != nil {
+		return err
+	}
+	for _, t := range rows {
+		t.progs = progs
+		cb.add(t)
+	}
+	return nil
+}
+
+// chain is "name/2/3/.../d": a cgroup d levels deep.
+func chain(name string, d int) string {
+	parts := []string{name}
+	for i := 2; i <= d; i++ {
+		parts = append(parts, strconv.Itoa(i))
+	}
+	return strings.Join(parts, "/")
+}
+
+// attachedPrograms opens the bind4 and bind6 programs attached to dir: the
+// loader does not hand out its programs, the kernel does by id.
+func attachedPrograms(e *env, dir string) ([2]*ebpf.Program, error) {
+	var progs [2]*ebpf.Program
+	f, err := os.Open(dir)
+	if err != nil {
+		return progs, err
+	}
+	defer f.Close()
+	for i, at := range []ebpf.AttachType{ebpf.AttachCGroupInet4Bind, ebpf.AttachCGroupInet6Bind} {
+		q, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: at})
+		if err != nil {
+			return progs, fmt.Errorf("query programs of %s: %w", dir, err)
+		}
+		if len(q.Programs) != 1 {
+			return progs, fmt.Errorf("%s has %d %s programs, want 1", dir, len(q.Programs), at)
+		}
+		p, err := ebpf.NewProgramFromID(q.Programs[0].ID)
+		if err != nil {
+			return progs, fmt.Errorf("open program %d: %w", q.Programs[0].ID, err)
+		}
+		e.onClose(p.Close)
+		progs[i] = p
+	}
+	return progs, nil
+}
+
+// round runs every configuration's loop once, in an order rotated by round
+// so no configuration always follows the same one. With stats, the helper
+// also reads the per-check cost from its program's run-time counters, batch
+// by batch, and the round checks that the program ran once per bind.
+func (cb *checkBench) round(ctx context.Context, r int, withStats bool) error {
+	n := len(cb.targets) * len(families)
+	for i := 0; i < n; i++ {
+		j := (i + r*7) % n
+		t, fi := cb.targets[j/len(families)], j%len(families)
+		if t.size != nil {
+			if err := cb.use(t.size); err != nil {
+				return err
+			}
+		}
+		prog := t.progs[fi]
+		var id ebpf.ProgramID
+		var before *ebpf.ProgramStats
+		if withStats && prog != nil {
+			info, err := prog.Info()
+			if err != nil {
+				return fmt.Errorf("%s: %w", t.key, err)
+			}
+			id, _ = info.ID()
+			if before, err = prog.Stats(); err != nil {
+				return fmt.Errorf("%s: %w", t.key, err)
+			}
+		}
+		out, err := helper(ctx, t.dir, helperLoop, strconv.Itoa(families[fi]), strconv.Itoa(int(t.port)), strconv.Itoa(cb.o.iters), strconv.Itoa(int(id)))
+		if err != nil {
+			return fmt.Errorf("%s IPv%d: %w", t.key, families[fi], err)
+		}
+		var cpu, wall, check float64
+		if _, err := fmt.Sscan(out, &cpu, &wall, &check); err != nil {
+			return fmt.Errorf("%s: helper printed %q", t.key, out)
+		}
+		if !withStats {
+			t.loop[fi] = append(t.loop[fi], cpu)
+			t.loopWall[fi] = append(t.loopWall[fi], wall)
+			continue
+		}
+		t.loopStats[fi] = append(t.loopStats[fi], cpu)
+		if prog == nil {
+			continue
+		}
+		after, err := prog.Stats()
+		if err != nil {
+			return fmt.Errorf("%s: %w", t.key, err)
+		}
+		if check < 0 || after.RunCount == before.RunCount {
+			return fmt.Errorf("%s IPv%d: the program did not run (are BPF stats enabled?)", t.key, families[fi])
+		}
+		t.check[fi] = append(t.check[fi], check)
+		t.runs[fi] += after.RunCount - before.RunCount
+		t.binds[fi] += uint64(cb.o.iters + warmup(cb.o.iters))
+	}
+	return nil
+}
+
+// verr prints a verifier error in full.
+func verr(err error) error {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		return fmt.Errorf("%+v", ve)
+	}
+	return err
+}
+
+// commas formats 65536 as 65,536.
+func commas(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}

@@ -1,0 +1,283 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// The bench re-executes itself to run code in a cgroup: a child started with
+// CLONE_INTO_CGROUP is in the cgroup from its first instruction, so every
+// bind it makes is judged by the programs attached above that cgroup.
+const helperEnv = "BINDGUARD_BENCH_HELPER"
+
+// Helper modes.
+const (
+	helperLoop   = "loop"   // FAMILY PORT ITERS PROGID: prints ns per socket()+bind()+close() and per program run
+	helperHammer = "hammer" // FAMILY PORT RATE DURATION: binds at RATE/s (0: flat out), prints the count
+	helperMem    = "mem"    // ENTRIES: loads a policy of ENTRIES map entries, prints a memReport
+)
+
+// helper runs the bench binary in mode inside the cgroup directory cgroupAbs
+// and returns what it printed.
+func helper(ctx context.Context, cgroupAbs, mode string, args ...string) (string, error) {
+	p, err := startHelper(ctx, cgroupAbs, mode, args...)
+	if err != nil {
+		return "", err
+	}
+	return p.wait()
+}
+
+// proc is a running helper.
+type proc struct {
+	cmd       *exec.Cmd
+	mode      string
+	out, errb bytes.Buffer
+}
+
+func startHelper(ctx context.Context, cgroupAbs, mode string, args ...string) (*proc, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cg, err := os.Open(cgroupAbs)
+	if err != nil {
+		return nil, fmt.Errorf("helper cgroup: %w", err)
+	}
+	defer cg.Close()
+	p := &proc{cmd: exec.CommandContext(ctx, exe, args...), mode: mode}
+	// One P keeps the Go runtime's own threads out of the way of the loop.
+	// Under the race detector (the smoke test's binary is the helper),
+	// each exit would sleep a second unless told not to.
+	p.cmd.Env = append(os.Environ(), helperEnv+"="+mode, "GOMAXPROCS=1", "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+	p.cmd.Stdout = &p.out
+	p.cmd.Stderr = &p.errb
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s helper: %w", mode, err)
+	}
+	return p, nil
+}
+
+// wait returns what the helper printed on stdout, or its error with its stderr.
+func (p *proc) wait() (string, error) {
+	if err := p.cmd.Wait(); err != nil {
+		if msg := strings.TrimSpace(p.errb.String()); msg != "" {
+			return "", fmt.Errorf("%s helper: %w: %s", p.mode, err, msg)
+		}
+		return "", fmt.Errorf("%s helper: %w", p.mode, err)
+	}
+	return strings.TrimSpace(p.out.String()), nil
+}
+
+// helperMain is the child side. It returns the exit status.
+func helperMain(mode string, args []string, stdout, stderr io.Writer) int {
+	var err error
+	switch mode {
+	case helperLoop:
+		err = loopMain(args, stdout)
+	case helperHammer:
+		err = hammerMain(args, stdout)
+	case helperMem:
+		err = memMain(args, stdout)
+	default:
+		err = fmt.Errorf("unknown helper mode %q", mode)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "bench %s helper: %v\n", mode, err)
+		return 1
+	}
+	return 0
+}
+
+func atoi(args []string, i int) (int, error) {
+	if i >= len(args) {
+		return 0, fmt.Errorf("missing argument %d", i+1)
+	}
+	return strconv.Atoi(args[i])
+}
+
+// binder makes socket()+bind()+close() calls on one TCP port.
+type binder struct {
+	domain int
+	sa     unix.Sockaddr
+	port   int
+}
+
+func newBinder(family, port int) (*binder, error) {
+	switch family {
+	case 4:
+		return &binder{domain: unix.AF_INET, sa: &unix.SockaddrInet4{Port: port}, port: port}, nil
+	case 6:
+		return &binder{domain: unix.AF_INET6, sa: &unix.SockaddrInet6{Port: port, Addr: netip.IPv6Unspecified().As16()}, port: port}, nil
+	}
+	return nil, fmt.Errorf("family %d: want 4 or 6", family)
+}
+
+// once binds and closes one socket. A port just released can, rarely, still
+// be busy for the next bind: that bind is retried (the program ran for it
+// too, so a check row may count a few more runs than binds).
+func (b *binder) once() error {
+	for try := 0; ; try++ {
+		fd, err := unix.Socket(b.domain, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("socket: %w", err)
+		}
+		err = unix.Bind(fd, b.sa)
+		unix.Close(fd)
+		if err == nil {
+			return nil
+		}
+		if err != unix.EADDRINUSE || try == 100 {
+			return fmt.Errorf("bind port %d: %w", b.port, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// loopBatches is how many batches a loop helper splits its iterations into;
+// it reports the median batch, so a preemption spoils one batch, not the figure.
+const loopBatches = 10
+
+// loopMain times ITERS binds after a warm-up of ITERS/10 (at least 10). It
+// prints three figures, each the median over loopBatches batches: the
+// thread's CPU time per bind (CLOCK_THREAD_CPUTIME_ID: time other tasks take
+// from a noisy CPU is not in it), the wall time per bind, and, when PROGID
+// is not 0, that program's kernel run time per run (BPF stats must be on;
+// else -1).
+func loopMain(args []string, stdout io.Writer) error {
+	var v [4]int
+	for i := range v {
+		var err error
+		if v[i], err = atoi(args, i); err != nil {
+			return err
+		}
+	}
+	family, port, iters, progID := v[0], v[1], v[2], v[3]
+	b, err := newBinder(family, port)
+	if err != nil {
+		return err
+	}
+	var prog *ebpf.Program
+	if progID != 0 {
+		if prog, err = ebpf.NewProgramFromID(ebpf.ProgramID(progID)); err != nil {
+			return fmt.Errorf("open program %d: %w", progID, err)
+		}
+		defer prog.Close()
+	}
+	runtime.LockOSThread()
+	for i := 0; i < warmup(iters); i++ {
+		if err := b.once(); err != nil {
+			return err
+		}
+	}
+	var cpu, wall, check []float64
+	for done := 0; done < iters; {
+		n := min(max(iters/loopBatches, 1), iters-done)
+		var s0 *ebpf.ProgramStats
+		if prog != nil {
+			if s0, err = prog.Stats(); err != nil {
+				return err
+			}
+		}
+		c0, w0 := threadCPUClock(), time.Now()
+		for i := 0; i < n; i++ {
+			if err := b.once(); err != nil {
+				return err
+			}
+		}
+		cpu = append(cpu, float64(threadCPUClock()-c0)/float64(n))
+		wall = append(wall, float64(time.Since(w0).Nanoseconds())/float64(n))
+		if prog != nil {
+			s1, err := prog.Stats()
+			if err != nil {
+				return err
+			}
+			if runs := s1.RunCount - s0.RunCount; runs > 0 {
+				check = append(check, float64(s1.Runtime-s0.Runtime)/float64(runs))
+			}
+		}
+		done += n
+	}
+	c := -1.0
+	if len(check) > 0 {
+		c = summarize(check).Median
+	}
+	_, err = fmt.Fprintf(stdout, "%.2f %.2f %.2f\n", summarize(cpu).Median, summarize(wall).Median, c)
+	return err
+}
+
+// threadCPUClock is the calling thread's CPU time in ns.
+func threadCPUClock() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
+		panic(err)
+	}
+	return ts.Nano()
+}
+
+// warmup is how many binds a loop helper makes before timing.
+func warmup(iters int) int { return max(iters/10, 10) }
+
+// hammerMain binds for DURATION at RATE binds per second (0: as fast as it
+// can) and prints how many binds it made.
+func hammerMain(args []string, stdout io.Writer) error {
+	family, err := atoi(args, 0)
+	if err != nil {
+		return err
+	}
+	port, err := atoi(args, 1)
+	if err != nil {
+		return err
+	}
+	rate, err := atoi(args, 2)
+	if err != nil {
+		return err
+	}
+	if len(args) < 4 {
+		return fmt.Errorf("missing duration")
+	}
+	dur, err := time.ParseDuration(args[3])
+	if err != nil {
+		return err
+	}
+	b, err := newBinder(family, port)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	n := 0
+	for {
+		el := time.Since(start)
+		if el >= dur {
+			break
+		}
+		if rate > 0 {
+			due := int(el.Seconds() * float64(rate))
+			if n >= due {
+				time.Sleep(time.Duration(float64(n-due+1) / float64(rate) * float64(time.Second)))
+				continue
+			}
+		}
+		for i := 0; i < 16; i++ {
+			if err := b.once(); err != nil {
+				return err
+			}
+		}
+		n += 16
+	}
+	_, err = fmt.Fprintln(stdout, n)
+	return err
+}

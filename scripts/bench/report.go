@@ -1,0 +1,130 @@
+package main
+
+import (
+	"fmt"
+	"io"
+)
+
+func fmtDist(d dist, prec int) string {
+	if d.N == 0 {
+		return "—"
+	}
+	if d.N == 1 {
+		return fmt.Sprintf("%.*f", prec, d.Median)
+	}
+	return fmt.Sprintf("%.*f [%.*f–%.*f]", prec, d.Median, prec, d.Min, prec, d.Max)
+}
+
+func fmtRatio(d *dist) string {
+	if d == nil || d.N == 0 {
+		return "—"
+	}
+	if d.N == 1 {
+		return fmt.Sprintf("%.2f×", d.Median)
+	}
+	return fmt.Sprintf("%.2f× [%.2f–%.2f]", d.Median, d.Min, d.Max)
+}
+
+func fmtNet(d *dist) string {
+	if d == nil {
+		return "—"
+	}
+	return fmt.Sprintf("%+.0f", d.Median)
+}
+
+func fmtCheck(d *dist) string {
+	if d == nil {
+		return "—"
+	}
+	return fmtDist(*d, 1)
+}
+
+// writeMarkdown prints the report: one table per measurement, then the targets.
+func writeMarkdown(w io.Writer, res *results) {
+	m := res.Machine
+	fmt.Fprintf(w, "# bindguard bench\n\n%d CPUs, %s, kernel %s, %s. `%s`: %d rounds × %d binds per configuration and family, interleaved; median [min–max] over rounds. Ratios are computed round by round (same round, same family), then summarised.\n",
+		m.CPUs, m.Model, m.Kernel, m.GoVersion, res.Command, res.Rounds, res.Iters)
+	if res.Quick {
+		fmt.Fprintf(w, "\n**-quick: a smoke run, the figures are not meaningful.**\n")
+	}
+	if res.StatsSysctl {
+		fmt.Fprintf(w, "\nkernel.bpf_stats_enabled was 1: the \"stats off\" loops ran with stats on too.\n")
+	}
+
+	fmt.Fprintf(w, "\n## Per bind check\n\n")
+	fmt.Fprintf(w, "| configuration | IP | per-check ns | − floor | × floor | loop CPU ns/op | × baseline | × floor | wall × baseline |\n|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range res.Checks {
+		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %s | %s |\n", r.Name, r.Family,
+			fmtCheck(r.CheckNs), fmtNet(r.CheckOverFloorNs), fmtRatio(r.CheckVsFloor),
+			fmtDist(r.LoopNs, 0), fmtRatio(&r.LoopVsBaseline), fmtRatio(&r.LoopVsFloor), fmtRatio(&r.LoopWallVsBaseline))
+	}
+	fmt.Fprintf(w, `
+- per-check ns: the program's kernel run time per bind (BPF_STATS_RUN_TIME,
+  run_time_ns / run_cnt deltas, median of 10 batches of one helper's loop,
+  stats on). It includes the stats' own clock read, which is most of the
+  floor's; "− floor" is the median per-round difference: what the program's
+  logic costs.
+- loop CPU ns/op: socket()+bind()+close() of a TCP socket on 0.0.0.0 or ::,
+  in a helper process started inside the cgroup (CLONE_INTO_CGROUP), stats
+  off; the helper thread's CPU time (CLOCK_THREAD_CPUTIME_ID), median of 10
+  batches. wall × baseline is the same from wall-clock time, which on a
+  noisy machine includes other tasks' time.
+- bindguard runs in audit mode with EventInterval 1h: the undeclared rows
+  measure a violation whose event is rate-limited (one LRU lookup and an
+  atomic add), not the ring buffer.
+- owner at depth d: the port's only owner is the cgroup the loop binds from,
+  d levels below the attach cgroup: one uid lookup (miss), then the level loop
+  skips to that level, one ancestor-id helper call and one hash lookup (hit).
+- owners at depths 1 and d: a sibling cgroup at depth 1 (not an ancestor) and
+  the binding cgroup at depth d, so levels 1..d are each looked up: d
+  ancestor-id calls and d hash lookups, the last one hits.
+- linear scan: 128 rules for ports 1..128; the bench port matches none, so
+  every bind scans all 128 (the worst case), as systemd's SocketBindAllow= would.
+`)
+
+	fmt.Fprintf(w, "\n## Policy apply\n\n| registry | fill ms | swap µs (reload) | Apply total ms |\n|---|---|---|---|\n")
+	for _, a := range res.Apply {
+		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", a.Label, fmtDist(a.FillMs, 2), fmtDist(a.SwapUs, 1), fmtDist(a.TotalMs, 2))
+	}
+	fmt.Fprintf(w, "\nfill: ApplyResult.Fill (create the inner map, batch-write every entry); swap: ApplyResult.Swap (one outer-map update) on reloads, with the hooks live; total: the Apply call, encoding included.\n")
+
+	if ev := res.Events; ev != nil {
+		fmt.Fprintf(w, "\n## Event throughput\n\n%d binder processes, undeclared binds, audit mode, EventInterval 0; one goroutine drains with loader.ReadEvent.\n\n", ev.Binders)
+		fmt.Fprintf(w, "| asked /s | violations /s | events read /s | dropped | reader CPU | reader ns/event |\n|---|---|---|---|---|---|\n")
+		for _, s := range ev.Steps {
+			fmt.Fprintf(w, "| %s | %.0f | %.0f | %d | %.0f%% | %.0f |\n", rateLabel(s.Target), s.Offered, s.Read, s.Dropped, s.ReaderCPU, s.ReaderNsPerEvent)
+		}
+		if ev.BestClean != nil {
+			fmt.Fprintf(w, "\nNo drops up to %.0f violations/s (the %s/s step).", ev.BestClean.Offered, rateLabel(ev.BestClean.Target))
+		}
+		if ev.FirstDrop == nil {
+			fmt.Fprintf(w, " No step dropped: the binders' maximum rate is below the rate at which drops start.\n")
+		} else {
+			fmt.Fprintf(w, " Drops start at the %s/s step: %.0f violations/s offered, %d dropped (%.1f%%).\n",
+				rateLabel(ev.FirstDrop.Target), ev.FirstDrop.Offered, ev.FirstDrop.Dropped, 100*float64(ev.FirstDrop.Dropped)/float64(max(ev.FirstDrop.Violations, 1)))
+		}
+	}
+
+	if mem := res.Memory; mem != nil {
+		fmt.Fprintf(w, "\n## Memory (a process holding one loader with %s entries)\n\n", commas(mem.Entries))
+		fmt.Fprintf(w, "| figure | value |\n|---|---|\n")
+		fmt.Fprintf(w, "| VmRSS before the loader | %s KiB |\n", commas(int(mem.RSSIdleKB)))
+		fmt.Fprintf(w, "| VmRSS with the loader, after GC | %s KiB |\n", commas(int(mem.RSSKB)))
+		fmt.Fprintf(w, "| VmHWM (peak, during apply) | %s KiB |\n", commas(int(mem.HWMKB)))
+		fmt.Fprintf(w, "| Go heap in use | %s KiB |\n", commas(int(mem.HeapInuse/1024)))
+		for _, mp := range mem.Maps {
+			fmt.Fprintf(w, "| map %s (%s, %s max) memlock | %s KiB |\n", mp.Name, mp.Type, commas(int(mp.MaxEntries)), commas(int(mp.Memlock/1024)))
+		}
+		fmt.Fprintf(w, "| all maps memlock | %s KiB |\n", commas(int(mem.MapsMemlock/1024)))
+	}
+
+	fmt.Fprintf(w, "\n## Targets\n\n| target | measured | met |\n|---|---|---|\n")
+	for _, t := range res.Targets {
+		met := "no"
+		if t.Met {
+			met = "yes"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s |\n", t.Target, t.Measured, met)
+	}
+	fmt.Fprintf(w, "\nRun took %.0f s.\n", res.Seconds)
+}
