@@ -13,12 +13,14 @@
  *   6. rule has owners, none matches the task    -> owner
  *   7. rule is localhost-only, address is not loopback -> address
  *   8.                                           -> allow
+ * Step 3 is taken only once 4-7 found a violation: a bind that violates
+ * nothing is allowed in any namespace, so the allowed path skips the helper.
  * A violation is audited (bind proceeds) when the node or the rule is in
  * audit mode, denied (EPERM) otherwise, and reported on the ring buffer.
  *
- * The cost of a check does not depend on the registry size: one array lookup
- * (inlined) for the policy, one hash lookup for the rule, and for
- * owner-restricted ports one lookup for the uid and one per cgroup level at
+ * The cost of a check does not depend on the registry size: the rule is an
+ * array element indexed by (protocol, port); owner-restricted ports add one
+ * hash lookup for the uid (when uids are listed) and one per cgroup level at
  * which an owner of that port exists.
  */
 #include <linux/types.h>
@@ -43,25 +45,46 @@ volatile const __u8 bg_all_netns = 0;
 /* Minimum time between two events of the same (cgroup, port, proto, reason); 0: no limit. */
 volatile const __u64 bg_event_interval_ns = 0;
 
-/* One policy: key = struct bg_key (a port rule, an owner, or the meta entry), value = struct bg_value. */
-struct bg_policy_map {
+/* One slot's rules: index = bg_rule_index(proto, port), value = struct bg_value. */
+struct bg_rules_map {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, BG_RULES_ENTRIES);
+	__type(key, __u32);
+	__type(value, struct bg_value);
+};
+
+/* One slot's owners: key = struct bg_key (a cgroup or uid for a port), value = struct bg_value. */
+struct bg_owners_map {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, BG_POLICY_MAX_ENTRIES);
+	__uint(max_entries, BG_OWNERS_MAX_ENTRIES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct bg_key);
 	__type(value, struct bg_value);
 };
 
-/*
- * The policy in force: key 0 -> the inner policy map. A reload builds a new
- * inner map and swaps it in with one update, so each bind sees one whole policy.
- */
+/* Slot -> rules array of that slot's policy. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, BG_SLOTS);
+	__type(key, __u32);
+	__array(values, struct bg_rules_map);
+} bg_rules SEC(".maps");
+
+/* Slot -> owners hash of that slot's policy. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, BG_SLOTS);
+	__type(key, __u32);
+	__array(values, struct bg_owners_map);
+} bg_owners SEC(".maps");
+
+/* Key 0 -> the slot in force (0 or 1). Flipping it is the whole switch to a new policy. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__array(values, struct bg_policy_map);
-} bg_policy SEC(".maps");
+	__type(value, __u32);
+} bg_active SEC(".maps");
 
 /* Counters: key = enum bg_counter, value = per-CPU count. */
 struct {
@@ -122,25 +145,29 @@ static __always_inline void count(__u32 idx)
 }
 
 /* owner_matches reports whether the task's uid or one of its cgroup ancestors owns (proto, port). */
-static __always_inline int owner_matches(void *policy, const struct bg_value *rule, __u8 proto, __u16 port)
+static __always_inline int owner_matches(__u32 slot, const struct bg_value *rule, __u8 proto, __u16 port)
 {
-	struct bg_key k = {.kind = BG_KIND_UID, .proto = proto, .port = port};
+	void *owners = bpf_map_lookup_elem(&bg_owners, &slot);
+	if (!owners)
+		return 0;
 
-	k.id = (__u32)bpf_get_current_uid_gid();
-	if (bpf_map_lookup_elem(policy, &k))
-		return 1;
+	struct bg_key k = {.kind = BG_KIND_UID, .proto = proto, .port = port};
+	if (rule->flags & BG_RULE_UID_OWNERS) {
+		k.id = (__u32)bpf_get_current_uid_gid();
+		if (bpf_map_lookup_elem(owners, &k))
+			return 1;
+	}
 
 	k.kind = BG_KIND_CGROUP;
 	__u32 lo = rule->min_depth, hi = rule->max_depth;
-	for (__u32 level = 0; level <= BG_MAX_CGROUP_DEPTH; level++) {
-		if (level < lo)
-			continue;
-		if (level > hi)
+	for (__u32 i = 0; i <= BG_MAX_CGROUP_DEPTH; i++) {
+		__u32 level = lo + i;
+		if (level > hi || level > BG_MAX_CGROUP_DEPTH)
 			break;
 		k.id = bpf_get_current_ancestor_cgroup_id(level);
 		if (!k.id) /* the task is shallower than level */
 			break;
-		if (bpf_map_lookup_elem(policy, &k))
+		if (bpf_map_lookup_elem(owners, &k))
 			return 1;
 	}
 	return 0;
@@ -219,8 +246,6 @@ static __always_inline void emit(struct bpf_sock_addr *ctx, __u8 family, __u16 p
 /* judge returns the program's verdict: 1 lets the bind proceed, 0 makes it fail with EPERM. */
 static __always_inline int judge(struct bpf_sock_addr *ctx, __u8 family, int loopback)
 {
-	count(BG_CNT_CHECKS);
-
 	__u16 port = bpf_ntohs((__u16)ctx->user_port);
 	if (!port) {
 		count(BG_CNT_EPHEMERAL);
@@ -241,43 +266,49 @@ static __always_inline int judge(struct bpf_sock_addr *ctx, __u8 family, int loo
 		goto allow;
 	}
 
-	if (!bg_all_netns && bg_host_netns_cookie && bpf_get_netns_cookie(ctx) != bg_host_netns_cookie) {
-		count(BG_CNT_OTHER_NETNS);
-		goto allow;
-	}
-
 	__u32 zero = 0;
-	void *policy = bpf_map_lookup_elem(&bg_policy, &zero);
-	if (!policy) {
-		count(BG_CNT_NO_POLICY);
-		goto allow;
-	}
-
-	struct bg_key k = {.kind = BG_KIND_PORT, .proto = proto, .port = port};
-	struct bg_value *rule = bpf_map_lookup_elem(policy, &k);
-	__u8 reason;
+	__u32 *active = bpf_map_lookup_elem(&bg_active, &zero);
+	if (!active)
+		goto no_policy;
+	/* Read the slot once: everything below is judged by this slot's maps. */
+	__u32 slot = *active & 1;
+	void *rules = bpf_map_lookup_elem(&bg_rules, &slot);
+	if (!rules)
+		goto no_policy;
+	__u32 idx = bg_rule_index(proto, port);
+	struct bg_value *rule = bpf_map_lookup_elem(rules, &idx);
 	if (!rule)
+		goto no_policy;
+
+	__u8 flags = rule->flags, reason;
+	if (!(flags & BG_RULE_DECLARED))
 		reason = BG_REASON_UNDECLARED;
-	else if (rule->flags & BG_RULE_REMOVED)
+	else if (flags & BG_RULE_REMOVED)
 		reason = BG_REASON_REMOVED;
-	else if ((rule->flags & BG_RULE_OWNERS) && !owner_matches(policy, rule, proto, port))
+	else if ((flags & BG_RULE_OWNERS) && !owner_matches(slot, rule, proto, port))
 		reason = BG_REASON_OWNER;
-	else if ((rule->flags & BG_RULE_LOCALHOST) && !loopback)
+	else if ((flags & BG_RULE_LOCALHOST) && !loopback)
 		reason = BG_REASON_ADDRESS;
 	else
 		goto allow;
 
 	/* A violation: the slow path. */
-	struct bg_key mk = {.kind = BG_KIND_META};
-	struct bg_value *meta = bpf_map_lookup_elem(policy, &mk);
-	int audit = !meta || (meta->flags & BG_META_AUDIT) || (rule && (rule->flags & BG_RULE_AUDIT));
+	if (!bg_all_netns && bg_host_netns_cookie && bpf_get_netns_cookie(ctx) != bg_host_netns_cookie) {
+		count(BG_CNT_OTHER_NETNS);
+		goto allow;
+	}
+	__u32 meta_idx = 0;
+	struct bg_value *meta = bpf_map_lookup_elem(rules, &meta_idx);
 	if (!meta)
-		count(BG_CNT_NO_POLICY);
+		goto no_policy;
+	int audit = (meta->flags & BG_META_AUDIT) || (flags & BG_RULE_AUDIT);
 	__u8 verdict = audit ? BG_VERDICT_AUDIT : BG_VERDICT_DENY;
 	count((audit ? BG_CNT_AUDIT : BG_CNT_DENY) + reason - 1);
-	emit(ctx, family, port, proto, reason, verdict, rule ? rule->origin : 0, meta ? meta->origin : 0);
+	emit(ctx, family, port, proto, reason, verdict, (flags & BG_RULE_DECLARED) ? rule->origin : 0, meta->origin);
 	return audit;
 
+no_policy:
+	count(BG_CNT_NO_POLICY);
 allow:
 	count(BG_CNT_ALLOWED);
 	return 1;

@@ -18,21 +18,17 @@
 /* Sizes and versions. An enum rather than #defines so bpf2go exports them to Go. */
 enum bg_limits {
 	/* Bump when any struct or constant here changes meaning or shape. */
-	BG_LAYOUT_VERSION = 1,
-	/* Capacity of one policy map (port rules + owner entries + the meta
-	 * entry). The Go side checks a compiled policy against it before loading. */
-	BG_POLICY_MAX_ENTRIES = 1 << 18,
+	BG_LAYOUT_VERSION = 2,
+	/* Entries of one rules array: one per (protocol, port), see bg_rule_index. */
+	BG_RULES_ENTRIES = 2 << 16,
+	/* Capacity of one owners map. The Go side checks a compiled policy
+	 * against it before anything loads. */
+	BG_OWNERS_MAX_ENTRIES = 1 << 18,
+	/* Policy slots: one in force, one being prepared. */
+	BG_SLOTS = 2,
 	/* Owners are looked up at cgroup levels 0 (the cgroup2 root) up to this
 	 * one. A task deeper than this still matches an owner at or above it. */
 	BG_MAX_CGROUP_DEPTH = 16,
-};
-
-/* bg_key.kind */
-enum bg_kind {
-	BG_KIND_META = 0,   /* proto = 0, port = 0, id = 0: the policy's meta entry */
-	BG_KIND_PORT = 1,   /* id = 0: the rule for (proto, port) */
-	BG_KIND_CGROUP = 2, /* id = cgroup id (kernfs inode) allowed to bind (proto, port) */
-	BG_KIND_UID = 3,    /* id = uid allowed to bind (proto, port) */
 };
 
 /* bg_key.proto, bg_event.proto. MPTCP sockets are judged as TCP. */
@@ -42,51 +38,70 @@ enum bg_proto {
 };
 
 /*
- * struct bg_key: the key of the policy map. All four kinds live in ONE hash
- * map so a whole policy is swapped by replacing one inner map (see bg_policy
- * in bindguard.c): no bind is ever judged by half of one policy and half of
- * another. Padding must be zero.
+ * A policy is a pair of maps, held in slot s of bg_rules and bg_owners; the
+ * one-entry array bg_active names the slot in force. A reload fills the other
+ * slot, then flips bg_active with one write: a bind reads the slot once and
+ * is judged wholly by that slot's rules and owners.
  *
- * Worked examples, a registry with
+ * The rules array is indexed by bg_rule_index(proto, port) and holds a
+ * struct bg_value per (protocol, port): a direct index, no hashing, the same
+ * cost at any registry size. An all-zero value (no BG_RULE_DECLARED) is an
+ * undeclared port. Index 0 (TCP port 0, which is never judged) holds the
+ * policy's meta entry instead.
+ *
+ * The owners map is a hash from struct bg_key to struct bg_value.
+ *
+ * Worked example, a registry with
  *   - {port: 2379, protocol: tcp, owners: [{cgroup: /system.slice/etcd.service}, {uid: 0}]}
  * and /system.slice/etcd.service having cgroup id 4242 compiles to:
- *   {kind=PORT,   proto=TCP, port=2379, id=0}    -> {origin=1, flags=OWNERS, min_depth=2, max_depth=2}
- *   {kind=CGROUP, proto=TCP, port=2379, id=4242} -> {origin=1}
- *   {kind=UID,    proto=TCP, port=2379, id=0}    -> {origin=1}
- *   {kind=META,   0, 0, 0}                       -> {origin=<generation>, flags=0 (enforce)}
- * An empty registry compiles to the META entry alone: every bind of a
+ *   rules[bg_rule_index(TCP, 2379) = 2379]         = {origin=1, flags=DECLARED|OWNERS|UID_OWNERS, min_depth=2, max_depth=2}
+ *   owners[{kind=CGROUP, proto=TCP, port=2379, id=4242}] = {origin=1}
+ *   owners[{kind=UID,    proto=TCP, port=2379, id=0}]    = {origin=1}
+ *   rules[0]                                        = {origin=<generation>, flags=0 (enforce)}
+ * An empty registry compiles to the meta entry alone: every bind of a
  * non-zero port is then `undeclared` (deny-all in enforce mode), never allow-all.
  */
+#define bg_rule_index(proto, port) ((((__u32)(proto) - 1) << 16) | (__u32)(port))
+
+/* bg_key.kind */
+enum bg_kind {
+	BG_KIND_CGROUP = 2, /* id = cgroup id (kernfs node id) allowed to bind (proto, port) */
+	BG_KIND_UID = 3,    /* id = uid allowed to bind (proto, port) */
+};
+
+/* struct bg_key: the key of the owners map. Padding must be zero. */
 struct bg_key {
 	__u8 kind;  /* enum bg_kind */
-	__u8 proto; /* enum bg_proto; 0 for META */
-	__u16 port; /* host byte order; 0 for META */
+	__u8 proto; /* enum bg_proto */
+	__u16 port; /* host byte order */
 	__u32 pad;
-	__u64 id;   /* cgroup id, uid, or 0 */
+	__u64 id;   /* cgroup id or uid */
 };
 
-/* bg_value.flags for BG_KIND_PORT */
+/* bg_value.flags of a rule */
 enum bg_rule_flags {
-	BG_RULE_OWNERS = 1 << 0,    /* only listed cgroups/uids may bind */
-	BG_RULE_LOCALHOST = 1 << 1, /* only 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104 */
-	BG_RULE_REMOVED = 1 << 2,   /* removed port: every bind is a violation */
-	BG_RULE_AUDIT = 1 << 3,     /* violations are only audited, whatever the node mode */
+	BG_RULE_OWNERS = 1 << 0,     /* only listed cgroups/uids may bind */
+	BG_RULE_LOCALHOST = 1 << 1,  /* only 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104 */
+	BG_RULE_REMOVED = 1 << 2,    /* removed port: every bind is a violation */
+	BG_RULE_AUDIT = 1 << 3,      /* violations are only audited, whatever the node mode */
+	BG_RULE_DECLARED = 1 << 4,   /* the port is in the registry (set on every rule) */
+	BG_RULE_UID_OWNERS = 1 << 5, /* some owners are uids: look the task's uid up */
 };
 
-/* bg_value.flags for BG_KIND_META */
+/* bg_value.flags of the meta entry */
 enum bg_meta_flags {
 	BG_META_AUDIT = 1 << 0, /* the node runs in audit mode: nothing is denied */
 };
 
 /*
- * struct bg_value: the value of the policy map.
- *  PORT:   origin = index+1 of the registry entry the rule came from (0: none);
- *          min_depth..max_depth = the cgroup levels at which an owner cgroup
- *          of this port exists (only those levels are looked up; when no
- *          cgroup owner is resolved, min_depth > max_depth and none is).
- *  CGROUP, UID: origin as for PORT; other fields zero.
- *  META:   origin = the policy generation (events carry it, so the daemon maps
- *          origin indexes with the table of the generation that judged them).
+ * struct bg_value: a rule, an owner, or the meta entry.
+ *  rule:  origin = index+1 of the registry entry the rule came from (0: none);
+ *         min_depth..max_depth = the cgroup levels at which an owner cgroup
+ *         of this port exists (only those levels are looked up; when no
+ *         cgroup owner is resolved, min_depth > max_depth and none is).
+ *  owner: origin as for the rule; other fields zero.
+ *  meta:  origin = the policy generation (events carry it, so the daemon maps
+ *         origin indexes with the table of the generation that judged them).
  */
 struct bg_value {
 	__u32 origin;
@@ -114,22 +129,22 @@ enum bg_verdict {
 };
 
 /*
- * Indexes of the per-CPU counter array bg_counters. Invariant (summed over
- * CPUs): CHECKS = ALLOWED + sum(AUDIT_*) + sum(DENY_*). AUDIT/DENY are indexed
- * by reason: BG_CNT_AUDIT + reason - 1.
+ * Indexes of the per-CPU counter array bg_counters. Each judged bind adds one
+ * to exactly one of ALLOWED, AUDIT+reason-1 or DENY+reason-1, so the number
+ * of checks is their sum (summed over CPUs); EPHEMERAL, OTHER_NETNS and
+ * OTHER_PROTO break ALLOWED down.
  */
 enum bg_counter {
-	BG_CNT_CHECKS = 0,          /* every bind the program saw */
-	BG_CNT_ALLOWED = 1,         /* no violation (includes the three below) */
-	BG_CNT_EPHEMERAL = 2,       /* port 0 */
-	BG_CNT_OTHER_NETNS = 3,     /* outside the host network namespace */
-	BG_CNT_OTHER_PROTO = 4,     /* neither TCP, MPTCP nor UDP */
-	BG_CNT_AUDIT = 5,           /* 5..8: audited, by reason */
-	BG_CNT_DENY = 9,            /* 9..12: denied, by reason */
-	BG_CNT_EVENTS_DROPPED = 13, /* ring buffer full: event lost, verdict still applied */
-	BG_CNT_SUPPRESSED = 14,     /* events folded into a later one by rate limiting */
-	BG_CNT_NO_POLICY = 15,      /* no policy or no meta entry: allowed/audited (never expected) */
-	BG_CNT_MAX = 16,
+	BG_CNT_ALLOWED = 0,         /* no violation (includes the three below) */
+	BG_CNT_EPHEMERAL = 1,       /* port 0 */
+	BG_CNT_OTHER_NETNS = 2,     /* would violate, but outside the host network namespace */
+	BG_CNT_OTHER_PROTO = 3,     /* neither TCP, MPTCP nor UDP */
+	BG_CNT_AUDIT = 4,           /* 4..7: audited, by reason */
+	BG_CNT_DENY = 8,            /* 8..11: denied, by reason */
+	BG_CNT_EVENTS_DROPPED = 12, /* ring buffer full: event lost, verdict still applied */
+	BG_CNT_SUPPRESSED = 13,     /* events folded into a later one by rate limiting */
+	BG_CNT_NO_POLICY = 14,      /* no policy in force: allowed (never expected) */
+	BG_CNT_MAX = 15,
 };
 
 /* An event for every violation that the rate limiter lets through. */

@@ -21,13 +21,30 @@ type ApplyResult struct {
 	Entries    int
 	Rules      int
 	Unresolved []Unresolved
-	// Fill is the time spent writing the new map, Swap the time of the switch.
-	Fill, Swap time.Duration
+	// Fill is the time spent writing the new maps and installing them in the
+	// idle slot, Swap the time of the switch itself (one array write), Settle
+	// the wait until no bind can still be judged by the old slot.
+	Fill, Swap, Settle time.Duration
 }
 
-// Apply writes a compiled policy into a new policy map and swaps it in with
-// one update of the outer map: every bind is judged by the old policy or by
-// the new one, never by a mix, a partial or an empty map. On any error the
+// slot is the pair of maps of one policy.
+type slot struct {
+	rules, owners *ebpf.Map
+}
+
+func (s *slot) close() {
+	if s.rules != nil {
+		s.rules.Close()
+	}
+	if s.owners != nil {
+		s.owners.Close()
+	}
+	*s = slot{}
+}
+
+// Apply writes a compiled policy into the idle slot's new maps and switches
+// bg_active to it with one write: every bind is judged by the old policy or
+// by the new one, never by a mix, a partial or an empty map. On any error the
 // policy in force stays.
 func (l *Loader) Apply(c *policy.Compiled, mode policy.Mode, r Resolver) (*ApplyResult, error) {
 	if l.closed {
@@ -38,37 +55,48 @@ func (l *Loader) Apply(c *policy.Compiled, mode policy.Mode, r Resolver) (*Apply
 	if err != nil {
 		return nil, fmt.Errorf("apply policy: %w", err)
 	}
+	var active uint32
+	if err := l.objs.BgActive.Lookup(uint32(0), &active); err != nil {
+		return nil, fmt.Errorf("apply policy: read active slot: %w", err)
+	}
+	next := (active ^ 1) & 1
 
 	start := time.Now()
-	inner, err := ebpf.NewMap(l.innerSpec())
+	fresh, err := l.newSlot(enc)
 	if err != nil {
-		return nil, fmt.Errorf("apply policy: create policy map: %w", err)
+		return nil, fmt.Errorf("apply policy: %w", err)
 	}
-	if n, err := inner.BatchUpdate(enc.Keys, enc.Values, &ebpf.BatchOptions{}); err != nil {
-		if !errors.Is(err, ebpf.ErrNotSupported) {
-			inner.Close()
-			return nil, fmt.Errorf("apply policy: write %d entries (wrote %d): %w", len(enc.Keys), n, err)
-		}
-		for i := range enc.Keys {
-			if err := inner.Put(&enc.Keys[i], &enc.Values[i]); err != nil {
-				inner.Close()
-				return nil, fmt.Errorf("apply policy: write entry %d: %w", i, err)
-			}
-		}
+	// Install the maps in the idle slot. No bind reads it: the previous
+	// Apply waited until every bind judged by it had finished.
+	if err := l.objs.BgRules.Put(next, fresh.rules); err != nil {
+		fresh.close()
+		return nil, fmt.Errorf("apply policy: install rules: %w", err)
+	}
+	if err := l.objs.BgOwners.Put(next, fresh.owners); err != nil {
+		fresh.close()
+		return nil, fmt.Errorf("apply policy: install owners: %w", err)
 	}
 	fill := time.Since(start)
 
 	start = time.Now()
-	if err := l.objs.BgPolicy.Put(uint32(0), inner); err != nil {
-		inner.Close()
-		return nil, fmt.Errorf("apply policy: swap: %w", err)
+	if err := l.objs.BgActive.Put(uint32(0), next); err != nil {
+		fresh.close()
+		return nil, fmt.Errorf("apply policy: switch: %w", err)
 	}
 	swap := time.Since(start)
 
-	if l.inner != nil {
-		l.inner.Close()
+	// Wait for the binds that read the old slot number to finish, so the
+	// next Apply may overwrite that slot. Replacing a map-in-map entry (here
+	// with the same map) returns only after an RCU grace period.
+	start = time.Now()
+	if err := l.objs.BgOwners.Put(next, fresh.owners); err != nil {
+		return nil, fmt.Errorf("apply policy: settle: %w", err)
 	}
-	l.inner = inner
+	settle := time.Since(start)
+
+	l.slots[next].close()
+	l.slots[next] = fresh
+	l.active = next
 	l.owners = enc.owners
 	l.generation = gen
 	l.origins[gen] = c.Origins
@@ -78,7 +106,7 @@ func (l *Loader) Apply(c *policy.Compiled, mode policy.Mode, r Resolver) (*Apply
 		st.Layout = LayoutVersion
 		st.Generation = gen
 		st.AppliedUnixNs = uint64(time.Now().UnixNano())
-		st.Entries = uint32(len(enc.Keys))
+		st.Entries = uint32(enc.Entries())
 		st.Rules = uint32(enc.Rules)
 		st.Mode = boolByte(mode == policy.ModeEnforce)
 		st.AllNetns = boolByte(l.cfg.AllNetns)
@@ -89,7 +117,47 @@ func (l *Loader) Apply(c *policy.Compiled, mode policy.Mode, r Resolver) (*Apply
 	}); err != nil {
 		return nil, err
 	}
-	return &ApplyResult{Generation: gen, Entries: len(enc.Keys), Rules: enc.Rules, Unresolved: enc.Unresolved, Fill: fill, Swap: swap}, nil
+	return &ApplyResult{Generation: gen, Entries: enc.Entries(), Rules: enc.Rules, Unresolved: enc.Unresolved, Fill: fill, Swap: swap, Settle: settle}, nil
+}
+
+// newSlot creates and fills the maps of one policy.
+func (l *Loader) newSlot(enc *Encoded) (_ slot, err error) {
+	var s slot
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	if s.rules, err = ebpf.NewMap(l.spec.Maps[bindguardMapBgRules].InnerMap.Copy()); err != nil {
+		return s, fmt.Errorf("create rules map: %w", err)
+	}
+	if s.owners, err = ebpf.NewMap(l.spec.Maps[bindguardMapBgOwners].InnerMap.Copy()); err != nil {
+		return s, fmt.Errorf("create owners map: %w", err)
+	}
+	if err := putAll(s.rules, enc.RuleIdx, enc.RuleVals); err != nil {
+		return s, fmt.Errorf("write rules: %w", err)
+	}
+	if err := putAll(s.owners, enc.OwnerKeys, enc.OwnerVals); err != nil {
+		return s, fmt.Errorf("write owners: %w", err)
+	}
+	return s, nil
+}
+
+// putAll writes entries in batches where the kernel can, one by one otherwise.
+func putAll[K, V any](m *ebpf.Map, keys []K, vals []V) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	_, err := m.BatchUpdate(keys, vals, &ebpf.BatchOptions{})
+	if err == nil || !errors.Is(err, ebpf.ErrNotSupported) {
+		return err
+	}
+	for i := range keys {
+		if err := m.Put(&keys[i], &vals[i]); err != nil {
+			return fmt.Errorf("entry %d: %w", i, err)
+		}
+	}
+	return nil
 }
 
 // RecordFailure notes a rejected reload in the pinned state, for status.
@@ -117,24 +185,13 @@ func (l *Loader) updateState(f func(*bindguardBgStatus)) error {
 	return nil
 }
 
-// innerSpec is the template of one policy map.
-func (l *Loader) innerSpec() *ebpf.MapSpec {
-	spec, err := loadBindguard()
-	if err != nil {
-		panic(err) // the embedded object parsed once already in New
-	}
-	s := spec.Maps[bindguardMapBgPolicy].InnerMap.Copy()
-	s.Name = "bg_policy_in"
-	return s
-}
-
 // Attach attaches bind4 and bind6 to the configured cgroup. When an earlier
 // daemon's links are pinned, it replaces their programs in place with
 // link.Update instead: the hook is never empty. Maps that could not be reused
 // replace the old pins only after the programs that use them are in place.
 // Call Apply first, so no bind is judged against an empty policy.
 func (l *Loader) Attach() error {
-	if l.inner == nil {
+	if l.generation == 0 || l.slots[l.active].rules == nil {
 		return errors.New("attach: no policy applied yet")
 	}
 	progs := [2]*ebpf.Program{l.objs.BindguardBind4, l.objs.BindguardBind6}
@@ -220,7 +277,9 @@ func (l *Loader) takeOver(old link.Link, prog *ebpf.Program, cgID uint64) error 
 // pinMaps pins every shared map, replacing pins of an older layout.
 func (l *Loader) pinMaps() error {
 	maps := map[string]*ebpf.Map{
-		bindguardMapBgPolicy:    l.objs.BgPolicy,
+		bindguardMapBgRules:     l.objs.BgRules,
+		bindguardMapBgOwners:    l.objs.BgOwners,
+		bindguardMapBgActive:    l.objs.BgActive,
 		bindguardMapBgCounters:  l.objs.BgCounters,
 		bindguardMapBgEvents:    l.objs.BgEvents,
 		bindguardMapBgRatelimit: l.objs.BgRatelimit,

@@ -30,17 +30,16 @@ const (
 type bindguardBgCounter uint32
 
 const (
-	bindguardBgCounterBG_CNT_CHECKS         bindguardBgCounter = 0
-	bindguardBgCounterBG_CNT_ALLOWED        bindguardBgCounter = 1
-	bindguardBgCounterBG_CNT_EPHEMERAL      bindguardBgCounter = 2
-	bindguardBgCounterBG_CNT_OTHER_NETNS    bindguardBgCounter = 3
-	bindguardBgCounterBG_CNT_OTHER_PROTO    bindguardBgCounter = 4
-	bindguardBgCounterBG_CNT_AUDIT          bindguardBgCounter = 5
-	bindguardBgCounterBG_CNT_DENY           bindguardBgCounter = 9
-	bindguardBgCounterBG_CNT_EVENTS_DROPPED bindguardBgCounter = 13
-	bindguardBgCounterBG_CNT_SUPPRESSED     bindguardBgCounter = 14
-	bindguardBgCounterBG_CNT_NO_POLICY      bindguardBgCounter = 15
-	bindguardBgCounterBG_CNT_MAX            bindguardBgCounter = 16
+	bindguardBgCounterBG_CNT_ALLOWED        bindguardBgCounter = 0
+	bindguardBgCounterBG_CNT_EPHEMERAL      bindguardBgCounter = 1
+	bindguardBgCounterBG_CNT_OTHER_NETNS    bindguardBgCounter = 2
+	bindguardBgCounterBG_CNT_OTHER_PROTO    bindguardBgCounter = 3
+	bindguardBgCounterBG_CNT_AUDIT          bindguardBgCounter = 4
+	bindguardBgCounterBG_CNT_DENY           bindguardBgCounter = 8
+	bindguardBgCounterBG_CNT_EVENTS_DROPPED bindguardBgCounter = 12
+	bindguardBgCounterBG_CNT_SUPPRESSED     bindguardBgCounter = 13
+	bindguardBgCounterBG_CNT_NO_POLICY      bindguardBgCounter = 14
+	bindguardBgCounterBG_CNT_MAX            bindguardBgCounter = 15
 )
 
 type bindguardBgEvent struct {
@@ -78,8 +77,6 @@ type bindguardBgKey struct {
 type bindguardBgKind uint32
 
 const (
-	bindguardBgKindBG_KIND_META   bindguardBgKind = 0
-	bindguardBgKindBG_KIND_PORT   bindguardBgKind = 1
 	bindguardBgKindBG_KIND_CGROUP bindguardBgKind = 2
 	bindguardBgKindBG_KIND_UID    bindguardBgKind = 3
 )
@@ -87,8 +84,10 @@ const (
 type bindguardBgLimits uint32
 
 const (
-	bindguardBgLimitsBG_LAYOUT_VERSION     bindguardBgLimits = 1
-	bindguardBgLimitsBG_POLICY_MAX_ENTRIES bindguardBgLimits = 262144
+	bindguardBgLimitsBG_LAYOUT_VERSION     bindguardBgLimits = 2
+	bindguardBgLimitsBG_RULES_ENTRIES      bindguardBgLimits = 131072
+	bindguardBgLimitsBG_OWNERS_MAX_ENTRIES bindguardBgLimits = 262144
+	bindguardBgLimitsBG_SLOTS              bindguardBgLimits = 2
 	bindguardBgLimitsBG_MAX_CGROUP_DEPTH   bindguardBgLimits = 16
 )
 
@@ -135,10 +134,12 @@ type bindguardBgRlValue struct {
 type bindguardBgRuleFlags uint32
 
 const (
-	bindguardBgRuleFlagsBG_RULE_OWNERS    bindguardBgRuleFlags = 1
-	bindguardBgRuleFlagsBG_RULE_LOCALHOST bindguardBgRuleFlags = 2
-	bindguardBgRuleFlagsBG_RULE_REMOVED   bindguardBgRuleFlags = 4
-	bindguardBgRuleFlagsBG_RULE_AUDIT     bindguardBgRuleFlags = 8
+	bindguardBgRuleFlagsBG_RULE_OWNERS     bindguardBgRuleFlags = 1
+	bindguardBgRuleFlagsBG_RULE_LOCALHOST  bindguardBgRuleFlags = 2
+	bindguardBgRuleFlagsBG_RULE_REMOVED    bindguardBgRuleFlags = 4
+	bindguardBgRuleFlagsBG_RULE_AUDIT      bindguardBgRuleFlags = 8
+	bindguardBgRuleFlagsBG_RULE_DECLARED   bindguardBgRuleFlags = 16
+	bindguardBgRuleFlagsBG_RULE_UID_OWNERS bindguardBgRuleFlags = 32
 )
 
 type bindguardBgStatus struct {
@@ -181,11 +182,13 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	bindguardMapBgActive              = "bg_active"
 	bindguardMapBgCgroupEvents        = "bg_cgroup_events"
 	bindguardMapBgCounters            = "bg_counters"
 	bindguardMapBgEvents              = "bg_events"
-	bindguardMapBgPolicy              = "bg_policy"
+	bindguardMapBgOwners              = "bg_owners"
 	bindguardMapBgRatelimit           = "bg_ratelimit"
+	bindguardMapBgRules               = "bg_rules"
 	bindguardMapBgState               = "bg_state"
 	bindguardProgBindguardBind4       = "bindguard_bind4"
 	bindguardProgBindguardBind6       = "bindguard_bind6"
@@ -261,11 +264,13 @@ type bindguardProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bindguardMapSpecs struct {
+	BgActive       *ebpf.MapSpec `ebpf:"bg_active"`
 	BgCgroupEvents *ebpf.MapSpec `ebpf:"bg_cgroup_events"`
 	BgCounters     *ebpf.MapSpec `ebpf:"bg_counters"`
 	BgEvents       *ebpf.MapSpec `ebpf:"bg_events"`
-	BgPolicy       *ebpf.MapSpec `ebpf:"bg_policy"`
+	BgOwners       *ebpf.MapSpec `ebpf:"bg_owners"`
 	BgRatelimit    *ebpf.MapSpec `ebpf:"bg_ratelimit"`
+	BgRules        *ebpf.MapSpec `ebpf:"bg_rules"`
 	BgState        *ebpf.MapSpec `ebpf:"bg_state"`
 }
 
@@ -311,21 +316,25 @@ func (o *bindguardObjects) Close() error {
 //
 // It can be passed to loadBindguardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bindguardMaps struct {
+	BgActive       *ebpf.Map `ebpf:"bg_active"`
 	BgCgroupEvents *ebpf.Map `ebpf:"bg_cgroup_events"`
 	BgCounters     *ebpf.Map `ebpf:"bg_counters"`
 	BgEvents       *ebpf.Map `ebpf:"bg_events"`
-	BgPolicy       *ebpf.Map `ebpf:"bg_policy"`
+	BgOwners       *ebpf.Map `ebpf:"bg_owners"`
 	BgRatelimit    *ebpf.Map `ebpf:"bg_ratelimit"`
+	BgRules        *ebpf.Map `ebpf:"bg_rules"`
 	BgState        *ebpf.Map `ebpf:"bg_state"`
 }
 
 func (m *bindguardMaps) Close() error {
 	return _BindguardClose(
+		m.BgActive,
 		m.BgCgroupEvents,
 		m.BgCounters,
 		m.BgEvents,
-		m.BgPolicy,
+		m.BgOwners,
 		m.BgRatelimit,
+		m.BgRules,
 		m.BgState,
 	)
 }

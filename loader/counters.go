@@ -35,7 +35,6 @@ func readCounters(m *ebpf.Map) (*Counters, error) {
 		idx bindguardBgCounter
 		dst *uint64
 	}{
-		{bindguardBgCounterBG_CNT_CHECKS, &c.Checks},
 		{bindguardBgCounterBG_CNT_ALLOWED, &c.Allowed},
 		{bindguardBgCounterBG_CNT_EPHEMERAL, &c.Ephemeral},
 		{bindguardBgCounterBG_CNT_OTHER_NETNS, &c.OtherNetns},
@@ -60,7 +59,9 @@ func readCounters(m *ebpf.Map) (*Counters, error) {
 			return nil, err
 		}
 		c.Audited[r], c.Denied[r] = a, d
+		c.Checks += a + d
 	}
+	c.Checks += c.Allowed
 	return c, nil
 }
 

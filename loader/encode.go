@@ -2,6 +2,7 @@ package loader
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/bindguard/bindguard/cgroups"
 	"github.com/bindguard/bindguard/policy"
@@ -9,17 +10,28 @@ import (
 
 // Exported names for the contract constants bpf2go generated from bpf/bindguard.h.
 const (
-	LayoutVersion    = uint32(bindguardBgLimitsBG_LAYOUT_VERSION)
-	PolicyMaxEntries = int(bindguardBgLimitsBG_POLICY_MAX_ENTRIES)
-	MaxCgroupDepth   = int(bindguardBgLimitsBG_MAX_CGROUP_DEPTH)
+	LayoutVersion      = uint32(bindguardBgLimitsBG_LAYOUT_VERSION)
+	OwnersMaxEntries   = int(bindguardBgLimitsBG_OWNERS_MAX_ENTRIES)
+	MaxCgroupDepth     = int(bindguardBgLimitsBG_MAX_CGROUP_DEPTH)
+	rulesEntries       = uint32(bindguardBgLimitsBG_RULES_ENTRIES)
+	metaIndex          = uint32(0)
+	ruleDeclared       = uint8(bindguardBgRuleFlagsBG_RULE_DECLARED)
+	ruleOwners         = uint8(bindguardBgRuleFlagsBG_RULE_OWNERS)
+	ruleUIDOwners      = uint8(bindguardBgRuleFlagsBG_RULE_UID_OWNERS)
+	kindCgroup         = uint8(bindguardBgKindBG_KIND_CGROUP)
+	kindUID            = uint8(bindguardBgKindBG_KIND_UID)
+	protoTCP, protoUDP = uint8(bindguardBgProtoBG_PROTO_TCP), uint8(bindguardBgProtoBG_PROTO_UDP)
 )
 
 // The policy package states its limits without importing the loader; they
-// must be the kernel's.
+// must fit the kernel's.
 var (
-	_ = [1]struct{}{}[PolicyMaxEntries-policy.MaxMapEntries]
+	_ = [1]struct{}{}[OwnersMaxEntries-policy.MaxMapEntries]
 	_ = [1]struct{}{}[MaxCgroupDepth-policy.MaxCgroupDepth]
 )
+
+// ruleIndex is bg_rule_index from bpf/bindguard.h.
+func ruleIndex(proto uint8, port uint16) uint32 { return uint32(proto-1)<<16 | uint32(port) }
 
 // Resolver finds the cgroups that registry owners name. *cgroups.FS is one.
 type Resolver interface {
@@ -36,19 +48,27 @@ type Unresolved struct {
 	Err      error
 }
 
-// Encoded is a compiled policy in the kernel's encoding, ready to write.
+// Encoded is a compiled policy in the kernel's encoding, ready to write:
+// the rules array entries (the meta entry first) and the owners map entries.
 type Encoded struct {
-	Keys       []bindguardBgKey
-	Values     []bindguardBgValue
+	RuleIdx    []uint32
+	RuleVals   []bindguardBgValue
+	OwnerKeys  []bindguardBgKey
+	OwnerVals  []bindguardBgValue
 	Rules      int
 	Unresolved []Unresolved
 	owners     ownerIndex
+	err        error
 }
+
+// Entries is the number of map entries the policy holds.
+func (e *Encoded) Entries() int { return len(e.RuleIdx) + len(e.OwnerKeys) }
 
 // ownerRef is one port whose owners include a cgroup path or unit.
 type ownerRef struct {
-	port  bindguardBgKey // the PORT key of the rule
-	value bindguardBgValue
+	proto uint8
+	port  uint16
+	value bindguardBgValue // the owner entry's value
 }
 
 // ownerIndex says which rules a cgroup appearing later must join, and which
@@ -66,29 +86,33 @@ func newOwnerIndex() ownerIndex {
 func protoOf(p policy.Protocol) uint8 {
 	switch p {
 	case policy.TCP:
-		return uint8(bindguardBgProtoBG_PROTO_TCP)
+		return protoTCP
 	case policy.UDP:
-		return uint8(bindguardBgProtoBG_PROTO_UDP)
+		return protoUDP
 	}
 	panic(fmt.Sprintf("loader: unknown protocol %d", p))
 }
 
-// Encode turns a compiled policy into policy map entries: the meta entry,
-// one port entry per rule and one entry per owner. Owner cgroups are resolved
-// to ids through r; an owner whose cgroup does not exist is reported in
-// Unresolved and left out (its port stays owner-restricted).
+// Encode turns a compiled policy into map entries: the meta entry, one rule
+// per (port, protocol) and one owner entry per owner. Owner cgroups are
+// resolved to ids through r; an owner whose cgroup does not exist is reported
+// in Unresolved and left out (its port stays owner-restricted).
 func Encode(c *policy.Compiled, mode policy.Mode, generation uint32, r Resolver) (*Encoded, error) {
 	e := &Encoded{Rules: len(c.Rules), owners: newOwnerIndex()}
 	meta := bindguardBgValue{Origin: generation}
 	if mode != policy.ModeEnforce {
 		meta.Flags |= uint8(bindguardBgMetaFlagsBG_META_AUDIT)
 	}
-	e.add(bindguardBgKey{Kind: uint8(bindguardBgKindBG_KIND_META)}, meta)
+	e.RuleIdx = append(e.RuleIdx, metaIndex)
+	e.RuleVals = append(e.RuleVals, meta)
 
 	units := map[string][]string{}
 	for _, rule := range c.Rules {
+		if rule.Port == 0 {
+			return nil, fmt.Errorf("rule for port 0: port 0 is never judged")
+		}
 		proto := protoOf(rule.Protocol)
-		v := bindguardBgValue{Origin: uint32(rule.Origin) + 1, MinDepth: 1, MaxDepth: 0}
+		v := bindguardBgValue{Origin: uint32(rule.Origin) + 1, Flags: ruleDeclared, MinDepth: 1, MaxDepth: 0}
 		if rule.Removed {
 			v.Flags |= uint8(bindguardBgRuleFlagsBG_RULE_REMOVED)
 		}
@@ -98,75 +122,89 @@ func Encode(c *policy.Compiled, mode policy.Mode, generation uint32, r Resolver)
 		if rule.Audit {
 			v.Flags |= uint8(bindguardBgRuleFlagsBG_RULE_AUDIT)
 		}
-		owner := bindguardBgValue{Origin: v.Origin}
-		if rule.Owners.Any() { // no owners: anyone may bind
-			e.add(bindguardBgKey{Kind: uint8(bindguardBgKindBG_KIND_PORT), Proto: proto, Port: rule.Port}, v)
-			continue
-		}
-		v.Flags |= uint8(bindguardBgRuleFlagsBG_RULE_OWNERS)
-		portKey := bindguardBgKey{Kind: uint8(bindguardBgKindBG_KIND_PORT), Proto: proto, Port: rule.Port}
-		ref := ownerRef{port: portKey, value: owner}
-		for _, uid := range rule.Owners.UIDs {
-			e.add(bindguardBgKey{Kind: uint8(bindguardBgKindBG_KIND_UID), Proto: proto, Port: rule.Port, Id: uint64(uid)}, owner)
-		}
-		addCgroup := func(rel, what string) {
-			id, depth, err := r.ID(rel)
-			if err == nil && depth > MaxCgroupDepth {
-				err = fmt.Errorf("deeper than %d levels", MaxCgroupDepth)
+		if !rule.Owners.Any() {
+			v.Flags |= ruleOwners
+			if len(rule.Owners.UIDs) > 0 {
+				v.Flags |= ruleUIDOwners
 			}
-			if err != nil {
-				e.Unresolved = append(e.Unresolved, Unresolved{Port: rule.Port, Protocol: rule.Protocol, Owner: what, Err: err})
-				return
-			}
-			if v.MinDepth > v.MaxDepth {
-				v.MinDepth, v.MaxDepth = uint8(depth), uint8(depth)
-			} else {
-				v.MinDepth = min(v.MinDepth, uint8(depth))
-				v.MaxDepth = max(v.MaxDepth, uint8(depth))
-			}
-			k := bindguardBgKey{Kind: uint8(bindguardBgKindBG_KIND_CGROUP), Proto: proto, Port: rule.Port, Id: id}
-			e.add(k, owner)
-			e.owners.byID[id] = append(e.owners.byID[id], k)
-		}
-		for _, cg := range rule.Owners.Cgroups {
-			e.owners.byPath[cg] = append(e.owners.byPath[cg], ref)
-			addCgroup(cg, "cgroup "+cg)
-		}
-		for _, u := range rule.Owners.Units {
-			e.owners.byUnit[u] = append(e.owners.byUnit[u], ref)
-			paths, ok := units[u]
-			if !ok {
-				var err error
-				if paths, err = r.FindUnit(u); err != nil {
-					return nil, err
-				}
-				units[u] = paths
-			}
-			if len(paths) == 0 {
-				e.Unresolved = append(e.Unresolved, Unresolved{Port: rule.Port, Protocol: rule.Protocol, Owner: "unit " + u, Err: fmt.Errorf("no cgroup named %s", u)})
-			}
-			for _, p := range paths {
-				addCgroup(p, "unit "+u+" at "+p)
+			e.encodeOwners(rule, proto, &v, r, units)
+			if e.err != nil {
+				return nil, e.err
 			}
 		}
-		e.add(portKey, v)
+		e.RuleIdx = append(e.RuleIdx, ruleIndex(proto, rule.Port))
+		e.RuleVals = append(e.RuleVals, v)
 	}
-	if len(e.Keys) > PolicyMaxEntries {
-		return nil, fmt.Errorf("policy needs %d map entries, more than the kernel map's %d", len(e.Keys), PolicyMaxEntries)
+	if len(e.OwnerKeys) > OwnersMaxEntries {
+		return nil, fmt.Errorf("policy needs %d owner entries, more than the kernel map's %d", len(e.OwnerKeys), OwnersMaxEntries)
 	}
 	return e, nil
 }
 
-func (e *Encoded) add(k bindguardBgKey, v bindguardBgValue) {
-	if k.Kind == uint8(bindguardBgKindBG_KIND_CGROUP) && len(e.owners.byID[k.Id]) > 0 {
-		for _, seen := range e.owners.byID[k.Id] {
-			if seen == k {
-				return // a cgroup named twice (as a path and as a unit)
-			}
+// encodeOwners adds the owner entries of one rule and narrows the rule's
+// cgroup levels to those where an owner exists.
+func (e *Encoded) encodeOwners(rule policy.Rule, proto uint8, v *bindguardBgValue, r Resolver, units map[string][]string) {
+	owner := bindguardBgValue{Origin: v.Origin}
+	ref := ownerRef{proto: proto, port: rule.Port, value: owner}
+	for _, uid := range rule.Owners.UIDs {
+		e.addOwner(bindguardBgKey{Kind: kindUID, Proto: proto, Port: rule.Port, Id: uint64(uid)}, owner)
+	}
+	addCgroup := func(rel, what string) {
+		id, depth, err := r.ID(rel)
+		if err == nil && depth > MaxCgroupDepth {
+			err = fmt.Errorf("deeper than %d levels", MaxCgroupDepth)
+		}
+		if err != nil {
+			e.Unresolved = append(e.Unresolved, Unresolved{Port: rule.Port, Protocol: rule.Protocol, Owner: what, Err: err})
+			return
+		}
+		widen(v, uint8(depth))
+		k := bindguardBgKey{Kind: kindCgroup, Proto: proto, Port: rule.Port, Id: id}
+		if e.addOwner(k, owner) {
+			e.owners.byID[id] = append(e.owners.byID[id], k)
 		}
 	}
-	e.Keys = append(e.Keys, k)
-	e.Values = append(e.Values, v)
+	for _, cg := range rule.Owners.Cgroups {
+		e.owners.byPath[cg] = append(e.owners.byPath[cg], ref)
+		addCgroup(cg, "cgroup "+cg)
+	}
+	for _, u := range rule.Owners.Units {
+		e.owners.byUnit[u] = append(e.owners.byUnit[u], ref)
+		paths, ok := units[u]
+		if !ok {
+			var err error
+			if paths, err = r.FindUnit(u); err != nil {
+				e.err = err
+				return
+			}
+			units[u] = paths
+		}
+		if len(paths) == 0 {
+			e.Unresolved = append(e.Unresolved, Unresolved{Port: rule.Port, Protocol: rule.Protocol, Owner: "unit " + u, Err: fmt.Errorf("no cgroup named %s", u)})
+		}
+		for _, p := range paths {
+			addCgroup(p, "unit "+u+" at "+p)
+		}
+	}
+}
+
+// widen makes a rule look owners up at cgroup level depth too.
+func widen(v *bindguardBgValue, depth uint8) {
+	if v.MinDepth > v.MaxDepth {
+		v.MinDepth, v.MaxDepth = depth, depth
+		return
+	}
+	v.MinDepth, v.MaxDepth = min(v.MinDepth, depth), max(v.MaxDepth, depth)
+}
+
+// addOwner adds an owner entry once; it reports whether it was new.
+func (e *Encoded) addOwner(k bindguardBgKey, v bindguardBgValue) bool {
+	if k.Kind == kindCgroup && slices.Contains(e.owners.byID[k.Id], k) {
+		return false // a cgroup named twice (as a path and as a unit)
+	}
+	e.OwnerKeys = append(e.OwnerKeys, k)
+	e.OwnerVals = append(e.OwnerVals, v)
+	return true
 }
 
 var _ Resolver = (*cgroups.FS)(nil)

@@ -34,17 +34,23 @@ func (f fakeFS) FindUnit(unit string) ([]string, error) {
 	return out, nil
 }
 
-func lookup(e *Encoded, k bindguardBgKey) (bindguardBgValue, bool) {
-	for i := range e.Keys {
-		if e.Keys[i] == k {
-			return e.Values[i], true
+func rule(e *Encoded, p policy.Protocol, port uint16) (bindguardBgValue, bool) {
+	idx := ruleIndex(protoOf(p), port)
+	for i := range e.RuleIdx {
+		if e.RuleIdx[i] == idx {
+			return e.RuleVals[i], true
 		}
 	}
 	return bindguardBgValue{}, false
 }
 
-func portKey(p policy.Protocol, port uint16) bindguardBgKey {
-	return bindguardBgKey{Kind: uint8(bindguardBgKindBG_KIND_PORT), Proto: protoOf(p), Port: port}
+func hasOwner(e *Encoded, k bindguardBgKey) bool {
+	for i := range e.OwnerKeys {
+		if e.OwnerKeys[i] == k {
+			return true
+		}
+	}
+	return false
 }
 
 func TestEncode(t *testing.T) {
@@ -64,43 +70,50 @@ func TestEncode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	meta, ok := lookup(e, bindguardBgKey{})
-	if !ok || meta.Origin != 9 || meta.Flags != 0 {
-		t.Errorf("meta = %+v, %v", meta, ok)
+	if e.RuleIdx[0] != 0 || e.RuleVals[0].Origin != 9 || e.RuleVals[0].Flags != 0 {
+		t.Errorf("meta = %d -> %+v", e.RuleIdx[0], e.RuleVals[0])
 	}
+	const (
+		decl  = bindguardBgRuleFlagsBG_RULE_DECLARED
+		owner = bindguardBgRuleFlagsBG_RULE_OWNERS
+	)
 	for _, tc := range []struct {
 		name  string
-		key   bindguardBgKey
+		proto policy.Protocol
+		port  uint16
 		flags bindguardBgRuleFlags
 		lo    uint8
 		hi    uint8
 		orig  uint32
 	}{
-		{"plain", portKey(policy.TCP, 80), 0, 1, 0, 1},
-		{"localhost audit", portKey(policy.TCP, 81), bindguardBgRuleFlagsBG_RULE_LOCALHOST | bindguardBgRuleFlagsBG_RULE_AUDIT, 1, 0, 2},
-		{"removed", portKey(policy.UDP, 82), bindguardBgRuleFlagsBG_RULE_REMOVED, 1, 0, 1},
-		{"cgroup owners at depth 1 and 3", portKey(policy.TCP, 83), bindguardBgRuleFlagsBG_RULE_OWNERS, 1, 3, 1},
-		{"unit and path naming one cgroup", portKey(policy.TCP, 84), bindguardBgRuleFlagsBG_RULE_OWNERS, 2, 2, 1},
-		{"only unresolved owners: no level looked up", portKey(policy.TCP, 85), bindguardBgRuleFlagsBG_RULE_OWNERS, 1, 0, 1},
+		{"plain", policy.TCP, 80, decl, 1, 0, 1},
+		{"localhost audit", policy.TCP, 81, decl | bindguardBgRuleFlagsBG_RULE_LOCALHOST | bindguardBgRuleFlagsBG_RULE_AUDIT, 1, 0, 2},
+		{"removed", policy.UDP, 82, decl | bindguardBgRuleFlagsBG_RULE_REMOVED, 1, 0, 1},
+		{"cgroup owners at depth 1 and 3, and a uid", policy.TCP, 83, decl | owner | bindguardBgRuleFlagsBG_RULE_UID_OWNERS, 1, 3, 1},
+		{"unit and path naming one cgroup", policy.TCP, 84, decl | owner, 2, 2, 1},
+		{"only unresolved owners: no level looked up", policy.TCP, 85, decl | owner, 1, 0, 1},
 	} {
-		v, ok := lookup(e, tc.key)
+		v, ok := rule(e, tc.proto, tc.port)
 		if !ok || v.Flags != uint8(tc.flags) || v.MinDepth != tc.lo || v.MaxDepth != tc.hi || v.Origin != tc.orig {
 			t.Errorf("%s: %+v (found %v), want flags %d depth %d..%d origin %d", tc.name, v, ok, tc.flags, tc.lo, tc.hi, tc.orig)
 		}
 	}
+	if idx := ruleIndex(protoOf(policy.UDP), 82); idx != 1<<16|82 {
+		t.Errorf("udp rule index %d", idx)
+	}
 	for _, k := range []bindguardBgKey{
-		{Kind: uint8(bindguardBgKindBG_KIND_CGROUP), Proto: protoOf(policy.TCP), Port: 83, Id: 10},
-		{Kind: uint8(bindguardBgKindBG_KIND_CGROUP), Proto: protoOf(policy.TCP), Port: 83, Id: 11},
-		{Kind: uint8(bindguardBgKindBG_KIND_UID), Proto: protoOf(policy.TCP), Port: 83, Id: 7},
-		{Kind: uint8(bindguardBgKindBG_KIND_CGROUP), Proto: protoOf(policy.TCP), Port: 84, Id: 12},
+		{Kind: kindCgroup, Proto: protoTCP, Port: 83, Id: 10},
+		{Kind: kindCgroup, Proto: protoTCP, Port: 83, Id: 11},
+		{Kind: kindUID, Proto: protoTCP, Port: 83, Id: 7},
+		{Kind: kindCgroup, Proto: protoTCP, Port: 84, Id: 12},
 	} {
-		if _, ok := lookup(e, k); !ok {
+		if !hasOwner(e, k) {
 			t.Errorf("missing owner entry %+v", k)
 		}
 	}
-	// meta + 6 rules + 3 owners of 83 + 1 owner of 84 (named twice, written once)
-	if len(e.Keys) != 11 {
-		t.Errorf("%d entries, want 11", len(e.Keys))
+	// 3 owners of 83 + 1 owner of 84 (named twice, written once)
+	if len(e.RuleIdx) != 7 || len(e.OwnerKeys) != 4 || e.Entries() != 11 {
+		t.Errorf("%d rules, %d owners; want 7 (with meta) and 4", len(e.RuleIdx), len(e.OwnerKeys))
 	}
 	if len(e.Unresolved) != 3 { // /missing twice, y.service once
 		t.Errorf("unresolved: %+v", e.Unresolved)
@@ -110,8 +123,8 @@ func TestEncode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(e.Keys) != 1 || e.Values[0].Flags != uint8(bindguardBgMetaFlagsBG_META_AUDIT) {
-		t.Errorf("empty policy must be the meta entry alone, in audit: %+v", e.Values)
+	if e.Entries() != 1 || e.RuleVals[0].Flags != uint8(bindguardBgMetaFlagsBG_META_AUDIT) {
+		t.Errorf("empty policy must be the meta entry alone, in audit: %+v", e.RuleVals)
 	}
 }
 
@@ -119,7 +132,7 @@ func TestEncodeTooLarge(t *testing.T) {
 	c := &policy.Compiled{Origins: []policy.Origin{{}}}
 	for p := 1; p <= 65535; p++ {
 		for _, proto := range []policy.Protocol{policy.TCP, policy.UDP} {
-			c.Rules = append(c.Rules, policy.Rule{Port: uint16(p), Protocol: proto, Owners: policy.Owners{UIDs: []uint32{1, 2}}})
+			c.Rules = append(c.Rules, policy.Rule{Port: uint16(p), Protocol: proto, Owners: policy.Owners{UIDs: []uint32{1, 2, 3}}})
 		}
 	}
 	if _, err := Encode(c, policy.ModeEnforce, 1, fakeFS{}); err == nil {

@@ -26,7 +26,7 @@ const (
 )
 
 // pinnedMaps are the maps pinned (and taken over) by name.
-var pinnedMaps = []string{bindguardMapBgPolicy, bindguardMapBgCounters, bindguardMapBgEvents, bindguardMapBgRatelimit, bindguardMapBgState}
+var pinnedMaps = []string{bindguardMapBgRules, bindguardMapBgOwners, bindguardMapBgActive, bindguardMapBgCounters, bindguardMapBgEvents, bindguardMapBgRatelimit, bindguardMapBgState}
 
 // Config says where and how to load.
 type Config struct {
@@ -58,8 +58,12 @@ type Loader struct {
 	cgroupRec    ringbuf.Record
 	// owners indexes the owner entries of the policy in force.
 	owners ownerIndex
-	// inner is the policy map in force (owned: the outer map holds its own reference).
-	inner *ebpf.Map
+	// spec is the parsed object, for the inner map templates.
+	spec *ebpf.CollectionSpec
+	// slots are the maps of the two policies this Loader wrote (the outer
+	// maps hold references of their own); active is the one in force.
+	slots  [2]slot
+	active uint32
 	// tookOver is set when pinned links of an earlier daemon were found.
 	tookOver bool
 	// freshMaps is set when pinned maps could not be reused and must be re-pinned.
@@ -91,6 +95,7 @@ func New(cfg Config) (_ *Loader, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("load bpf spec: %w", err)
 	}
+	l.spec = spec.Copy()
 	cookie, err := HostNetnsCookie()
 	if err != nil {
 		return nil, err
@@ -268,9 +273,8 @@ func (l *Loader) Close() error {
 			l.links[i] = nil
 		}
 	}
-	if l.inner != nil {
-		errs = append(errs, l.inner.Close())
-		l.inner = nil
+	for i := range l.slots {
+		l.slots[i].close()
 	}
 	errs = append(errs, l.objs.Close())
 	l.objs = bindguardObjects{}

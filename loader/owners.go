@@ -69,7 +69,8 @@ func (l *Loader) ReadCgroupEvent() (CgroupEvent, error) {
 // returns how many (port, protocol) rules it joined. Callers serialise it
 // with Apply.
 func (l *Loader) CgroupCreated(id uint64, rel string) (int, error) {
-	if l.inner == nil {
+	s := l.slots[l.active]
+	if s.rules == nil {
 		return 0, nil
 	}
 	depth := cgroups.Depth(rel)
@@ -79,22 +80,20 @@ func (l *Loader) CgroupCreated(id uint64, rel string) (int, error) {
 	refs := append(append([]ownerRef(nil), l.owners.byPath[rel]...), l.owners.byUnit[path.Base(rel)]...)
 	joined := 0
 	for _, ref := range refs {
-		k := bindguardBgKey{Kind: uint8(bindguardBgKindBG_KIND_CGROUP), Proto: ref.port.Proto, Port: ref.port.Port, Id: id}
-		if err := l.inner.Put(&k, &ref.value); err != nil {
-			return joined, fmt.Errorf("add owner %s for %d: %w", rel, ref.port.Port, err)
+		// The owner first, then the levels the rule looks at: a bind in
+		// between sees the rule as it was, never a level without its owner.
+		k := bindguardBgKey{Kind: kindCgroup, Proto: ref.proto, Port: ref.port, Id: id}
+		if err := s.owners.Put(&k, &ref.value); err != nil {
+			return joined, fmt.Errorf("add owner %s for %d: %w", rel, ref.port, err)
 		}
+		idx := ruleIndex(ref.proto, ref.port)
 		var v bindguardBgValue
-		if err := l.inner.Lookup(&ref.port, &v); err != nil {
-			return joined, fmt.Errorf("read rule %d: %w", ref.port.Port, err)
+		if err := s.rules.Lookup(&idx, &v); err != nil {
+			return joined, fmt.Errorf("read rule %d: %w", ref.port, err)
 		}
-		d := uint8(depth)
-		if v.MinDepth > v.MaxDepth {
-			v.MinDepth, v.MaxDepth = d, d
-		} else {
-			v.MinDepth, v.MaxDepth = min(v.MinDepth, d), max(v.MaxDepth, d)
-		}
-		if err := l.inner.Put(&ref.port, &v); err != nil {
-			return joined, fmt.Errorf("widen rule %d: %w", ref.port.Port, err)
+		widen(&v, uint8(depth))
+		if err := s.rules.Put(&idx, &v); err != nil {
+			return joined, fmt.Errorf("widen rule %d: %w", ref.port, err)
 		}
 		if !slices.Contains(l.owners.byID[id], k) {
 			l.owners.byID[id] = append(l.owners.byID[id], k)
@@ -108,8 +107,10 @@ func (l *Loader) CgroupCreated(id uint64, rel string) (int, error) {
 // ids are never reused, so this only frees map space.
 func (l *Loader) CgroupRemoved(id uint64) int {
 	keys := l.owners.byID[id]
-	for i := range keys {
-		l.inner.Delete(&keys[i])
+	if s := l.slots[l.active]; s.owners != nil {
+		for i := range keys {
+			s.owners.Delete(&keys[i])
+		}
 	}
 	delete(l.owners.byID, id)
 	return len(keys)

@@ -60,8 +60,9 @@ func (p Pos) FileLine() string { return fmt.Sprintf("%s:%d", p.File, p.Line) }
 // Limits bound what one compiled policy may hold. They mirror the size of the
 // kernel maps (see bpf/bindguard.h) and are checked before anything loads.
 const (
-	// MaxMapEntries is the capacity of one policy map: port rules, owner
-	// entries and the meta entry together.
+	// MaxMapEntries bounds one node's policy: port rules, owner entries and
+	// the meta entry together. The kernel keeps rules in a fixed array (one
+	// element per port and protocol) and owners in a map of this capacity.
 	MaxMapEntries = 1 << 18
 	// MaxOwnersPerRule bounds the owners one port may list.
 	MaxOwnersPerRule = 64

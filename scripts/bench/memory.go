@@ -45,7 +45,7 @@ type memReport struct {
 	// HeapInuse is the Go heap in use after the GC.
 	HeapInuse uint64   `json:"go_heap_inuse_bytes"`
 	Maps      []bpfMap `json:"maps"`
-	// MapsMemlock sums Maps; PolicyMemlock is the inner policy map alone.
+	// MapsMemlock sums Maps; PolicyMemlock is the policy in force: its rules array and owners hash.
 	MapsMemlock   uint64 `json:"maps_memlock_bytes"`
 	PolicyMemlock uint64 `json:"policy_map_memlock_bytes"`
 }
@@ -116,7 +116,7 @@ func memMain(args []string, stdout io.Writer) error {
 	}
 	for _, m := range r.Maps {
 		r.MapsMemlock += m.Memlock
-		if m.Name == "bg_policy_in" {
+		if m.Name == "bg_rules_inner" || m.Name == "bg_owners_inner" {
 			r.PolicyMemlock += m.Memlock
 		}
 	}

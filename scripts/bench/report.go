@@ -73,8 +73,8 @@ func writeMarkdown(w io.Writer, res *results) {
   measure a violation whose event is rate-limited (one LRU lookup and an
   atomic add), not the ring buffer.
 - owner at depth d: the port's only owner is the cgroup the loop binds from,
-  d levels below the attach cgroup: one uid lookup (miss), then the level loop
-  skips to that level, one ancestor-id helper call and one hash lookup (hit).
+  d levels below the attach cgroup: no uid lookup (no uid owners), the level
+  loop starts at that level: one ancestor-id helper call and one hash lookup (hit).
 - owners at depths 1 and d: a sibling cgroup at depth 1 (not an ancestor) and
   the binding cgroup at depth d, so levels 1..d are each looked up: d
   ancestor-id calls and d hash lookups, the last one hits.
@@ -86,7 +86,7 @@ func writeMarkdown(w io.Writer, res *results) {
 	for _, a := range res.Apply {
 		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", a.Label, fmtDist(a.FillMs, 2), fmtDist(a.SwapUs, 1), fmtDist(a.TotalMs, 2))
 	}
-	fmt.Fprintf(w, "\nfill: ApplyResult.Fill (create the inner map, batch-write every entry); swap: ApplyResult.Swap (one outer-map update) on reloads, with the hooks live; total: the Apply call, encoding included.\n")
+	fmt.Fprintf(w, "\nfill: ApplyResult.Fill (create the idle slot's rules array and owners hash, batch-write every entry, install them); swap: ApplyResult.Swap (the one write to bg_active that switches binds to the new slot) on reloads, with the hooks live; total: the Apply call, encoding and the RCU settle included.\n")
 
 	if ev := res.Events; ev != nil {
 		fmt.Fprintf(w, "\n## Event throughput\n\n%d binder processes, undeclared binds, audit mode, EventInterval 0; one goroutine drains with loader.ReadEvent.\n\n", ev.Binders)
