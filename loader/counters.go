@@ -126,14 +126,7 @@ func ReadStatus(dir string) (*Status, error) {
 		Counters:       counters,
 		Digest:         fmt.Sprintf("%x", st.Digest),
 	}
-	msg := make([]byte, 0, len(st.LastError))
-	for _, c := range st.LastError {
-		if c == 0 {
-			break
-		}
-		msg = append(msg, byte(c))
-	}
-	s.LastError = string(msg)
+	s.LastError = cString(st.LastError[:])
 	return s, nil
 }
 

@@ -156,14 +156,7 @@ func (l *Loader) decode(raw []byte) (Event, error) {
 		Generation:  e.Generation,
 		Suppressed:  e.Suppressed,
 	}
-	comm := make([]byte, 0, len(e.Comm))
-	for _, c := range e.Comm {
-		if c == 0 {
-			break
-		}
-		comm = append(comm, byte(c))
-	}
-	ev.Comm = string(comm)
+	ev.Comm = cString(e.Comm[:])
 	switch e.Proto {
 	case uint8(bindguardBgProtoBG_PROTO_TCP):
 		ev.Protocol = policy.TCP
@@ -182,6 +175,18 @@ func (l *Loader) decode(raw []byte) (Event, error) {
 		}
 	}
 	return ev, nil
+}
+
+// cString reads a NUL-terminated C char array.
+func cString(b []int8) string {
+	out := make([]byte, 0, len(b))
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		out = append(out, byte(c))
+	}
+	return string(out)
 }
 
 // decodeInto copies a ring buffer sample into a contract struct.

@@ -105,6 +105,16 @@ type BinderOptions struct {
 // is the test binary itself; its TestMain must call MaybeBinder.
 func StartBinder(tb testing.TB, cgroupAbs string, o BinderOptions) *Binder {
 	tb.Helper()
+	cmd, in, out := startHelper(tb, "binder", binderEnv, cgroupAbs, o)
+	b := &Binder{cmd: cmd, in: in, out: out, PID: cmd.Process.Pid}
+	tb.Cleanup(func() { b.Stop() })
+	return b
+}
+
+// startHelper re-executes the test binary with env=1, placed in cgroupAbs
+// from its first instruction (CLONE_INTO_CGROUP), and returns its pipes.
+func startHelper(tb testing.TB, what, env, cgroupAbs string, o BinderOptions) (*exec.Cmd, io.WriteCloser, *bufio.Reader) {
+	tb.Helper()
 	cg, err := os.Open(cgroupAbs)
 	if err != nil {
 		tb.Fatal(err)
@@ -116,9 +126,9 @@ func StartBinder(tb testing.TB, cgroupAbs string, o BinderOptions) *Binder {
 	}
 	cmd := exec.Command(exe)
 	// A -race test binary sleeps a second at exit unless told not to.
-	cmd.Env = append(os.Environ(), binderEnv+"=1", "GORACE=atexit_sleep_ms=0")
+	cmd.Env = append(os.Environ(), env+"=1", "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd()), Pdeathsig: syscall.SIGKILL}
 	if o.UID != nil {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: *o.UID, Gid: *o.UID, NoSetGroups: true}
 	}
@@ -129,16 +139,14 @@ func StartBinder(tb testing.TB, cgroupAbs string, o BinderOptions) *Binder {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	outp, err := cmd.StdoutPipe()
+	out, err := cmd.StdoutPipe()
 	if err != nil {
 		tb.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
-		tb.Fatalf("start binder: %v", err)
+		tb.Fatalf("start %s: %v", what, err)
 	}
-	b := &Binder{cmd: cmd, in: in, out: bufio.NewReader(outp), PID: cmd.Process.Pid}
-	tb.Cleanup(func() { b.Stop() })
-	return b
+	return cmd, in, bufio.NewReader(out)
 }
 
 // Bind asks the binder to bind (and close) one socket. proto is tcp, udp or

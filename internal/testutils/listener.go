@@ -102,38 +102,8 @@ type Listener struct {
 // the test binary itself; its TestMain must call MaybeListener.
 func StartListener(tb testing.TB, cgroupAbs string, o BinderOptions) *Listener {
 	tb.Helper()
-	cg, err := os.Open(cgroupAbs)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer cg.Close()
-	exe, err := binderExecutable()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cmd := exec.Command(exe)
-	// A race-enabled listener would sleep a second when it exits.
-	cmd.Env = append(os.Environ(), listenerEnv+"=1", "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
-	if o.UID != nil {
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: *o.UID, Gid: *o.UID, NoSetGroups: true}
-	}
-	if o.NewNet {
-		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWNET
-	}
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	outp, err := cmd.StdoutPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		tb.Fatalf("start listener: %v", err)
-	}
-	l := &Listener{cmd: cmd, in: in, out: bufio.NewReader(outp), PID: cmd.Process.Pid}
+	cmd, in, out := startHelper(tb, "listener", listenerEnv, cgroupAbs, o)
+	l := &Listener{cmd: cmd, in: in, out: out, PID: cmd.Process.Pid}
 	tb.Cleanup(l.Stop)
 	return l
 }
