@@ -59,6 +59,11 @@ func Run(ctx context.Context, cfg Config, log logrus.FieldLogger) (err error) {
 		cfg.Cgroup = "/"
 	}
 	d := &Daemon{cfg: cfg, log: log, metrics: newMetrics()}
+	// Before anything is attached: a signal during start-up must reach the
+	// clean-up below, not the default handler that would leave pins behind.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 
 	compiled, err := d.compile()
 	if err != nil {
@@ -120,9 +125,13 @@ func Run(ctx context.Context, cfg Config, log logrus.FieldLogger) (err error) {
 		return err
 	}
 	var wg sync.WaitGroup
-	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	defer func() {
+		// The readers log what is pending, then return.
+		cancel()
+		d.ld.FlushEvents()
+		wg.Wait()
+	}()
 
 	if cfg.MetricsAddr != "" {
 		stop, err := d.serveMetrics(cfg.MetricsAddr)
@@ -164,10 +173,6 @@ func Run(ctx context.Context, cfg Config, log logrus.FieldLogger) (err error) {
 			defer stop()
 		}
 	}
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-
 	if cfg.ReadyFile != "" {
 		if err := writeReady(cfg.ReadyFile, d.ld.Generation()); err != nil {
 			return err
@@ -178,8 +183,6 @@ func Run(ctx context.Context, cfg Config, log logrus.FieldLogger) (err error) {
 	for {
 		select {
 		case <-ctx.Done():
-			d.ld.FlushEvents()
-			wg.Wait()
 			return nil
 		case s := <-sigs:
 			if s == syscall.SIGHUP {
@@ -187,9 +190,6 @@ func Run(ctx context.Context, cfg Config, log logrus.FieldLogger) (err error) {
 				continue
 			}
 			log.WithField("signal", s.String()).Info("stopping")
-			cancel()
-			d.ld.FlushEvents() // the readers log what is pending, then return
-			wg.Wait()
 			return nil
 		case why := <-reload:
 			d.Reload(why)
