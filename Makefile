@@ -53,3 +53,22 @@ image:
 
 clean:
 	rm -rf bin
+
+# The privileged tests on Debian kernels under QEMU (scripts/vmtest.sh; needs
+# qemu-system-x86, busybox-static, cpio; downloads are cached). KERNEL is 5.10
+# (below the minimum: checks that `run` refuses), 6.1 or 6.12. See docs/kernels.md.
+VMTEST_CI_KERNEL  ?= 6.1
+VMTEST_CI_TIMEOUT ?= 600
+.PHONY: vmtest vmtest-ci vmtest-all
+vmtest:
+	@[ -n "$(KERNEL)" ] || { echo "usage: make vmtest KERNEL=5.10|6.1|6.12" >&2; exit 2; }
+	GO=$(GO) scripts/vmtest.sh $(KERNEL)
+
+# One kernel, with a time limit: what CI can afford.
+vmtest-ci:
+	GO=$(GO) VMTEST_TIMEOUT=$(VMTEST_CI_TIMEOUT) scripts/vmtest.sh $(VMTEST_CI_KERNEL)
+
+# The whole matrix; every kernel runs, and the target fails if any did.
+vmtest-all:
+	@rc=0; for k in 5.10 6.1 6.12; do GO=$(GO) scripts/vmtest.sh $$k || rc=1; done; \
+	  echo "== vmtest-all"; for k in 5.10 6.1 6.12; do tail -n 1 bin/vmtest/$$k/summary 2>/dev/null || echo "VMTEST-RESULT kernel=$$k result=ERROR"; done; exit $$rc

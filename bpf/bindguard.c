@@ -119,7 +119,7 @@ struct {
 /* Cgroup creations and removals (struct bg_cgroup_event) for the daemon. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 16);
+	__uint(max_entries, 1 << 18);
 } bg_cgroup_events SEC(".maps");
 
 /* Keep the types that only user space reads in the object's BTF, for bpf2go -type. */
@@ -365,6 +365,8 @@ static __always_inline int cgroup_event(struct bpf_raw_tracepoint_args *ctx, __u
 	e->id = BPF_CORE_READ(cgrp, kn, id);
 	e->level = BPF_CORE_READ(cgrp, level);
 	e->op = op;
+	e->pad = 0;
+	e->path_len = bpf_probe_read_kernel_str(e->path, sizeof(e->path), (const char *)ctx->args[1]);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

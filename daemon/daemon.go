@@ -294,9 +294,12 @@ func (d *Daemon) followCgroups() {
 		}
 		switch ev.Op {
 		case loader.CgroupMkdir:
-			rel, err := d.cg.Path(ev.ID)
-			if err != nil {
-				continue // gone already
+			rel := ev.Path
+			if rel == "" {
+				var err error
+				if rel, err = d.cgroupPath(ev.ID); err != nil {
+					continue // gone already
+				}
 			}
 			d.mu.Lock()
 			n, err := d.ld.CgroupCreated(ev.ID, rel)
@@ -315,6 +318,20 @@ func (d *Daemon) followCgroups() {
 				d.log.WithFields(logrus.Fields{"cgroup_id": ev.ID, "entries": n}).Info("owner cgroup removed")
 			}
 		}
+	}
+}
+
+// cgroupPath resolves a cgroup created a moment ago. The mkdir tracepoint
+// fires before the directory can be opened by its id, so retry briefly.
+func (d *Daemon) cgroupPath(id uint64) (string, error) {
+	wait := time.Millisecond
+	for {
+		rel, err := d.cg.Path(id)
+		if err == nil || wait > 64*time.Millisecond {
+			return rel, err
+		}
+		time.Sleep(wait)
+		wait *= 2
 	}
 }
 

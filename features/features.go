@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	ebpffeatures "github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/bindguard/bindguard/cgroups"
@@ -119,6 +120,10 @@ var probes = []probe{
 // most probes report an Err. The cgroup bpf_link probe creates and removes a
 // temporary cgroup (see probeCgroupLink).
 func Check() []Feature {
+	// Before 5.11 probe objects are charged to RLIMIT_MEMLOCK (64 KiB by
+	// default): without this a probe may fail with EPERM even for root.
+	// Unprivileged callers cannot raise it; their probes say so themselves.
+	_ = rlimit.RemoveMemlock()
 	out := make([]Feature, len(probes))
 	for i, p := range probes {
 		out[i] = result(p.Feature, p.run())

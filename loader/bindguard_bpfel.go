@@ -14,10 +14,13 @@ import (
 )
 
 type bindguardBgCgroupEvent struct {
-	_     structs.HostLayout
-	Id    uint64
-	Level uint32
-	Op    uint32
+	_       structs.HostLayout
+	Id      uint64
+	Level   uint32
+	Op      uint32
+	PathLen int32
+	Pad     uint32
+	Path    [256]int8
 }
 
 type bindguardBgCgroupOp uint32

@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/bindguard/bindguard/policy"
@@ -85,6 +86,10 @@ func (c *Config) logf(format string, args ...any) {
 // call Apply, then Attach.
 func New(cfg Config) (_ *Loader, err error) {
 	l := &Loader{cfg: cfg, origins: map[uint32][]policy.Origin{}}
+	// Before 5.11, BPF memory is charged to RLIMIT_MEMLOCK (64 KiB by default).
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK for BPF maps: %w", err)
+	}
 	defer func() {
 		if err != nil {
 			l.Close()
@@ -288,6 +293,9 @@ func (l *Loader) Detach() error {
 		if ln == nil {
 			continue
 		}
+		// Detach first: closing the last reference detaches too, but only
+		// once the kernel gets to it, and binds are judged until then.
+		errs = append(errs, detachLink(ln))
 		if l.cfg.PinPath != "" {
 			errs = append(errs, ignoreNotExist(ln.Unpin()))
 		}
@@ -311,10 +319,8 @@ func RemovePins(dir string) error {
 		ln, err := link.LoadPinnedLink(p, nil)
 		if err == nil {
 			// Detach explicitly, so another holder of the link cannot keep enforcement alive.
-			if rl, ok := ln.(interface{ Detach() error }); ok {
-				if err := rl.Detach(); err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
-					errs = append(errs, fmt.Errorf("detach %s: %w", p, err))
-				}
+			if err := detachLink(ln); err != nil {
+				errs = append(errs, fmt.Errorf("detach %s: %w", p, err))
 			}
 			ln.Close()
 		}
@@ -364,4 +370,13 @@ func ignoreNotExist(err error) error {
 		return nil
 	}
 	return err
+}
+
+// detachLink detaches a link from its hook now (BPF_LINK_DETACH, Linux
+// 5.9); where the kernel cannot, closing the last reference does it.
+func detachLink(ln link.Link) error {
+	if err := ln.Detach(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
+		return err
+	}
+	return nil
 }

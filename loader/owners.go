@@ -26,6 +26,9 @@ type CgroupEvent struct {
 	Op    CgroupOp
 	ID    uint64
 	Level int
+	// Path is the cgroup's path from the cgroup2 root as the kernel reported
+	// it, or "" when it did not fit the event.
+	Path string
 }
 
 // WatchCgroups attaches the cgroup_mkdir and cgroup_rmdir tracepoints, so
@@ -61,7 +64,11 @@ func (l *Loader) ReadCgroupEvent() (CgroupEvent, error) {
 	if err := decodeInto(l.cgroupRec.RawSample, &e); err != nil {
 		return CgroupEvent{}, err
 	}
-	return CgroupEvent{Op: CgroupOp(e.Op), ID: e.Id, Level: int(e.Level)}, nil
+	ev := CgroupEvent{Op: CgroupOp(e.Op), ID: e.Id, Level: int(e.Level)}
+	if e.PathLen > 1 && int(e.PathLen) < len(e.Path) {
+		ev.Path = cString(e.Path[:])
+	}
+	return ev, nil
 }
 
 // CgroupCreated puts in force the owners a new cgroup stands for: the rules

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what CI needs: Debian's clang, llvm-strip, bpftool and libbpf
-# headers to regenerate the BPF objects, and systemd-analyze for the unit
-# check. Only what is missing is installed.
+# headers to regenerate the BPF objects, systemd-analyze for the unit check,
+# and QEMU, busybox and cpio for the end-to-end suite on another kernel.
+# Only what is missing is installed.
 set -euo pipefail
 need=()
 command -v clang >/dev/null || need+=(clang)
@@ -10,6 +11,10 @@ command -v bpftool >/dev/null || need+=(bpftool)
 [ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
 # systemd-analyze verifies deploy/systemd/bindguard.service (works without systemd as PID 1).
 command -v systemd-analyze >/dev/null || need+=(systemd)
+# make vmtest-ci boots a Debian kernel under QEMU with a busybox initramfs.
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+command -v cpio >/dev/null || need+=(cpio)
 if [ ${#need[@]} -gt 0 ]; then
   echo "ci-setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
