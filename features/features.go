@@ -96,6 +96,8 @@ var probes = []probe{
 	// "bpf: Add probe_read_{user, kernel} and probe_read_{user, kernel}_str helpers".
 	{Feature{Name: "bpf_probe_read_kernel in raw tracepoint programs", Needed: "load its cgroup-watch programs",
 		MinKernel: "5.5"}, helper(ebpf.RawTracepoint, asm.FnProbeReadKernel)},
+	{Feature{Name: "bpf_probe_read_kernel_str in raw tracepoint programs", Needed: "report the path of a new cgroup",
+		MinKernel: "5.5"}, helper(ebpf.RawTracepoint, asm.FnProbeReadKernelStr)},
 	{Feature{Name: "bpf_ringbuf_reserve in raw tracepoint programs", Needed: "load its cgroup-watch programs",
 		MinKernel: "5.8"}, helper(ebpf.RawTracepoint, asm.FnRingbufReserve)},
 
