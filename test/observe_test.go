@@ -1,10 +1,14 @@
 package test
 
 import (
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"regexp"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -80,6 +84,67 @@ func TestMetrics(t *testing.T) {
 		}
 		if got, _ := strconv.ParseFloat(m[1], 64); got != want {
 			t.Errorf("%s = %v, want %v", metric, got, want)
+		}
+	}
+}
+
+// TestBindStorm: many cgroups binding undeclared ports as fast as they can.
+// Every violation is accounted for, as a logged event or as a counted drop,
+// and the daemon's memory stays bounded.
+func TestBindStorm(t *testing.T) {
+	e := newEnv(t)
+	e.writeRegistry(registryA)
+	d := e.start("audit")
+	const binders, each = 8, 1500
+	var wg sync.WaitGroup
+	for i := 0; i < binders; i++ {
+		b := testutils.StartBinder(t, e.child(fmt.Sprintf("storm%d", i)), testutils.BinderOptions{})
+		base := uint16(44000 + 100*i) // ports of its own: no EADDRINUSE between binders
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < each; j++ {
+				if err := b.Bind("udp", "4", any4, base+uint16(j%100)); err != nil {
+					t.Errorf("audit mode refused a bind: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+
+	var st struct {
+		Audited       map[string]int
+		EventsDropped int
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, _ := bindguard(t, "status", "-o", "json", "--pin-path", e.pinPath)
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatalf("status: %v\n%s", err, out)
+		}
+		if len(d.events())+st.EventsDropped >= binders*each || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	logged := len(d.events())
+	t.Logf("%d violations: %d logged, %d dropped", st.Audited["undeclared"], logged, st.EventsDropped)
+	if st.Audited["undeclared"] != binders*each {
+		t.Errorf("counted %d audits, want %d", st.Audited["undeclared"], binders*each)
+	}
+	if logged+st.EventsDropped != binders*each {
+		t.Errorf("%d logged + %d dropped != %d violations: events lost without a count", logged, st.EventsDropped, binders*each)
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := regexp.MustCompile(`VmHWM:\s+(\d+) kB`).FindSubmatch(status); m != nil {
+		kb, _ := strconv.Atoi(string(m[1]))
+		t.Logf("daemon peak RSS %d KiB", kb)
+		if kb > 200<<10 {
+			t.Errorf("daemon peak RSS %d KiB during a storm", kb)
 		}
 	}
 }
