@@ -67,8 +67,17 @@ func Mkdir(tb testing.TB, parentAbs, name string) string {
 	return dir
 }
 
-// RemoveCgroup kills what runs in dir and below, then removes the directories.
+// RemoveCgroup kills what runs in dir and below, then removes the
+// directories; a failure fails the test.
 func RemoveCgroup(tb testing.TB, dir string) {
+	if err := RemoveTree(dir); err != nil {
+		tb.Errorf("remove test cgroup: %v", err)
+	}
+}
+
+// RemoveTree kills what runs in the cgroup dir and below, then removes the
+// directories, deepest first, waiting for killed tasks to leave.
+func RemoveTree(dir string) error {
 	var dirs []string
 	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
 		if err == nil && d.IsDir() {
@@ -76,10 +85,11 @@ func RemoveCgroup(tb testing.TB, dir string) {
 		}
 		return nil
 	})
+	var errs []error
 	for i := len(dirs) - 1; i >= 0; i-- {
 		d := dirs[i]
 		if err := os.WriteFile(filepath.Join(d, "cgroup.kill"), []byte("1"), 0); err != nil {
-			killProcs(d)
+			killProcs(d) // cgroup.kill is Linux 5.14
 		}
 		var err error
 		for try := 0; try < 100; try++ {
@@ -90,9 +100,10 @@ func RemoveCgroup(tb testing.TB, dir string) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		if err != nil {
-			tb.Errorf("remove test cgroup %s: %v", d, err)
+			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
 		}
 	}
+	return errors.Join(errs...)
 }
 
 func killProcs(dir string) {

@@ -9,12 +9,12 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/bindguard/bindguard/cgroups"
+	"github.com/bindguard/bindguard/internal/testutils"
 )
 
 // env is the bench's corner of the machine: one temporary cgroup below the
@@ -72,34 +72,7 @@ func (e *env) close() error {
 		errs = append(errs, e.undo[i]())
 	}
 	e.undo = nil
-	errs = append(errs, removeTree(e.root), e.cg.Close())
-	return errors.Join(errs...)
-}
-
-func removeTree(root string) error {
-	var dirs []string
-	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			dirs = append(dirs, p)
-		}
-		return nil
-	})
-	var errs []error
-	for i := len(dirs) - 1; i >= 0; i-- {
-		d := dirs[i]
-		os.WriteFile(filepath.Join(d, "cgroup.kill"), []byte("1"), 0)
-		var err error
-		for try := 0; try < 100; try++ {
-			if err = unix.Rmdir(d); err == nil || errors.Is(err, unix.ENOENT) {
-				err = nil
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("remove bench cgroup %s: %w", d, err))
-		}
-	}
+	errs = append(errs, testutils.RemoveTree(e.root), e.cg.Close())
 	return errors.Join(errs...)
 }
 
