@@ -305,3 +305,45 @@ func TestOwnerAppearsLater(t *testing.T) {
 		t.Errorf("owners took %v to come into force", worst)
 	}
 }
+
+// TestConfigMapSwap: a registry directory laid out as the kubelet mounts a
+// ConfigMap (registry.yaml -> ..data/registry.yaml, ..data -> ..<timestamp>);
+// an update swaps the ..data symlink atomically, and the daemon reloads.
+func TestConfigMapSwap(t *testing.T) {
+	e := newEnv(t)
+	dir := filepath.Join(t.TempDir(), "registry.d")
+	version := func(name, body string) {
+		v := filepath.Join(dir, name)
+		if err := os.MkdirAll(v, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		doc := "apiVersion: bindguard.io/v1\nkind: PortRegistry\nmetadata:\n  name: cm\n" + body
+		if err := os.WriteFile(filepath.Join(v, "registry.yaml"), []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		tmp := filepath.Join(dir, "..data_tmp")
+		if err := os.Symlink(name, tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	version("..2026_11_22_a", registryA)
+	if err := os.Symlink("..data/registry.yaml", filepath.Join(dir, "registry.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	e.registry = dir
+	d := e.start("enforce")
+	b := testutils.StartBinder(t, e.child("svc"), testutils.BinderOptions{})
+	expect(t, b, []bindCase{{"A in force", "tcp", "4", any4, 43002, unix.EPERM}})
+
+	version("..2026_11_22_b", registryB)
+	d.waitLog("reload after the ..data swap", func(m map[string]any) bool {
+		return m["msg"] == "policy in force" && generation(m) == 2
+	})
+	expect(t, b, []bindCase{
+		{"B in force", "tcp", "4", any4, 43002, nil},
+		{"A's port gone", "tcp", "4", any4, 43001, unix.EPERM},
+	})
+}
