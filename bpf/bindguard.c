@@ -382,3 +382,24 @@ int bindguard_cgroup_rmdir(struct bpf_raw_tracepoint_args *ctx)
 {
 	return cgroup_event(ctx, BG_CGROUP_RMDIR);
 }
+
+/*
+ * Kernels before 5.14 have no SO_NETNS_COOKIE. There the loader attaches this
+ * program to a temporary cgroup, creates one socket from a process placed
+ * in it, and reads the cookie of that socket's (the host's) netns here.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} bg_netns_probe SEC(".maps");
+
+SEC("cgroup/sock_create")
+int bindguard_netns_probe(struct bpf_sock *ctx)
+{
+	__u32 zero = 0;
+	__u64 cookie = bpf_get_netns_cookie(ctx);
+	bpf_map_update_elem(&bg_netns_probe, &zero, &cookie, BPF_ANY);
+	return 1;
+}

@@ -108,9 +108,11 @@ var probes = []probe{
 	// "bpf: Implement bpf_link-based cgroup BPF program attachment" (Andrii Nakryiko).
 	{Feature{Name: "cgroup bpf_link", Needed: "pin its programs so that they outlive a restart and are taken over without a gap",
 		MinKernel: "5.7"}, probeCgroupLink},
-	// "net: retrieve netns cookie via getsocketopt" (Martynas Pumputis).
-	{Feature{Name: "SO_NETNS_COOKIE", Needed: "learn the host network namespace's cookie",
-		MinKernel: "5.14"}, probeNetnsCookie},
+	// "net: retrieve netns cookie via getsocketopt" (Martynas Pumputis, 5.14);
+	// before it, the loader reads the cookie with a cgroup/sock_create
+	// program ("bpf: add netns cookie and enable it for bpf cgroup hooks", 5.7).
+	{Feature{Name: "the host network namespace's cookie (SO_NETNS_COOKIE, or bpf_get_netns_cookie in sock_create programs)", Needed: "tell host binds from binds in other network namespaces",
+		MinKernel: "5.7"}, probeNetnsCookie},
 	// "btf: expose BTF info through sysfs" (Andrii Nakryiko).
 	{Feature{Name: "kernel BTF (/sys/kernel/btf/vmlinux)", Needed: "relocate its cgroup-watch programs (CO-RE)",
 		MinKernel: "5.4", Config: "CONFIG_DEBUG_INFO_BTF=y"}, probeBTF},
@@ -409,7 +411,9 @@ func probeRawTracepoints(names ...string) error {
 	return nil
 }
 
-// probeNetnsCookie asks a socket for its network namespace's cookie.
+// probeNetnsCookie asks a socket for its network namespace's cookie, and
+// where the kernel predates SO_NETNS_COOKIE, whether cgroup/sock_create
+// programs may call bpf_get_netns_cookie (the loader's fallback).
 func probeNetnsCookie() error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -417,10 +421,10 @@ func probeNetnsCookie() error {
 	}
 	defer unix.Close(fd)
 	_, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
-	if errors.Is(err, unix.ENOPROTOOPT) {
-		return ebpf.ErrNotSupported
+	if !errors.Is(err, unix.ENOPROTOOPT) {
+		return err
 	}
-	return err
+	return helper(ebpf.CGroupSock, asm.FnGetNetnsCookie)()
 }
 
 // probeBTF looks for the kernel's own BTF, which CO-RE relocations need.

@@ -189,6 +189,7 @@ const (
 	bindguardMapBgCgroupEvents        = "bg_cgroup_events"
 	bindguardMapBgCounters            = "bg_counters"
 	bindguardMapBgEvents              = "bg_events"
+	bindguardMapBgNetnsProbe          = "bg_netns_probe"
 	bindguardMapBgOwners              = "bg_owners"
 	bindguardMapBgRatelimit           = "bg_ratelimit"
 	bindguardMapBgRules               = "bg_rules"
@@ -197,6 +198,7 @@ const (
 	bindguardProgBindguardBind6       = "bindguard_bind6"
 	bindguardProgBindguardCgroupMkdir = "bindguard_cgroup_mkdir"
 	bindguardProgBindguardCgroupRmdir = "bindguard_cgroup_rmdir"
+	bindguardProgBindguardNetnsProbe  = "bindguard_netns_probe"
 	bindguardVarBgAllNetns            = "bg_all_netns"
 	bindguardVarBgEventIntervalNs     = "bg_event_interval_ns"
 	bindguardVarBgHostNetnsCookie     = "bg_host_netns_cookie"
@@ -261,6 +263,7 @@ type bindguardProgramSpecs struct {
 	BindguardBind6       *ebpf.ProgramSpec `ebpf:"bindguard_bind6"`
 	BindguardCgroupMkdir *ebpf.ProgramSpec `ebpf:"bindguard_cgroup_mkdir"`
 	BindguardCgroupRmdir *ebpf.ProgramSpec `ebpf:"bindguard_cgroup_rmdir"`
+	BindguardNetnsProbe  *ebpf.ProgramSpec `ebpf:"bindguard_netns_probe"`
 }
 
 // bindguardMapSpecs contains maps before they are loaded into the kernel.
@@ -271,6 +274,7 @@ type bindguardMapSpecs struct {
 	BgCgroupEvents *ebpf.MapSpec `ebpf:"bg_cgroup_events"`
 	BgCounters     *ebpf.MapSpec `ebpf:"bg_counters"`
 	BgEvents       *ebpf.MapSpec `ebpf:"bg_events"`
+	BgNetnsProbe   *ebpf.MapSpec `ebpf:"bg_netns_probe"`
 	BgOwners       *ebpf.MapSpec `ebpf:"bg_owners"`
 	BgRatelimit    *ebpf.MapSpec `ebpf:"bg_ratelimit"`
 	BgRules        *ebpf.MapSpec `ebpf:"bg_rules"`
@@ -323,6 +327,7 @@ type bindguardMaps struct {
 	BgCgroupEvents *ebpf.Map `ebpf:"bg_cgroup_events"`
 	BgCounters     *ebpf.Map `ebpf:"bg_counters"`
 	BgEvents       *ebpf.Map `ebpf:"bg_events"`
+	BgNetnsProbe   *ebpf.Map `ebpf:"bg_netns_probe"`
 	BgOwners       *ebpf.Map `ebpf:"bg_owners"`
 	BgRatelimit    *ebpf.Map `ebpf:"bg_ratelimit"`
 	BgRules        *ebpf.Map `ebpf:"bg_rules"`
@@ -335,6 +340,7 @@ func (m *bindguardMaps) Close() error {
 		m.BgCgroupEvents,
 		m.BgCounters,
 		m.BgEvents,
+		m.BgNetnsProbe,
 		m.BgOwners,
 		m.BgRatelimit,
 		m.BgRules,
@@ -372,6 +378,7 @@ type bindguardPrograms struct {
 	BindguardBind6       *ebpf.Program `ebpf:"bindguard_bind6"`
 	BindguardCgroupMkdir *ebpf.Program `ebpf:"bindguard_cgroup_mkdir"`
 	BindguardCgroupRmdir *ebpf.Program `ebpf:"bindguard_cgroup_rmdir"`
+	BindguardNetnsProbe  *ebpf.Program `ebpf:"bindguard_netns_probe"`
 }
 
 func (p *bindguardPrograms) Close() error {
@@ -380,6 +387,7 @@ func (p *bindguardPrograms) Close() error {
 		p.BindguardBind6,
 		p.BindguardCgroupMkdir,
 		p.BindguardCgroupRmdir,
+		p.BindguardNetnsProbe,
 	)
 }
 

@@ -225,23 +225,6 @@ func boolByte(b bool) uint8 {
 	return 0
 }
 
-// HostNetnsCookie returns the cookie of the caller's network namespace: the
-// one the programs call the host's.
-func HostNetnsCookie() (uint64, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return 0, fmt.Errorf("network namespace cookie: %w", err)
-	}
-	defer unix.Close(fd)
-	var cookie uint64
-	buf := make([]byte, 8)
-	if err := getsockoptBytes(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE, buf); err != nil {
-		return 0, fmt.Errorf("network namespace cookie (SO_NETNS_COOKIE needs Linux 5.14): %w", err)
-	}
-	cookie = nativeUint64(buf)
-	return cookie, nil
-}
-
 // Generation is the generation of the policy in force (0 before the first Apply).
 func (l *Loader) Generation() uint32 { return l.generation }
 

@@ -145,3 +145,20 @@ func TestCloseIsIdempotent(t *testing.T) {
 		t.Errorf("Detach after Close: %v", err)
 	}
 }
+
+// TestNetnsCookieFallback: the fallback for kernels without SO_NETNS_COOKIE
+// finds the same cookie as the socket option.
+func TestNetnsCookieFallback(t *testing.T) {
+	testutils.Privileged(t)
+	want, err := loader.HostNetnsCookie()
+	if err != nil {
+		t.Skipf("no SO_NETNS_COOKIE to compare with: %v", err)
+	}
+	got, err := loader.NetnsCookieFromProbe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Errorf("fallback cookie %d, SO_NETNS_COOKIE %d", got, want)
+	}
+}

@@ -1,0 +1,137 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/bindguard/bindguard/cgroups"
+)
+
+// netnsProbeEnv makes a process that links this package create one socket
+// and exit: the socket the netns-cookie fallback observes.
+const netnsProbeEnv = "BINDGUARD_NETNS_COOKIE_PROBE"
+
+func init() {
+	if os.Getenv(netnsProbeEnv) != "1" {
+		return
+	}
+	if fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err == nil {
+		unix.Close(fd)
+	}
+	os.Exit(0)
+}
+
+// HostNetnsCookie returns the cookie of the caller's network namespace: the
+// one the programs call the host's. It asks a socket (SO_NETNS_COOKIE, Linux
+// 5.14) and, on older kernels, the kernel's own bpf_get_netns_cookie.
+func HostNetnsCookie() (uint64, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("network namespace cookie: %w", err)
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 8)
+	err = getsockoptBytes(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE, buf)
+	if err == nil {
+		return nativeUint64(buf), nil
+	}
+	if !errors.Is(err, unix.ENOPROTOOPT) {
+		return 0, fmt.Errorf("network namespace cookie: %w", err)
+	}
+	cookie, perr := netnsCookieFromProbe()
+	if perr != nil {
+		return 0, fmt.Errorf("network namespace cookie: no SO_NETNS_COOKIE (Linux 5.14), and the fallback failed: %w", perr)
+	}
+	return cookie, nil
+}
+
+// netnsCookieFromProbe attaches a cgroup/sock_create program to a temporary
+// cgroup, starts a process there that creates one socket in this network
+// namespace, and reads the cookie the program recorded.
+func netnsCookieFromProbe() (_ uint64, err error) {
+	spec, err := loadBindguard()
+	if err != nil {
+		return 0, err
+	}
+	sub := &ebpf.CollectionSpec{
+		Maps:     map[string]*ebpf.MapSpec{bindguardMapBgNetnsProbe: spec.Maps[bindguardMapBgNetnsProbe]},
+		Programs: map[string]*ebpf.ProgramSpec{bindguardProgBindguardNetnsProbe: spec.Programs[bindguardProgBindguardNetnsProbe]},
+		Types:    spec.Types,
+	}
+	coll, err := ebpf.NewCollection(sub)
+	if err != nil {
+		return 0, fmt.Errorf("load probe: %w", err)
+	}
+	defer coll.Close()
+
+	dir, err := probeCgroup()
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		if rerr := unix.Rmdir(dir); rerr != nil && err == nil {
+			err = fmt.Errorf("remove probe cgroup: %w", rerr)
+		}
+	}()
+	ln, err := link.AttachCgroup(link.CgroupOptions{Path: dir, Attach: ebpf.AttachCGroupInetSockCreate, Program: coll.Programs[bindguardProgBindguardNetnsProbe]})
+	if err != nil {
+		return 0, fmt.Errorf("attach probe: %w", err)
+	}
+	defer ln.Close()
+
+	cg, err := os.Open(dir)
+	if err != nil {
+		return 0, err
+	}
+	defer cg.Close()
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Env = append(os.Environ(), netnsProbeEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("probe process: %w: %s", err, out)
+	}
+	var cookie uint64
+	if err := coll.Maps[bindguardMapBgNetnsProbe].Lookup(uint32(0), &cookie); err != nil {
+		return 0, fmt.Errorf("read probe: %w", err)
+	}
+	if cookie == 0 {
+		return 0, errors.New("probe saw no socket")
+	}
+	return cookie, nil
+}
+
+// probeCgroup creates the temporary cgroup of the probe: below the cgroup2
+// root, or where that is not writable (the root is often mode 0555), below
+// the caller's own cgroup.
+func probeCgroup() (string, error) {
+	fs, err := cgroups.Open("")
+	if err != nil {
+		return "", err
+	}
+	defer fs.Close()
+	parents := []string{fs.Root}
+	if b, err := os.ReadFile("/proc/self/cgroup"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if own, ok := strings.CutPrefix(line, "0::"); ok && own != "/" {
+				parents = append(parents, fs.Abs(own))
+			}
+		}
+	}
+	var errs []error
+	for _, p := range parents {
+		dir, err := os.MkdirTemp(p, "bindguard-netns-probe-")
+		if err == nil {
+			return dir, nil
+		}
+		errs = append(errs, err)
+	}
+	return "", fmt.Errorf("create the probe's cgroup: %w", errors.Join(errs...))
+}
