@@ -116,6 +116,9 @@ struct {
 	__type(value, struct bg_status);
 } bg_state SEC(".maps");
 
+/* Cgroup events that did not fit bg_cgroup_events. */
+__u64 bg_cgroup_events_lost = 0;
+
 /* Cgroup creations and removals (struct bg_cgroup_event) for the daemon. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -175,7 +178,7 @@ static __always_inline int owner_matches(__u32 slot, const struct bg_value *rule
 
 /* emit reports a violation, at most once per interval per (cgroup, port, proto, reason). */
 static __always_inline void emit(struct bpf_sock_addr *ctx, __u8 family, __u16 port, __u8 proto,
-				 __u8 reason, __u8 verdict, __u32 origin, __u32 generation)
+				 __u8 reason, __u8 verdict, __u32 origin, __u32 generation, __u64 netns)
 {
 	__u64 now = bpf_ktime_get_boot_ns();
 	__u64 cgid = bpf_get_current_cgroup_id();
@@ -211,7 +214,7 @@ static __always_inline void emit(struct bpf_sock_addr *ctx, __u8 family, __u16 p
 
 	e->ts_ns = now;
 	e->cgroup_id = cgid;
-	e->netns_cookie = bpf_get_netns_cookie(ctx);
+	e->netns_cookie = netns;
 	e->pid = pid_tgid >> 32;
 	e->tid = (__u32)pid_tgid;
 	e->uid = (__u32)uid_gid;
@@ -293,7 +296,8 @@ static __always_inline int judge(struct bpf_sock_addr *ctx, __u8 family, int loo
 		goto allow;
 
 	/* A violation: the slow path. */
-	if (!bg_all_netns && bg_host_netns_cookie && bpf_get_netns_cookie(ctx) != bg_host_netns_cookie) {
+	__u64 netns = bpf_get_netns_cookie(ctx); /* once: the event carries it too */
+	if (!bg_all_netns && bg_host_netns_cookie && netns != bg_host_netns_cookie) {
 		count(BG_CNT_OTHER_NETNS);
 		goto allow;
 	}
@@ -304,7 +308,7 @@ static __always_inline int judge(struct bpf_sock_addr *ctx, __u8 family, int loo
 	int audit = (meta->flags & BG_META_AUDIT) || (flags & BG_RULE_AUDIT);
 	__u8 verdict = audit ? BG_VERDICT_AUDIT : BG_VERDICT_DENY;
 	count((audit ? BG_CNT_AUDIT : BG_CNT_DENY) + reason - 1);
-	emit(ctx, family, port, proto, reason, verdict, (flags & BG_RULE_DECLARED) ? rule->origin : 0, meta->origin);
+	emit(ctx, family, port, proto, reason, verdict, (flags & BG_RULE_DECLARED) ? rule->origin : 0, meta->origin, netns);
 	return audit;
 
 no_policy:
@@ -349,7 +353,6 @@ struct cgroup_root {
 struct cgroup {
 	struct kernfs_node *kn;
 	struct cgroup_root *root;
-	int level;
 } __attribute__((preserve_access_index));
 
 static __always_inline int cgroup_event(struct bpf_raw_tracepoint_args *ctx, __u32 op)
@@ -360,12 +363,13 @@ static __always_inline int cgroup_event(struct bpf_raw_tracepoint_args *ctx, __u
 	if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0)
 		return 0;
 	struct bg_cgroup_event *e = bpf_ringbuf_reserve(&bg_cgroup_events, sizeof(*e), 0);
-	if (!e)
-		return 0; /* the daemon rescans owners when it sees a gap */
+	if (!e) {
+		/* The daemon re-resolves every owner when it sees this grow. */
+		__sync_fetch_and_add(&bg_cgroup_events_lost, 1);
+		return 0;
+	}
 	e->id = BPF_CORE_READ(cgrp, kn, id);
-	e->level = BPF_CORE_READ(cgrp, level);
 	e->op = op;
-	e->pad = 0;
 	e->path_len = bpf_probe_read_kernel_str(e->path, sizeof(e->path), (const char *)ctx->args[1]);
 	bpf_ringbuf_submit(e, 0);
 	return 0;

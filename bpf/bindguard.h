@@ -197,10 +197,8 @@ enum bg_cgroup_op {
  */
 struct bg_cgroup_event {
 	__u64 id;        /* cgroup id (kernfs node id) */
-	__u32 level;     /* depth below the cgroup2 root */
 	__u32 op;        /* enum bg_cgroup_op */
 	__s32 path_len;  /* bytes in path with the NUL; <= 0 or == sizeof(path): not usable */
-	__u32 pad;
 	/* The cgroup's path from the cgroup2 root ("/system.slice/x.service"),
 	 * as the tracepoint reports it. The tracepoint fires before the new
 	 * directory can be opened by id, so the path must come from here. */

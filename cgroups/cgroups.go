@@ -231,7 +231,21 @@ func (c *FS) Close() error {
 // FindUnit returns the registry paths of every cgroup directory named unit
 // (a systemd unit: system.slice/etcd.service, or a user unit below user.slice).
 func (c *FS) FindUnit(unit string) ([]string, error) {
-	var found []string
+	found, err := c.FindUnits([]string{unit})
+	return found[unit], err
+}
+
+// FindUnits is FindUnit for several units, in one walk of the hierarchy: a
+// node with thousands of cgroups is read once per reload, not once per unit.
+func (c *FS) FindUnits(units []string) (map[string][]string, error) {
+	found := make(map[string][]string, len(units))
+	if len(units) == 0 {
+		return found, nil
+	}
+	want := make(map[string]bool, len(units))
+	for _, u := range units {
+		want[u] = true
+	}
 	err := filepath.WalkDir(c.Root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
@@ -239,21 +253,18 @@ func (c *FS) FindUnit(unit string) ([]string, error) {
 			}
 			return err
 		}
-		if !d.IsDir() {
+		if !d.IsDir() || p == c.Root || !want[d.Name()] {
 			return nil
 		}
-		if d.Name() == unit && p != c.Root {
-			rel, err := c.Rel(p)
-			if err != nil {
-				return err
-			}
-			found = append(found, rel)
-			return fs.SkipDir
+		rel, err := c.Rel(p)
+		if err != nil {
+			return err
 		}
+		found[d.Name()] = append(found[d.Name()], rel)
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("find cgroups of unit %s: %w", unit, err)
+		return nil, fmt.Errorf("find cgroups of units %s: %w", strings.Join(units, ", "), err)
 	}
 	return found, nil
 }

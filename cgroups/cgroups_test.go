@@ -1,6 +1,9 @@
 package cgroups
 
 import (
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -84,5 +87,29 @@ func TestRelAbs(t *testing.T) {
 	}
 	if _, err := c.Rel("/sys/fs/cgroup/memory"); err == nil {
 		t.Error("Rel accepted a path outside the root")
+	}
+}
+
+func TestFindUnits(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"system.slice/etcd.service", "system.slice/kubelet.service", "user.slice/u@1.service/app.slice/etcd.service", "etcd.service.d"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := &FS{Root: root}
+	got, err := c.FindUnits([]string{"etcd.service", "kubelet.service", "absent.service"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{
+		"etcd.service":    {"/system.slice/etcd.service", "/user.slice/u@1.service/app.slice/etcd.service"},
+		"kubelet.service": {"/system.slice/kubelet.service"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("FindUnits = %v, want %v", got, want)
+	}
+	if one, _ := c.FindUnit("kubelet.service"); !reflect.DeepEqual(one, want["kubelet.service"]) {
+		t.Errorf("FindUnit = %v", one)
 	}
 }

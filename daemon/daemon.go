@@ -144,7 +144,7 @@ func Run(ctx context.Context, cfg Config, log logrus.FieldLogger) (err error) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		d.readEvents(ctx)
+		d.readEvents()
 	}()
 	if err := d.ld.WatchCgroups(); err != nil {
 		log.WithError(err).Warn("owners whose cgroups appear later are resolved only on reload")
@@ -261,15 +261,14 @@ func writeReady(path string, gen uint32) error {
 	return nil
 }
 
-func (d *Daemon) readEvents(ctx context.Context) {
+// readEvents logs violation events until the loader's readers are flushed
+// on the way out.
+func (d *Daemon) readEvents() {
 	for {
 		ev, err := d.ld.ReadEvent()
 		if err != nil {
-			if loader.IsClosed(err) || (loader.IsFlushed(err) && ctx.Err() != nil) {
+			if loader.Stopped(err) {
 				return
-			}
-			if loader.IsFlushed(err) || errors.Is(err, os.ErrDeadlineExceeded) {
-				continue
 			}
 			d.log.WithError(err).Error("read event")
 			time.Sleep(100 * time.Millisecond)
@@ -280,12 +279,13 @@ func (d *Daemon) readEvents(ctx context.Context) {
 }
 
 // followCgroups puts owners in force as their cgroups appear, and drops them
-// as they go.
+// as they go. When events were lost, it re-resolves every owner.
 func (d *Daemon) followCgroups() {
+	var lost uint64
 	for {
 		ev, err := d.ld.ReadCgroupEvent()
 		if err != nil {
-			if loader.IsCgroupReaderClosed(err) {
+			if loader.Stopped(err) {
 				return
 			}
 			d.log.WithError(err).Error("read cgroup event")
@@ -316,6 +316,16 @@ func (d *Daemon) followCgroups() {
 			d.mu.Unlock()
 			if n > 0 {
 				d.log.WithFields(logrus.Fields{"cgroup_id": ev.ID, "entries": n}).Info("owner cgroup removed")
+			}
+		}
+		if n, err := d.ld.CgroupEventsLost(); err == nil && n != lost {
+			d.log.WithField("lost", n-lost).Warn("cgroup events were lost; re-resolving every owner")
+			lost = n
+			d.mu.Lock()
+			_, err := d.ld.ResolveOwners(d.cg)
+			d.mu.Unlock()
+			if err != nil {
+				d.log.WithError(err).Error("re-resolve owners")
 			}
 		}
 	}

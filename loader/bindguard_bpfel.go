@@ -16,10 +16,8 @@ import (
 type bindguardBgCgroupEvent struct {
 	_       structs.HostLayout
 	Id      uint64
-	Level   uint32
 	Op      uint32
 	PathLen int32
-	Pad     uint32
 	Path    [256]int8
 }
 
@@ -200,6 +198,7 @@ const (
 	bindguardProgBindguardCgroupRmdir = "bindguard_cgroup_rmdir"
 	bindguardProgBindguardNetnsProbe  = "bindguard_netns_probe"
 	bindguardVarBgAllNetns            = "bg_all_netns"
+	bindguardVarBgCgroupEventsLost    = "bg_cgroup_events_lost"
 	bindguardVarBgEventIntervalNs     = "bg_event_interval_ns"
 	bindguardVarBgHostNetnsCookie     = "bg_host_netns_cookie"
 	bindguardVarUnusedBgCgroupEvent   = "unused_bg_cgroup_event"
@@ -286,6 +285,7 @@ type bindguardMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type bindguardVariableSpecs struct {
 	BgAllNetns          *ebpf.VariableSpec `ebpf:"bg_all_netns"`
+	BgCgroupEventsLost  *ebpf.VariableSpec `ebpf:"bg_cgroup_events_lost"`
 	BgEventIntervalNs   *ebpf.VariableSpec `ebpf:"bg_event_interval_ns"`
 	BgHostNetnsCookie   *ebpf.VariableSpec `ebpf:"bg_host_netns_cookie"`
 	UnusedBgCgroupEvent *ebpf.VariableSpec `ebpf:"unused_bg_cgroup_event"`
@@ -353,6 +353,7 @@ func (m *bindguardMaps) Close() error {
 // It can be passed to loadBindguardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bindguardVariables struct {
 	BgAllNetns          *ebpf.Variable `ebpf:"bg_all_netns"`
+	BgCgroupEventsLost  *ebpf.Variable `ebpf:"bg_cgroup_events_lost"`
 	BgEventIntervalNs   *ebpf.Variable `ebpf:"bg_event_interval_ns"`
 	BgHostNetnsCookie   *ebpf.Variable `ebpf:"bg_host_netns_cookie"`
 	UnusedBgCgroupEvent *ebpf.Variable `ebpf:"unused_bg_cgroup_event"`

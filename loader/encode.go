@@ -36,7 +36,7 @@ func ruleIndex(proto uint8, port uint16) uint32 { return uint32(proto-1)<<16 | u
 // Resolver finds the cgroups that registry owners name. *cgroups.FS is one.
 type Resolver interface {
 	ID(rel string) (id uint64, depth int, err error)
-	FindUnit(unit string) ([]string, error)
+	FindUnits(units []string) (map[string][]string, error)
 }
 
 // Unresolved is an owner whose cgroup does not exist (yet); the rule is in
@@ -58,7 +58,6 @@ type Encoded struct {
 	Rules      int
 	Unresolved []Unresolved
 	owners     ownerIndex
-	err        error
 }
 
 // Entries is the number of map entries the policy holds.
@@ -106,7 +105,10 @@ func Encode(c *policy.Compiled, mode policy.Mode, generation uint32, r Resolver)
 	e.RuleIdx = append(e.RuleIdx, metaIndex)
 	e.RuleVals = append(e.RuleVals, meta)
 
-	units := map[string][]string{}
+	units, err := findUnits(c, r)
+	if err != nil {
+		return nil, err
+	}
 	for _, rule := range c.Rules {
 		if rule.Port == 0 {
 			return nil, fmt.Errorf("rule for port 0: port 0 is never judged")
@@ -128,9 +130,6 @@ func Encode(c *policy.Compiled, mode policy.Mode, generation uint32, r Resolver)
 				v.Flags |= ruleUIDOwners
 			}
 			e.encodeOwners(rule, proto, &v, r, units)
-			if e.err != nil {
-				return nil, e.err
-			}
 		}
 		e.RuleIdx = append(e.RuleIdx, ruleIndex(proto, rule.Port))
 		e.RuleVals = append(e.RuleVals, v)
@@ -170,15 +169,7 @@ func (e *Encoded) encodeOwners(rule policy.Rule, proto uint8, v *bindguardBgValu
 	}
 	for _, u := range rule.Owners.Units {
 		e.owners.byUnit[u] = append(e.owners.byUnit[u], ref)
-		paths, ok := units[u]
-		if !ok {
-			var err error
-			if paths, err = r.FindUnit(u); err != nil {
-				e.err = err
-				return
-			}
-			units[u] = paths
-		}
+		paths := units[u]
 		if len(paths) == 0 {
 			e.Unresolved = append(e.Unresolved, Unresolved{Port: rule.Port, Protocol: rule.Protocol, Owner: "unit " + u, Err: fmt.Errorf("no cgroup named %s", u)})
 		}
@@ -186,6 +177,21 @@ func (e *Encoded) encodeOwners(rule policy.Rule, proto uint8, v *bindguardBgValu
 			addCgroup(p, "unit "+u+" at "+p)
 		}
 	}
+}
+
+// findUnits resolves every unit owner of a policy in one walk.
+func findUnits(c *policy.Compiled, r Resolver) (map[string][]string, error) {
+	var names []string
+	seen := map[string]bool{}
+	for _, rule := range c.Rules {
+		for _, u := range rule.Owners.Units {
+			if !seen[u] {
+				seen[u] = true
+				names = append(names, u)
+			}
+		}
+	}
+	return r.FindUnits(names)
 }
 
 // widen makes a rule look owners up at cgroup level depth too.

@@ -24,11 +24,13 @@ func (f fakeFS) ID(rel string) (uint64, int, error) {
 	return id, depth, nil
 }
 
-func (f fakeFS) FindUnit(unit string) ([]string, error) {
-	var out []string
-	for p := range f {
-		if len(p) >= len(unit) && p[len(p)-len(unit):] == unit {
-			out = append(out, p)
+func (f fakeFS) FindUnits(units []string) (map[string][]string, error) {
+	out := map[string][]string{}
+	for _, unit := range units {
+		for p := range f {
+			if len(p) >= len(unit) && p[len(p)-len(unit):] == unit {
+				out[unit] = append(out[unit], p)
+			}
 		}
 	}
 	return out, nil

@@ -1,8 +1,6 @@
 package loader
 
 import (
-	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -86,9 +84,9 @@ func (l *Loader) EventReader() error {
 }
 
 // ReadEvent blocks until a violation event arrives. It returns
-// os.ErrDeadlineExceeded after the deadline set with SetEventDeadline,
-// ringbuf.ErrFlushed once FlushEvents has drained what was pending, and an
-// error matching IsClosed after Close. Only one goroutine may call it.
+// os.ErrDeadlineExceeded after the deadline set with SetEventDeadline, and an
+// error matching Stopped once FlushEvents has drained what was pending or
+// after Close. Only one goroutine may call it.
 func (l *Loader) ReadEvent() (Event, error) {
 	if l.events == nil {
 		return Event{}, errors.New("read event: EventReader was not called")
@@ -99,8 +97,9 @@ func (l *Loader) ReadEvent() (Event, error) {
 	return l.decode(l.rec.RawSample)
 }
 
-// FlushEvents makes a blocked ReadEvent return what is pending, then
-// ringbuf.ErrFlushed. Safe to call from another goroutine.
+// FlushEvents makes blocked ReadEvent and ReadCgroupEvent calls return what
+// is pending, then an error matching Stopped: the way to end the readers.
+// Safe to call from another goroutine.
 func (l *Loader) FlushEvents() error {
 	var errs []error
 	if l.events != nil {
@@ -118,14 +117,6 @@ func (l *Loader) SetEventDeadline(t time.Time) {
 	if l.events != nil {
 		l.events.SetDeadline(t)
 	}
-}
-
-// PendingEventBytes is how much of the ring buffer is waiting to be read.
-func (l *Loader) PendingEventBytes() int {
-	if l.events == nil {
-		return 0
-	}
-	return l.events.AvailableBytes()
 }
 
 var bootOffset = func() time.Duration {
@@ -189,22 +180,20 @@ func cString(b []int8) string {
 	return string(out)
 }
 
-// decodeInto copies a ring buffer sample into a contract struct.
+// decodeInto copies a ring buffer sample into a contract struct. The structs
+// bpf2go generated have the C layout (structs.HostLayout), so a byte copy is
+// the decoding; no reflection on the event path.
 func decodeInto[T any](raw []byte, out *T) error {
-	if len(raw) < int(unsafe.Sizeof(*out)) {
-		return fmt.Errorf("event of %d bytes, want %d", len(raw), unsafe.Sizeof(*out))
+	size := int(unsafe.Sizeof(*out))
+	if len(raw) < size {
+		return fmt.Errorf("event of %d bytes, want %d", len(raw), size)
 	}
-	if err := binary.Read(bytes.NewReader(raw[:unsafe.Sizeof(*out)]), binary.NativeEndian, out); err != nil {
-		return fmt.Errorf("decode event: %w", err)
-	}
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(out)), size), raw)
 	return nil
 }
 
-// ErrClosed is returned by ReadEvent after Close.
-var ErrClosed = ringbuf.ErrClosed
-
-// IsClosed reports whether err means the event reader was closed.
-func IsClosed(err error) bool { return errors.Is(err, ringbuf.ErrClosed) }
-
-// IsFlushed reports whether err means FlushEvents drained the buffer.
-func IsFlushed(err error) bool { return errors.Is(err, ringbuf.ErrFlushed) }
+// Stopped reports whether err from ReadEvent or ReadCgroupEvent means the
+// reader was flushed or closed: its loop should end.
+func Stopped(err error) bool {
+	return errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, ringbuf.ErrFlushed)
+}

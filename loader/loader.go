@@ -231,9 +231,6 @@ func (l *Loader) Generation() uint32 { return l.generation }
 // TookOver reports whether Attach found and replaced an earlier daemon's links.
 func (l *Loader) TookOver() bool { return l.tookOver }
 
-// Origins returns the origin table of a policy generation, if still known.
-func (l *Loader) Origins(generation uint32) []policy.Origin { return l.origins[generation] }
-
 // Close releases every kernel object the Loader holds. Pinned links and maps
 // stay, and so does enforcement; without pins, closing detaches. Close is
 // idempotent.

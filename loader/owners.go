@@ -23,9 +23,8 @@ const (
 
 // CgroupEvent reports a cgroup2 directory created or removed.
 type CgroupEvent struct {
-	Op    CgroupOp
-	ID    uint64
-	Level int
+	Op CgroupOp
+	ID uint64
 	// Path is the cgroup's path from the cgroup2 root as the kernel reported
 	// it, or "" when it did not fit the event.
 	Path string
@@ -51,8 +50,8 @@ func (l *Loader) WatchCgroups() error {
 	return nil
 }
 
-// ReadCgroupEvent blocks until a cgroup is created or removed. It returns an
-// error matching IsClosed after Close and IsFlushed after FlushEvents.
+// ReadCgroupEvent blocks until a cgroup is created or removed. After Close or
+// FlushEvents it returns an error matching Stopped.
 func (l *Loader) ReadCgroupEvent() (CgroupEvent, error) {
 	if l.cgroupEvents == nil {
 		return CgroupEvent{}, errors.New("read cgroup event: WatchCgroups was not called")
@@ -64,7 +63,7 @@ func (l *Loader) ReadCgroupEvent() (CgroupEvent, error) {
 	if err := decodeInto(l.cgroupRec.RawSample, &e); err != nil {
 		return CgroupEvent{}, err
 	}
-	ev := CgroupEvent{Op: CgroupOp(e.Op), ID: e.Id, Level: int(e.Level)}
+	ev := CgroupEvent{Op: CgroupOp(e.Op), ID: e.Id}
 	if e.PathLen > 1 && int(e.PathLen) < len(e.Path) {
 		ev.Path = cString(e.Path[:])
 	}
@@ -123,9 +122,14 @@ func (l *Loader) CgroupRemoved(id uint64) int {
 	return len(keys)
 }
 
-// IsCgroupReaderClosed reports whether err ends the cgroup event loop.
-func IsCgroupReaderClosed(err error) bool {
-	return errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, ringbuf.ErrFlushed)
+// CgroupEventsLost is how many cgroup events did not fit the ring buffer
+// since load. When it grows, call ResolveOwners: a creation may be among them.
+func (l *Loader) CgroupEventsLost() (uint64, error) {
+	var n uint64
+	if err := l.objs.BgCgroupEventsLost.Get(&n); err != nil {
+		return 0, fmt.Errorf("read lost cgroup events: %w", err)
+	}
+	return n, nil
 }
 
 // ResolveOwners puts in force every owner cgroup of the policy that exists
@@ -147,11 +151,15 @@ func (l *Loader) ResolveOwners(r Resolver) (int, error) {
 			return joined, err
 		}
 	}
+	names := make([]string, 0, len(l.owners.byUnit))
 	for u := range l.owners.byUnit {
-		paths, err := r.FindUnit(u)
-		if err != nil {
-			return joined, err
-		}
+		names = append(names, u)
+	}
+	units, err := r.FindUnits(names)
+	if err != nil {
+		return joined, err
+	}
+	for _, paths := range units {
 		for _, p := range paths {
 			if err := resolve(p); err != nil {
 				return joined, err
