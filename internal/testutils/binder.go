@@ -58,6 +58,16 @@ func binderMain(in io.Reader, out io.Writer) int {
 }
 
 func bindOnce(proto, family, addr string, port int) error {
+	fd, err := openBound(proto, family, addr, port)
+	if err == nil {
+		unix.Close(fd)
+	}
+	return err
+}
+
+// openBound creates a socket (proto tcp, udp or mptcp; family "4" or "6")
+// and binds it to addr:port. It returns the open socket or the errno.
+func openBound(proto, family, addr string, port int) (int, error) {
 	typ, p := unix.SOCK_STREAM, unix.IPPROTO_TCP
 	switch proto {
 	case "udp":
@@ -66,23 +76,22 @@ func bindOnce(proto, family, addr string, port int) error {
 		p = unix.IPPROTO_MPTCP
 	}
 	a := netip.MustParseAddr(addr)
-	var fd int
-	var err error
-	if family == "4" {
-		fd, err = unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, p)
+	var af int
+	var sa unix.Sockaddr
+	if family == "6" {
+		af, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: port, Addr: a.As16()}
 	} else {
-		fd, err = unix.Socket(unix.AF_INET6, typ|unix.SOCK_CLOEXEC, p)
+		af, sa = unix.AF_INET, &unix.SockaddrInet4{Port: port, Addr: a.As4()}
 	}
+	fd, err := unix.Socket(af, typ|unix.SOCK_CLOEXEC, p)
 	if err != nil {
-		return err
+		return -1, err
 	}
-	defer unix.Close(fd)
-	if family == "4" {
-		err = unix.Bind(fd, &unix.SockaddrInet4{Port: port, Addr: a.As4()})
-	} else {
-		err = unix.Bind(fd, &unix.SockaddrInet6{Port: port, Addr: a.As16()})
+	if err := unix.Bind(fd, sa); err != nil {
+		unix.Close(fd)
+		return -1, err
 	}
-	return err
+	return fd, nil
 }
 
 // Binder is a process placed in a cgroup (and optionally under another uid or

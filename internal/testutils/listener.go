@@ -60,32 +60,14 @@ func listenerMain(in io.Reader, out io.Writer) int {
 }
 
 func listenOnce(proto, family, addr string, port int) (int, error) {
-	typ := unix.SOCK_STREAM
-	if proto == "udp" {
-		typ = unix.SOCK_DGRAM
+	fd, err := openBound(proto, family, addr, port)
+	if err == nil && proto != "udp" {
+		if err = unix.Listen(fd, 16); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
 	}
-	a := netip.MustParseAddr(addr)
-	af := unix.AF_INET
-	if family == "6" {
-		af = unix.AF_INET6
-	}
-	fd, err := unix.Socket(af, typ|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, err
-	}
-	if family == "6" {
-		err = unix.Bind(fd, &unix.SockaddrInet6{Port: port, Addr: a.As16()})
-	} else {
-		err = unix.Bind(fd, &unix.SockaddrInet4{Port: port, Addr: a.As4()})
-	}
-	if err == nil && typ == unix.SOCK_STREAM {
-		err = unix.Listen(fd, 16)
-	}
-	if err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	return fd, nil
+	return fd, err
 }
 
 // Listener is a process placed in a cgroup (optionally under another uid or
