@@ -87,13 +87,15 @@ type Owners struct {
 	// named after the unit.
 	Units []string
 	UIDs  []uint32
+	// Pods are Kubernetes pod owners (see PodOwner).
+	Pods []PodOwner
 }
 
 // Any reports whether the owner list is empty, so anyone may bind.
-func (o Owners) Any() bool { return len(o.Cgroups) == 0 && len(o.Units) == 0 && len(o.UIDs) == 0 }
+func (o Owners) Any() bool { return o.Count() == 0 }
 
 // Count is the number of owners listed.
-func (o Owners) Count() int { return len(o.Cgroups) + len(o.Units) + len(o.UIDs) }
+func (o Owners) Count() int { return len(o.Cgroups) + len(o.Units) + len(o.UIDs) + len(o.Pods) }
 
 // Rule is what the kernel holds for one (port, protocol) on one node.
 type Rule struct {
