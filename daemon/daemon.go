@@ -82,6 +82,7 @@ func Run(ctx context.Context, cfg Config, log logrus.FieldLogger) (err error) {
 		CgroupPath:    attach,
 		PinPath:       cfg.PinPath,
 		AllNetns:      cfg.AllNetns,
+		UnitRoot:      cfg.Cgroup,
 		EventInterval: cfg.EventInterval,
 		Logf:          func(f string, a ...any) { log.Warnf(f, a...) },
 	})
@@ -104,7 +105,12 @@ func Run(ctx context.Context, cfg Config, log logrus.FieldLogger) (err error) {
 		}
 	}()
 
-	res, err := d.ld.Apply(compiled, cfg.Mode, d.cg)
+	// The tracepoints first: from then on every new cgroup inherits its
+	// parent's membership, so none created while Apply writes them is missed.
+	if err := d.ld.WatchCgroups(); err != nil {
+		return err
+	}
+	res, err := d.ld.Apply(compiled, d.applyOptions(), d.sources())
 	if err != nil {
 		return err
 	}
@@ -146,23 +152,11 @@ func Run(ctx context.Context, cfg Config, log logrus.FieldLogger) (err error) {
 		defer wg.Done()
 		d.readEvents()
 	}()
-	if err := d.ld.WatchCgroups(); err != nil {
-		log.WithError(err).Warn("owners whose cgroups appear later are resolved only on reload")
-	} else {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			d.followCgroups()
-		}()
-		// A cgroup created between the policy's resolution and the
-		// tracepoint's attach would otherwise be missed.
-		d.mu.Lock()
-		_, err := d.ld.ResolveOwners(d.cg)
-		d.mu.Unlock()
-		if err != nil {
-			return err
-		}
-	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.followCgroups()
+	}()
 
 	reload := make(chan string, 1)
 	if cfg.Watch {
@@ -197,6 +191,16 @@ func Run(ctx context.Context, cfg Config, log logrus.FieldLogger) (err error) {
 	}
 }
 
+// applyOptions are the node-wide switches of the policy.
+func (d *Daemon) applyOptions() loader.ApplyOptions {
+	return loader.ApplyOptions{Mode: d.cfg.Mode}
+}
+
+// sources are where the loader resolves owners.
+func (d *Daemon) sources() loader.Sources {
+	return loader.Sources{Cgroups: d.cg}
+}
+
 func (d *Daemon) compile() (*policy.Compiled, error) {
 	reg, err := policy.Load(d.cfg.Registry...)
 	if err == nil {
@@ -221,7 +225,7 @@ func (d *Daemon) Reload(why string) {
 	c, err := d.compile()
 	if err == nil {
 		var res *loader.ApplyResult
-		if res, err = d.ld.Apply(c, d.cfg.Mode, d.cg); err == nil {
+		if res, err = d.ld.Apply(c, d.applyOptions(), d.sources()); err == nil {
 			d.metrics.reloads.WithLabelValues("ok").Inc()
 			d.logApplied(c, res)
 			return
@@ -294,35 +298,32 @@ func (d *Daemon) followCgroups() {
 		}
 		switch ev.Op {
 		case loader.CgroupMkdir:
-			rel := ev.Path
-			if rel == "" {
-				var err error
-				if rel, err = d.cgroupPath(ev.ID); err != nil {
+			if ev.Path == "" {
+				rel, err := d.cgroupPath(ev.ID)
+				if err != nil {
 					continue // gone already
 				}
+				ev.Path = rel
 			}
 			d.mu.Lock()
-			n, err := d.ld.CgroupCreated(ev.ID, rel)
+			wrote, err := d.ld.CgroupCreated(ev)
 			d.mu.Unlock()
 			if err != nil {
-				d.log.WithError(err).WithField("cgroup", rel).Error("put owner in force")
-			} else if n > 0 {
+				d.log.WithError(err).WithField("cgroup", ev.Path).Error("put owner in force")
+			} else if wrote {
 				d.metrics.ownersResolved.Inc()
-				d.log.WithFields(logrus.Fields{"cgroup": rel, "cgroup_id": ev.ID, "rules": n}).Info("owner cgroup appeared: in force")
+				d.log.WithFields(logrus.Fields{"cgroup": ev.Path, "cgroup_id": ev.ID, "repaired": ev.CopyFailed}).Info("owner cgroup appeared: in force")
 			}
 		case loader.CgroupRmdir:
 			d.mu.Lock()
-			n := d.ld.CgroupRemoved(ev.ID)
+			d.ld.CgroupRemoved(ev)
 			d.mu.Unlock()
-			if n > 0 {
-				d.log.WithFields(logrus.Fields{"cgroup_id": ev.ID, "entries": n}).Info("owner cgroup removed")
-			}
 		}
 		if n, err := d.ld.CgroupEventsLost(); err == nil && n != lost {
 			d.log.WithField("lost", n-lost).Warn("cgroup events were lost; re-resolving every owner")
 			lost = n
 			d.mu.Lock()
-			_, err := d.ld.ResolveOwners(d.cg)
+			_, err := d.ld.RefreshMembers(d.sources())
 			d.mu.Unlock()
 			if err != nil {
 				d.log.WithError(err).Error("re-resolve owners")

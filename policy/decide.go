@@ -162,9 +162,6 @@ func ownerMatches(o Owners, a BindAttempt, opts DecideOptions) bool {
 // resolves it, and the task's cgroup is it or below it.
 func ownerCgroupMatches(owner, task string, exists func(string) bool) bool {
 	owner = cleanCgroup(owner)
-	if cgroupDepth(owner) > MaxCgroupDepth {
-		return false
-	}
 	if !InCgroup(task, owner) {
 		return false
 	}

@@ -145,9 +145,11 @@ func diffRound(t *testing.T, seed uint64, round int, mode string, attempts int) 
 			p, ok := units[u]
 			if !ok {
 				var err error
-				if p, err = fsys.FindUnit(u); err != nil {
+				found, err := fsys.FindSystemUnits(w.e.cgRel, []string{u})
+				if err != nil {
 					t.Fatal(err)
 				}
+				p = found[u]
 				units[u] = p
 			}
 			return p
@@ -267,6 +269,11 @@ func (w *diffWorld) makeTree() {
 		chain = child(chain, pick(w.rng, names))
 		add(chain)
 	}
+	// The unit where the system manager puts it (slices below the attach
+	// cgroup), and look-alikes elsewhere that must not count as the unit.
+	add("system.slice")
+	add("system.slice/sub.slice")
+	add(child(pick(w.rng, []string{"system.slice", "system.slice/sub.slice"}), w.unit))
 	for range 2 {
 		for {
 			p := pick(w.rng, w.tree)

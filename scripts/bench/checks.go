@@ -214,7 +214,7 @@ func (cb *checkBench) use(sz *size) error {
 		return nil
 	}
 	start := time.Now()
-	res, err := cb.sizeLoader.Apply(sz.policy, policy.ModeAudit, cb.e.cg)
+	res, err := cb.sizeLoader.Apply(sz.policy, loader.ApplyOptions{Mode: policy.ModeAudit}, loader.Sources{Cgroups: cb.e.cg})
 	total := time.Since(start)
 	if err != nil {
 		return fmt.Errorf("bindguard %s: %w", sz.label, err)
@@ -274,7 +274,7 @@ func (cb *checkBench) addOwners(p ports) error {
 		return fmt.Errorf("bindguard with owners: %w", err)
 	}
 	cb.e.onClose(l.Close)
-	res, err := l.Apply(c, policy.ModeAudit, cb.e.cg)
+	res, err := l.Apply(c, loader.ApplyOptions{Mode: policy.ModeAudit}, loader.Sources{Cgroups: cb.e.cg})
 	if err != nil {
 		return fmt.Errorf("bindguard with owners: %w", err)
 	}
