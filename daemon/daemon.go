@@ -373,7 +373,9 @@ func (d *Daemon) logEvent(ev loader.Event) {
 	}
 	if p, err := d.cg.Path(ev.CgroupID); err == nil {
 		f["cgroup"] = p
-		if u := cgroups.Unit(p); u != "" {
+		// Only the system manager's unit: a look-alike in a delegated
+		// subtree is named by its path, not as the unit it imitates.
+		if u, _, ok := cgroups.UnitOf(d.cfg.Cgroup, p); ok {
 			f["unit"] = u
 		}
 		if c := cgroups.Container(p); c != "" {

@@ -106,10 +106,12 @@ func TestPlanTops(t *testing.T) {
 	plan.add("/a", memberOwn{})
 	plan.add("/a/b", memberOwn{})
 	plan.add("/ab", memberOwn{})
+	plan.add("/a.b", memberOwn{})   // sorts between /a and /a/b
+	plan.add("/a/b/c", memberOwn{}) // below /a, whatever sorts between
 	plan.add("/c/d", memberOwn{flags: memberSpawnPending, override: true})
 	plan.add("/c/d", memberOwn{bits: setBits{1}})
 	got := strings.Join(plan.tops(), " ")
-	if got != "/a /ab /c/d" {
+	if got != "/a /a.b /ab /c/d" {
 		t.Errorf("tops = %q", got)
 	}
 	if o := plan["/c/d"]; o.flags != memberSpawnPending || o.bits[0] != 1 || !o.override {

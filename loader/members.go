@@ -6,7 +6,6 @@ import (
 	"os"
 	"path"
 	"sort"
-	"strings"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -180,26 +179,24 @@ func (s *memberStore) walk(plan memberPlan, rel string, inherited bindguardBgMem
 	return nil
 }
 
-// tops returns the principals that lie below no other principal.
+// tops returns the principals that lie below no other principal, sorted.
 func (p memberPlan) tops() []string {
-	paths := make([]string, 0, len(p))
-	for k := range p {
-		paths = append(paths, k)
-	}
-	sort.Strings(paths)
 	var out []string
-	for _, k := range paths {
-		if len(out) > 0 && isBelow(k, out[len(out)-1]) {
-			continue
+	for k := range p {
+		top := true
+		for a := k; a != "/"; {
+			a = path.Dir(a)
+			if _, ok := p[a]; ok {
+				top = false
+				break
+			}
 		}
-		out = append(out, k)
+		if top {
+			out = append(out, k)
+		}
 	}
+	sort.Strings(out)
 	return out
-}
-
-// isBelow reports whether rel is anc or below it, by whole path components.
-func isBelow(rel, anc string) bool {
-	return anc == "/" || rel == anc || strings.HasPrefix(rel, anc+"/")
 }
 
 // writeAll writes the memberships of every principal of the plan, and of
