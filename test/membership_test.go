@@ -69,9 +69,9 @@ func TestCgroupChurnUnderOwners(t *testing.T) {
     process: owned-b
     owners: [{unit: churn-b.service}]
 `)
-	d := e.start("enforce")
 	a := e.child("a")
 	bdir := e.child("system.slice/churn-b.service")
+	d := e.start("enforce")
 	before := membershipEntries(t, e.pinPath)
 
 	// A steady loop outside both subtrees: 43000 allowed, 43001/43002 denied.
@@ -161,7 +161,8 @@ func membershipEntries(t *testing.T, pins string) int {
 	n := 0
 	var k uint64
 	it := m.Iterate()
-	for it.Next(&k, new([320]byte)) {
+	v := make([]byte, m.ValueSize())
+	for it.Next(&k, &v) {
 		n++
 	}
 	if err := it.Err(); err != nil {
