@@ -70,17 +70,26 @@ func newLogger(format, level string, w io.Writer) (*logrus.Logger, error) {
 	return log, nil
 }
 
+// validate checks what pflag cannot: values that parse but make no sense.
+func (f *runFlags) validate() error {
+	if len(f.registry) == 0 {
+		return fmt.Errorf("--registry is required (a file, a directory or builtin:NAME)")
+	}
+	if f.eventInterval < 0 {
+		return fmt.Errorf("--event-interval %v: must be 0 (report every violation) or more", f.eventInterval)
+	}
+	return nil
+}
+
 func runRun(args []string, stdout, stderr io.Writer) error {
 	var f runFlags
-	fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	f.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return &exitError{code: 2, msg: err.Error()}
+	fs, done, err := parseFlags("run", "[REGISTRY...]", &f, args, stdout, stderr)
+	if done {
+		return err
 	}
 	f.registry = append(f.registry, fs.Args()...)
-	if len(f.registry) == 0 {
-		return &exitError{code: 2, msg: "run: --registry is required (a file, a directory or builtin:NAME)"}
+	if err := f.validate(); err != nil {
+		return &exitError{code: 2, msg: "run: " + err.Error()}
 	}
 	mode, err := policy.ParseMode(f.mode)
 	if err != nil {

@@ -41,14 +41,26 @@ type statusJSON struct {
 	Suppressed    uint64            `json:"eventsSuppressed"`
 }
 
+type statusFlags struct {
+	pinFlags
+	output string
+}
+
+func (f *statusFlags) register(fs *pflag.FlagSet) {
+	f.pinFlags.register(fs)
+	fs.StringVarP(&f.output, "output", "o", "text", "text or json")
+}
+
 func runStatus(args []string, stdout, stderr io.Writer) error {
-	fs := pflag.NewFlagSet("status", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	pinPath := fs.String("pin-path", loader.DefaultPinPath, "bpffs directory bindguard pinned to")
-	output := fs.StringP("output", "o", "text", "text or json")
-	if err := fs.Parse(args); err != nil {
-		return &exitError{code: 2, msg: err.Error()}
+	var f statusFlags
+	fs, done, err := parseFlags("status", "", &f, args, stdout, stderr)
+	if done {
+		return err
 	}
+	if fs.NArg() != 0 {
+		return &exitError{code: 2, msg: "status: takes no arguments"}
+	}
+	pinPath, output := &f.pinPath, &f.output
 	st, err := loader.ReadStatus(*pinPath)
 	if err != nil {
 		return fmt.Errorf("status: %w", err)
