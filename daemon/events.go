@@ -12,8 +12,9 @@ import (
 )
 
 // keepOrigins is how many generations of origins are kept for events still
-// queued after a reload.
-const keepOrigins = 8
+// queued after a reload; an event of an older generation, one read long
+// after a reload storm, is logged without its rule.
+const keepOrigins = 32
 
 // origins maps a policy generation to the registry entries its rules came
 // from. Reload writes it while the event reader reads it: it has its own

@@ -33,6 +33,7 @@ const raceWarning = "WARNING: DATA RACE"
 func TestMain(m *testing.M) {
 	testutils.MaybeBinder()
 	testutils.MaybeListener()
+	maybeFlood()
 	dir, err := os.MkdirTemp("", "bindguard-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -37,6 +37,9 @@ func runDetach(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "nothing to detach: %s does not exist\n", *pinPath)
 		return nil
 	}
+	if pid, held := loader.PinPathHolder(*pinPath); held {
+		fmt.Fprintf(stderr, "warning: a bindguard daemon (pid %d) holds %s; it reports the programs as not attached (/healthz fails) until it stops. To end enforcement, stop the daemon instead.\n", pid, *pinPath)
+	}
 	if err := loader.RemovePins(*pinPath); err != nil {
 		return fmt.Errorf("detach: %w", err)
 	}
