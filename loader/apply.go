@@ -4,15 +4,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 
-	"github.com/bindguard/bindguard/cgroups"
 	"github.com/bindguard/bindguard/policy"
 )
 
@@ -123,8 +119,6 @@ func (l *Loader) Apply(c *policy.Compiled, o ApplyOptions, src Sources) (*ApplyR
 	l.plan_ = plan
 	l.opts = o
 	l.generation = gen
-	l.origins[gen] = c.Origins
-	delete(l.origins, gen-4) // events of older generations are long drained
 
 	if err := l.updateState(func(st *bindguardBgStatus) {
 		st.Layout = LayoutVersion
@@ -223,115 +217,5 @@ func (l *Loader) updateState(f func(*bindguardBgStatus)) error {
 	if err := l.objs.BgState.Put(uint32(0), &st); err != nil {
 		return fmt.Errorf("write state: %w", err)
 	}
-	return nil
-}
-
-// Attach attaches bind4 and bind6 to the configured cgroup. When an earlier
-// daemon's links are pinned, it replaces their programs in place with
-// link.Update instead: the hook is never empty. Maps that could not be reused
-// replace the old pins only after the programs that use them are in place.
-// Call Apply first, so no bind is judged against an empty policy.
-func (l *Loader) Attach() error {
-	if l.generation == 0 || l.slots[l.active].rules == nil {
-		return errors.New("attach: no policy applied yet")
-	}
-	progs := [4]*ebpf.Program{l.objs.Bind4, l.objs.Bind6, l.objs.PostBind4, l.objs.PostBind6}
-	types := [4]ebpf.AttachType{ebpf.AttachCGroupInet4Bind, ebpf.AttachCGroupInet6Bind,
-		ebpf.AttachCGroupInet4PostBind, ebpf.AttachCGroupInet6PostBind}
-	pins := linkPins
-
-	var cgID uint64
-	if l.cfg.CgroupPath != "" {
-		id, err := cgroups.IDOf(l.cfg.CgroupPath)
-		if err != nil {
-			return fmt.Errorf("attach: %w", err)
-		}
-		cgID = id
-	}
-
-	for i := range progs {
-		if l.cfg.PinPath != "" {
-			p := filepath.Join(l.cfg.PinPath, pins[i])
-			old, err := link.LoadPinnedLink(p, nil)
-			if err == nil {
-				if err := l.takeOver(old, progs[i], cgID); err == nil {
-					l.links[i] = old
-					l.tookOver = true
-					continue
-				} else {
-					l.cfg.logf("pinned link %s cannot be taken over (%v): attaching anew and removing it", p, err)
-					defer func(old link.Link, p string) {
-						// Only once the new link is in place.
-						old.Unpin()
-						old.Close()
-					}(old, p)
-				}
-			} else if !errors.Is(err, os.ErrNotExist) {
-				l.cfg.logf("pinned link %s unreadable (%v): attaching anew", p, err)
-				os.Remove(p)
-			}
-		}
-		ln, err := link.AttachCgroup(link.CgroupOptions{Path: l.cfg.CgroupPath, Attach: types[i], Program: progs[i]})
-		if err != nil {
-			return fmt.Errorf("attach %s to %s: %w", types[i], l.cfg.CgroupPath, err)
-		}
-		l.links[i] = ln
-		if l.cfg.PinPath != "" {
-			p := filepath.Join(l.cfg.PinPath, pins[i])
-			os.Remove(p)
-			if err := ln.Pin(p); err != nil {
-				return fmt.Errorf("pin link: %w", err)
-			}
-		}
-	}
-
-	if l.cfg.PinPath != "" {
-		if err := l.pinMaps(); err != nil {
-			return err
-		}
-	}
-	return l.updateState(func(st *bindguardBgStatus) {
-		st.AttachCgroupId = cgID
-		st.StartedUnixNs = uint64(time.Now().UnixNano())
-	})
-}
-
-// takeOver swaps the program of a pinned link, if it is a cgroup link to the
-// cgroup we attach to.
-func (l *Loader) takeOver(old link.Link, prog *ebpf.Program, cgID uint64) error {
-	info, err := old.Info()
-	if err != nil {
-		return fmt.Errorf("link info: %w", err)
-	}
-	cg := info.Cgroup()
-	if cg == nil {
-		return fmt.Errorf("link is of type %v, not a cgroup link", info.Type)
-	}
-	if cgID != 0 && cg.CgroupId != cgID {
-		return fmt.Errorf("link is attached to cgroup id %d, not %d (%s)", cg.CgroupId, cgID, l.cfg.CgroupPath)
-	}
-	if err := old.Update(prog); err != nil {
-		return fmt.Errorf("replace program: %w", err)
-	}
-	return nil
-}
-
-// pinMaps pins every shared map, replacing pins of an older layout.
-func (l *Loader) pinMaps() error {
-	for name, m := range l.objs.pinned() {
-		p := filepath.Join(l.cfg.PinPath, name)
-		if !l.freshMaps {
-			if _, err := os.Stat(p); err == nil {
-				continue // the map we reused is pinned there already
-			}
-		}
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("replace pin %s: %w", p, err)
-		}
-		if err := m.Pin(p); err != nil {
-			return fmt.Errorf("pin map %s: %w", name, err)
-		}
-	}
-	l.freshMaps = false
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -13,8 +14,6 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
-
-	"github.com/bindguard/bindguard/policy"
 )
 
 // DefaultPinPath is where links and maps are pinned unless told otherwise.
@@ -55,13 +54,20 @@ type Config struct {
 }
 
 // Loader owns the programs, maps, links and event reader of one daemon.
+// See the package documentation for which methods may run concurrently.
 type Loader struct {
 	cfg  Config
 	objs objects
+	// mu guards links, objs and closed for the methods that may run
+	// concurrently with the others: Counters and CheckAttached.
+	mu sync.Mutex
 	// links are bind4, bind6, post_bind4, post_bind6 (linkPins).
-	links  [4]link.Link
-	events *ringbuf.Reader
-	rec    ringbuf.Record
+	links [4]link.Link
+	// cgID is the id of the cgroup Attach attached to.
+	cgID uint64
+	// lock is the pin directory, flock'ed for the Loader's life.
+	lock   *os.File
+	events *Ring[bindguardBgEvent]
 	// tracepoints watch cgroup creation; cgroupEvents reads what they report.
 	tracepoints  []link.Link
 	cgroupEvents *ringbuf.Reader
@@ -86,7 +92,6 @@ type Loader struct {
 	freshMaps bool
 
 	generation uint32
-	origins    map[uint32][]policy.Origin
 	closed     bool
 }
 
@@ -100,7 +105,7 @@ func (c *Config) logf(format string, args ...any) {
 // by an earlier daemon when their layout matches. Nothing is attached yet:
 // call Apply, then Attach.
 func New(cfg Config) (_ *Loader, err error) {
-	l := &Loader{cfg: cfg, origins: map[uint32][]policy.Origin{}}
+	l := &Loader{cfg: cfg}
 	// Before 5.11, BPF memory is charged to RLIMIT_MEMLOCK (64 KiB by default).
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK for BPF maps: %w", err)
@@ -140,6 +145,9 @@ func New(cfg Config) (_ *Loader, err error) {
 	if cfg.PinPath != "" {
 		mounted, err := ensurePinDir(cfg.PinPath)
 		if err != nil {
+			return nil, err
+		}
+		if l.lock, err = lockPinPath(cfg.PinPath); err != nil {
 			return nil, err
 		}
 		if mounted != "" {
@@ -259,18 +267,19 @@ func (l *Loader) TookOver() bool { return l.tookOver }
 // stay, and so does enforcement; without pins, closing detaches. Close is
 // idempotent.
 func (l *Loader) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.closed {
 		return nil
 	}
 	l.closed = true
 	var errs []error
+	// The readers stay set: a reader still blocked gets os.ErrClosed.
 	if l.events != nil {
 		errs = append(errs, l.events.Close())
-		l.events = nil
 	}
 	if l.cgroupEvents != nil {
 		errs = append(errs, l.cgroupEvents.Close())
-		l.cgroupEvents = nil
 	}
 	for _, tp := range l.tracepoints {
 		errs = append(errs, tp.Close())
@@ -286,11 +295,22 @@ func (l *Loader) Close() error {
 		l.slots[i].close()
 	}
 	errs = append(errs, l.objs.Close())
+	if l.lock != nil {
+		errs = append(errs, l.lock.Close()) // releases the flock
+		l.lock = nil
+	}
 	return errors.Join(errs...)
 }
 
 // Detach removes the links and the pins, then closes: enforcement ends.
 func (l *Loader) Detach() error {
+	err := l.detachLinks()
+	return errors.Join(err, l.Close())
+}
+
+func (l *Loader) detachLinks() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	var errs []error
 	for i, ln := range l.links {
 		if ln == nil {
@@ -308,7 +328,6 @@ func (l *Loader) Detach() error {
 	if l.cfg.PinPath != "" {
 		errs = append(errs, RemovePins(l.cfg.PinPath))
 	}
-	errs = append(errs, l.Close())
 	return errors.Join(errs...)
 }
 

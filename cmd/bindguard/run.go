@@ -33,6 +33,7 @@ type runFlags struct {
 	eventInterval time.Duration
 	metricsAddr   string
 	noWatch       bool
+	checkInterval time.Duration
 }
 
 func (f *runFlags) register(fs *pflag.FlagSet) {
@@ -49,6 +50,7 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.eventInterval, "event-interval", 10*time.Second, "at most one event per interval per (cgroup, port, protocol, reason); 0 reports all")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on [host]:port (loopback when no host); off when empty")
 	fs.BoolVar(&f.noWatch, "no-watch", false, "do not reload when registry files change (SIGHUP still reloads)")
+	fs.DurationVar(&f.checkInterval, "check-interval", daemon.DefaultCheckInterval, "how often to ask the kernel whether the programs are still attached")
 }
 
 func newLogger(format, level string, w io.Writer) (*logrus.Logger, error) {
@@ -70,17 +72,29 @@ func newLogger(format, level string, w io.Writer) (*logrus.Logger, error) {
 	return log, nil
 }
 
+// validate checks what pflag cannot: values that parse but make no sense.
+func (f *runFlags) validate() error {
+	if len(f.registry) == 0 {
+		return fmt.Errorf("--registry is required (a file, a directory or builtin:NAME)")
+	}
+	if f.eventInterval < 0 {
+		return fmt.Errorf("--event-interval %v: must be 0 (report every violation) or more", f.eventInterval)
+	}
+	if f.checkInterval <= 0 {
+		return fmt.Errorf("--check-interval %v: must be more than 0", f.checkInterval)
+	}
+	return nil
+}
+
 func runRun(args []string, stdout, stderr io.Writer) error {
 	var f runFlags
-	fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	f.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return &exitError{code: 2, msg: err.Error()}
+	fs, done, err := parseFlags("run", "[REGISTRY...]", &f, args, stdout, stderr)
+	if done {
+		return err
 	}
 	f.registry = append(f.registry, fs.Args()...)
-	if len(f.registry) == 0 {
-		return &exitError{code: 2, msg: "run: --registry is required (a file, a directory or builtin:NAME)"}
+	if err := f.validate(); err != nil {
+		return &exitError{code: 2, msg: "run: " + err.Error()}
 	}
 	mode, err := policy.ParseMode(f.mode)
 	if err != nil {
@@ -109,6 +123,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		EventInterval: f.eventInterval,
 		MetricsAddr:   f.metricsAddr,
 		Watch:         !f.noWatch,
+		CheckInterval: f.checkInterval,
 	}, log)
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
