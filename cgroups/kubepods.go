@@ -260,7 +260,13 @@ func parseQoS(parts []string) (KubeCgroup, bool) {
 	return k, true
 }
 
-// validContainerID: 64 lowercase hex digits, as containerd and CRI-O make them.
+// ValidContainerID reports whether s is a container id as containerd and
+// CRI-O make them: 64 lowercase hex digits.
+func ValidContainerID(s string) bool { return validContainerID(s) }
+
+// ValidPodUID reports whether s is a pod UID in the forms ParseKube accepts.
+func ValidPodUID(s string) bool { return validPodUID(s) }
+
 func validContainerID(s string) bool {
 	return len(s) == 64 && isLowerHex(s)
 }
