@@ -23,10 +23,10 @@ func TestParsePorts(t *testing.T) {
 		{"absent", "", nil, false},
 		{"empty list", "[]", nil, false},
 		// As kubelet writes it: json.Marshal of []v1.ContainerPort.
-		{"host network", `[{"name":"client","hostPort":2379,"containerPort":2379,"protocol":"TCP"}]`, []policy.PodPort{{2379, policy.TCP}}, false},
-		{"host port differs", `[{"hostPort":8443,"containerPort":443,"protocol":"TCP"}]`, []policy.PodPort{{443, policy.TCP}, {8443, policy.TCP}}, false},
-		{"udp and default tcp", `[{"containerPort":53,"protocol":"UDP"},{"containerPort":53}]`, []policy.PodPort{{53, policy.TCP}, {53, policy.UDP}}, false},
-		{"duplicates once", `[{"containerPort":80,"protocol":"TCP"},{"hostPort":80,"containerPort":80,"protocol":"TCP"}]`, []policy.PodPort{{80, policy.TCP}}, false},
+		{"host network", `[{"name":"client","hostPort":2379,"containerPort":2379,"protocol":"TCP"}]`, []policy.PodPort{pp(2379, policy.TCP)}, false},
+		{"host port differs", `[{"hostPort":8443,"containerPort":443,"protocol":"TCP"}]`, []policy.PodPort{pp(443, policy.TCP), pp(8443, policy.TCP)}, false},
+		{"udp and default tcp", `[{"containerPort":53,"protocol":"UDP"},{"containerPort":53}]`, []policy.PodPort{pp(53, policy.TCP), pp(53, policy.UDP)}, false},
+		{"duplicates once", `[{"containerPort":80,"protocol":"TCP"},{"hostPort":80,"containerPort":80,"protocol":"TCP"}]`, []policy.PodPort{pp(80, policy.TCP)}, false},
 		{"sctp skipped", `[{"containerPort":9,"protocol":"SCTP"}]`, nil, false},
 		{"unknown protocol", `[{"containerPort":9,"protocol":"QUIC"}]`, nil, true},
 		{"port zero", `[{"containerPort":0}]`, nil, true},
@@ -129,9 +129,9 @@ func TestBuildPod(t *testing.T) {
 		has      bool
 	}{
 		{"container", ctrA, &policy.Pod{Namespace: "kube-system", Name: "etcd-a", UID: uidA, Labels: map[string]string{"component": "etcd"}, Container: "etcd",
-			Ports: []policy.PodPort{{2379, policy.TCP}, {9979, policy.TCP}}, PortsKnown: true}, true},
+			Ports: []policy.PodPort{pp(2379, policy.TCP), pp(9979, policy.TCP)}, PortsKnown: true}, true},
 		{"old sandbox", sbA, &policy.Pod{Namespace: "kube-system", Name: "etcd-a", UID: uidA, Labels: map[string]string{"component": "etcd"},
-			Ports: []policy.PodPort{{2379, policy.TCP}, {9979, policy.TCP}}, PortsKnown: true}, true},
+			Ports: []policy.PodPort{pp(2379, policy.TCP), pp(9979, policy.TCP)}, PortsKnown: true}, true},
 		{"other pod's container", ctrX, nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -208,4 +208,8 @@ func TestNoRuntime(t *testing.T) {
 	if len(lines) != 1 {
 		t.Errorf("logged %d lines for one outage, want 1: %q", len(lines), lines)
 	}
+}
+
+func pp(port uint16, proto policy.Protocol) policy.PodPort {
+	return policy.PodPort{Port: port, Protocol: proto}
 }
