@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -47,6 +48,7 @@ type Status struct {
 // methods are safe for concurrent use. Close it when done.
 type Client struct {
 	opts   Options
+	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
 	kick   chan struct{}
@@ -83,7 +85,7 @@ func New(ctx context.Context, o Options) (*Client, error) {
 	o.MaxBackoff = cmpOr(o.MaxBackoff, 2*time.Second)
 	ctx, cancel := context.WithCancel(ctx)
 	c := &Client{
-		opts: o, cancel: cancel,
+		opts: o, ctx: ctx, cancel: cancel,
 		done: make(chan struct{}), kick: make(chan struct{}, 1),
 		pods: map[string]*podEntry{}, owner: map[string]string{},
 	}
@@ -176,7 +178,23 @@ func (c *Client) client() (runtimeapi.RuntimeServiceClient, error) {
 		return nil, fmt.Errorf("cri: dial %s: %w", sock, err)
 	}
 	c.conn, c.rt, c.status.Socket = conn, runtimeapi.NewRuntimeServiceClient(conn), sock
+	go c.watch(conn)
 	return c.rt, nil
+}
+
+// watch has the loop sync at once when the connection leaves READY (the
+// runtime closed it: it stopped or restarted), so an outage shows in
+// Status without waiting for the next refresh or lookup.
+func (c *Client) watch(conn *grpc.ClientConn) {
+	for {
+		st := conn.GetState()
+		if !conn.WaitForStateChange(c.ctx, st) {
+			return
+		}
+		if st == connectivity.Ready {
+			c.nudge()
+		}
+	}
 }
 
 // setDown records an outage; only the first failure of an outage is logged.
@@ -189,7 +207,7 @@ func (c *Client) setDown(err error) {
 	c.status.Connected, c.status.LastError = false, err.Error()
 	if !c.outage {
 		c.outage = true
-		c.opts.Logf("cri: container runtime at %s unreachable: %v; keeping the %d pod identities known, new pods are unresolved until it is back", c.status.Socket, err, len(c.pods))
+		c.opts.Logf("cri: container runtime at %s unreachable: %v; keeping %d known pod identities, new pods are unresolved until it is back", c.status.Socket, err, len(c.pods))
 	}
 }
 
