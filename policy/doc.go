@@ -19,6 +19,12 @@
 //	      - unit: etcd.service                  # every cgroup named so
 //	      - uid: 0
 //	    nodeSelector: {node-role.kubernetes.io/master: ""}  # absent: every node
+//	    # or a Kubernetes label selector (see Selector):
+//	    # nodeSelector:
+//	    #   matchLabels: {kubernetes.io/os: linux}
+//	    #   matchExpressions:
+//	    #     - {key: node-role.kubernetes.io/worker, operator: Exists}
+//	    #     - {key: topology.kubernetes.io/zone, operator: In, values: [a, b]}
 //	    bind: any              # any (default) or localhost
 //	    mode: audit            # audit: only audited even when the node enforces
 //	    team: etcd
@@ -40,8 +46,10 @@
 //
 // Two entries that claim an overlapping (port, protocol) for different
 // processes (compared trimmed and case-insensitively) conflict when one node
-// could match both selectors, that is, unless they share a label key with
-// different values. A port both claimed and removed conflicts likewise.
+// could match both selectors. That is decided exactly (see Satisfiable): key
+// by key, the values that matchLabels, In and NotIn leave, and Exists against
+// DoesNotExist. A port both claimed and removed conflicts likewise. A
+// selector that no node can match is an error.
 //
 // Entries of the same process on the same port do not conflict; the node's
 // rule merges them: owners are the union, but if either entry has no owners
