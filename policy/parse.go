@@ -245,7 +245,7 @@ var (
 	metadataFields = []string{"name", "source"}
 	entryFields    = []string{"port", "protocol", "process", "owners", "nodeSelector", "bind", "mode", "team", "since", "notes"}
 	removedFields  = []string{"port", "protocol", "process", "nodeSelector", "removed", "team", "since", "notes"}
-	ownerFields    = []string{"cgroup", "unit", "uid"}
+	ownerFields    = []string{"cgroup", "unit", "uid", "pod"}
 )
 
 func (p *parser) document(n *yaml.Node) {
@@ -469,7 +469,7 @@ func (p *parser) owners(n *yaml.Node) Owners {
 		return o
 	}
 	if n.Kind != yaml.SequenceNode {
-		p.errorf(n, "owners: want a list of items each with one of cgroup, unit, uid, got %s", describe(n))
+		p.errorf(n, "owners: want a list of items each with one of cgroup, unit, uid, pod, got %s", describe(n))
 		return o
 	}
 	if len(n.Content) == 0 {
@@ -491,7 +491,7 @@ func (p *parser) owners(n *yaml.Node) Owners {
 
 func (p *parser) owner(n *yaml.Node, o *Owners) {
 	if n.Kind != yaml.MappingNode {
-		p.errorf(n, "owner: want a mapping with exactly one of cgroup, unit, uid, got %s", describe(n))
+		p.errorf(n, "owner: want a mapping with exactly one of cgroup, unit, uid, pod, got %s", describe(n))
 		return
 	}
 	var named []string
@@ -531,13 +531,17 @@ func (p *parser) owner(n *yaml.Node, o *Owners) {
 				return
 			}
 			o.UIDs = append(o.UIDs, uint32(u))
+		case "pod":
+			if po, ok := p.podOwner(v); ok {
+				o.Pods = append(o.Pods, po)
+			}
 		}
 	})
 	switch len(named) {
 	case 0:
-		p.errorf(n, "owner names none of cgroup, unit, uid: want exactly one")
+		p.errorf(n, "owner names none of cgroup, unit, uid, pod: want exactly one")
 	case 1:
 	default:
-		p.errorf(n, "owner names %s: want exactly one of cgroup, unit, uid per item", strings.Join(named, " and "))
+		p.errorf(n, "owner names %s: want exactly one of cgroup, unit, uid, pod per item", strings.Join(named, " and "))
 	}
 }

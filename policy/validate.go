@@ -135,6 +135,11 @@ func checkEntry(e *Entry) []string {
 	for _, u := range e.Owners.UIDs {
 		add(checkUID(uint64(u)))
 	}
+	for _, po := range e.Owners.Pods {
+		for _, err := range checkPodOwner(po) {
+			add(err)
+		}
+	}
 	if c := e.Owners.Count(); c > MaxOwnersPerRule {
 		msgs = append(msgs, fmt.Sprintf("%d owners: at most %d are allowed per port", c, MaxOwnersPerRule))
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -126,7 +127,7 @@ func TestCompileJSON(t *testing.T) {
 	first := got.Rules[0]
 	want := ruleJSON{
 		Port: 22, Protocol: "tcp", Bind: "any", Mode: "enforce",
-		Owners: ownersJSON{Cgroups: []string{}, Units: []string{"sshd.service"}, UIDs: []uint32{}},
+		Owners: ownersJSON{Cgroups: []string{}, Units: []string{"sshd.service"}, UIDs: []uint32{}, Pods: []podOwnerJSON{}},
 		Rule:   policyTestdata + "valid.json:6", Process: "sshd",
 	}
 	if b, w := compactJSON(t, first), compactJSON(t, want); b != w {
@@ -158,4 +159,39 @@ func compactJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+func TestCompilePodOwners(t *testing.T) {
+	f := policyTestdata + "pods.yaml"
+	stdout, stderr, code := runCmd(t, "compile", "--node-label", "node-role.kubernetes.io/control-plane=", f)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{
+		"2379   tcp    any   enforce  pod:kube-system[component=etcd,tier=control-plane],pod:openshift-etcd[app=etcd]/etcd  " + f + ":7",
+		"9100   tcp    any   enforce  uid:65534,pod:monitoring[app.kubernetes.io/name=node-exporter]",
+		"10250  tcp    any   enforce  unit:kubelet.service",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("table lacks %q:\n%s", want, stdout)
+		}
+	}
+	stdout, stderr, code = runCmd(t, "compile", "-o", "json", "--node-label", "node-role.kubernetes.io/control-plane=", f)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var got compiledJSON
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := []podOwnerJSON{
+		{Namespace: "kube-system", Labels: map[string]string{"component": "etcd", "tier": "control-plane"}},
+		{Namespace: "openshift-etcd", Labels: map[string]string{"app": "etcd"}, Container: "etcd"},
+	}
+	if len(got.Rules) != 3 || !reflect.DeepEqual(got.Rules[0].Owners.Pods, want) {
+		t.Errorf("rules %+v, want 2379 owned by %+v", got.Rules, want)
+	}
+	if p := got.Rules[2].Owners.Pods; p == nil || len(p) != 0 {
+		t.Errorf("pods of a rule without pod owners = %#v, want []", p)
+	}
 }
