@@ -534,7 +534,7 @@ func TestOpenShiftMatchesBuiltin(t *testing.T) {
 		var out []key
 		for _, e := range es {
 			out = append(out, key{e.Ports, formatProtocols(e.Protocols),
-				e.Process, e.Bind, e.NodeSelector["role"], e.Team, e.Since, e.RemovedIn})
+				e.Process, e.Bind, e.NodeSelector.MatchLabels["role"], e.Team, e.Since, e.RemovedIn})
 		}
 		slices.SortFunc(out, func(a, b key) int {
 			if a.ports.Lo != b.ports.Lo {
