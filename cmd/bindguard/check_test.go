@@ -316,3 +316,52 @@ func TestCheckNodesBadFile(t *testing.T) {
 		}
 	})
 }
+
+// TestCheckBuiltinsOnTheirNodes runs check --nodes for each builtin registry
+// on a kubectl nodes list shaped like its platform's nodes
+// (policy/builtin/testdata/nodes-<name>.json): no node may have an error, and
+// the entries that select no node are exactly those the platform's nodes
+// cannot hold at once.
+func TestCheckBuiltinsOnTheirNodes(t *testing.T) {
+	unselected := map[string][]string{
+		// One cluster has one network type: 4.17 and later are OVNKubernetes.
+		"openshift": {`removed entry "openshift-sdn" (port 10256/tcp)`},
+		// The bootstrap host has no Node object (its daemon takes
+		// --node-label bindguard.io/role=bootstrap), and a cluster runs one
+		// CNI: this one Calico, the document's default.
+		"kubean": append(append(
+			[]string{`"docker-registry" (port 443/tcp)`, `"chartmuseum" (port 8081/tcp)`, `"minio" (port 9000/tcp)`, `"minio" (port 9001/tcp)`},
+			`"cilium-agent" (port 4240/tcp)`, `"cilium-agent" (port 4244/tcp)`, `"hubble-relay" (port 4245/tcp)`, `"cilium-agent" (port 8472/udp)`,
+			`"cilium-agent" (port 9962/tcp)`, `"cilium-operator" (port 9963/tcp)`, `"cilium-envoy" (port 9964/tcp)`, `"cilium-agent" (port 51871/udp)`),
+			`"spiderpool-agent" (port 5710/tcp)`, `"spiderpool-agent" (port 5711/tcp)`, `"spiderpool-agent" (port 5712/tcp)`, `"spiderpool-controller" (port 5720/tcp)`,
+			`"spiderpool-controller" (port 5721/tcp)`, `"spiderpool-controller" (port 5722/tcp)`, `"spiderpool-cli" (port 5723/tcp)`, `"spiderpool-controller" (port 5724/tcp)`),
+		"acos":     nil,
+		"avi":      nil,
+		"ack-edge": nil,
+	}
+	for name, want := range unselected {
+		t.Run(name, func(t *testing.T) {
+			stdout, stderr, code := runCmd(t, "check", "--nodes", "../../policy/builtin/testdata/nodes-"+name+".json", "builtin:"+name)
+			if code != 0 {
+				t.Fatalf("exit %d:\n%s\n%s", code, stdout, stderr)
+			}
+			if !strings.Contains(stdout, "\nok: ") || strings.Contains(stdout, " errors\n") {
+				t.Errorf("stdout:\n%s", stdout)
+			}
+			var warnings []string
+			for _, line := range strings.Split(strings.TrimSpace(stderr), "\n") {
+				if line != "" {
+					warnings = append(warnings, line)
+				}
+			}
+			if len(warnings) != len(want) {
+				t.Fatalf("%d warnings, want %d:\n%s", len(warnings), len(want), stderr)
+			}
+			for i, w := range want {
+				if !strings.Contains(warnings[i], ": warning: ") || !strings.Contains(warnings[i], w) {
+					t.Errorf("warning %d: %q, want it to name %s", i, warnings[i], w)
+				}
+			}
+		})
+	}
+}
