@@ -241,7 +241,7 @@ func TestCheckNodes(t *testing.T) {
 		noStderr bool
 	}{
 		{name: "every entry selects a node", args: []string{"--nodes", nodesJSON(t, map[string]map[string]string{"cp-1": cp, "w-1": worker}), reg},
-			stdout: []string{"node cp-1: ok: 3 entries, 0 removed; 3 ports covered (tcp 3, udp 0)\n", "node w-1: ok: 2 entries, 0 removed; 2 ports covered (tcp 2, udp 0)\n", "ok: 1 files, 4 entries, 0 removed; 2 nodes\n"},
+			stdout:   []string{"node cp-1: ok: 3 entries, 0 removed; 3 ports covered (tcp 3, udp 0)\n", "node w-1: ok: 2 entries, 0 removed; 2 ports covered (tcp 2, udp 0)\n", "ok: 1 files, 4 entries, 0 removed; 2 nodes\n"},
 			noStderr: true},
 		{name: "an entry selects no node", args: []string{"--nodes", nodesJSON(t, map[string]map[string]string{"cp-1": cp}), reg},
 			stdout: []string{"node cp-1: ok"},
