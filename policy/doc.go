@@ -1,7 +1,12 @@
 // Package policy owns the host port registry: its schema, parsing,
-// validation and compilation into the policy of one node. It does not touch
-// the kernel: loading a Compiled policy into BPF maps is package loader's,
-// and the registries built into the binary are package builtin's.
+// validation and compilation into the policy of one node; Decide, the
+// reference verdict on one bind that the kernel programs must reproduce; and
+// the vocabulary events, counters and flags share (Reason, Verdict, Mode,
+// Family, PodPortsMode). It does not touch the kernel: loading a Compiled
+// policy into BPF maps is package loader's, cgroup path knowledge (which
+// cgroup is a systemd unit, cgroups.UnitOf) is package cgroups', pod
+// identity comes from the container runtime (package cri), and the
+// registries built into the binary are package builtin's.
 //
 // # Registry
 //
@@ -16,8 +21,9 @@
 //	    process: etcd          # required
 //	    owners:                # optional; absent: any process may bind
 //	      - cgroup: /system.slice/etcd.service  # that cgroup or below it
-//	      - unit: etcd.service                  # every cgroup named so
+//	      - unit: etcd.service                  # the system manager's unit
 //	      - uid: 0
+//	      - pod: {namespace: kube-system, labels: {component: etcd}, container: etcd}
 //	    nodeSelector: {node-role.kubernetes.io/master: ""}  # absent: every node
 //	    # or a Kubernetes label selector (see Selector):
 //	    # nodeSelector:
@@ -66,7 +72,14 @@
 // policy (its meta entry alone), never an allow-all.
 //
 // Limits are checked before anything loads: a compiled policy needs 1 meta
-// map entry, 1 per rule and 1 per owner of each rule (a unit owner counted
-// as 1), at most MaxMapEntries in all, and each rule lists at most
+// map entry, 1 per rule and 1 per owner of each rule (a unit or pod owner
+// counted as 1), at most MaxMapEntries in all, and each rule lists at most
 // MaxOwnersPerRule owners.
+//
+// # Decide
+//
+// Decide judges one BindAttempt (port, protocol, address, the task's cgroup,
+// uid and network namespace, and its pod when it runs in one) against a
+// Compiled policy, in the order its comment lists; the kernel programs
+// follow the same order, and a differential test compares them.
 package policy

@@ -343,50 +343,9 @@ func (p *parser) entry(n *yaml.Node, removed bool) (e Entry, ok bool) {
 	e = Entry{Pos: p.pos(n), Removed: removed, Bind: BindAny, Protocols: []Protocol{TCP}}
 	var hasPort, hasProcess bool
 	p.fields(n, what, allowed, func(key string, k, v *yaml.Node) {
-		switch key {
-		case "port":
-			hasPort = true
-			e.Ports = p.ports(v)
-		case "protocol":
-			e.Protocols = p.protocols(v)
-		case "process":
-			hasProcess = true
-			if s, ok := p.text(key, v); ok {
-				if err := checkProcess(s); err != nil {
-					p.errorf(v, "%v", err)
-				}
-				e.Process = strings.TrimSpace(s)
-			}
-		case "owners":
-			e.Owners = p.owners(v)
-		case "nodeSelector":
-			e.NodeSelector = p.selector(v)
-		case "bind":
-			if s, ok := p.text(key, v); ok && !isNull(v) {
-				b, err := parseBind(s)
-				if err != nil {
-					p.errorf(v, "%v", err)
-				}
-				e.Bind = b
-			}
-		case "mode":
-			if s, ok := p.text(key, v); ok && !isNull(v) {
-				switch Mode(s) {
-				case ModeAudit, ModeEnforce:
-					e.Mode = Mode(s)
-				default:
-					p.errorf(v, "mode %q: want audit or enforce (or omit it: the node's mode applies)", s)
-				}
-			}
-		case "team":
-			e.Team, _ = p.text(key, v)
-		case "since":
-			e.Since, _ = p.text(key, v)
-		case "notes":
-			e.Notes, _ = p.text(key, v)
-		case "removed":
-			e.RemovedIn, _ = p.text(key, v)
-		}
+		hasPort = hasPort || key == "port"
+		hasProcess = hasProcess || key == "process"
+		p.entryField(&e, key, v)
 	})
 	if !hasPort {
 		p.errorf(n, "%s has no port: want port: 1-65535 or a range like \"9200-9219\"", what)
@@ -395,6 +354,51 @@ func (p *parser) entry(n *yaml.Node, removed bool) (e Entry, ok bool) {
 		p.errorf(n, "%s has no process: name the process that binds the port", what)
 	}
 	return e, len(p.errs) == before
+}
+
+// entryField parses one field of an entry into e.
+func (p *parser) entryField(e *Entry, key string, v *yaml.Node) {
+	switch key {
+	case "port":
+		e.Ports = p.ports(v)
+	case "protocol":
+		e.Protocols = p.protocols(v)
+	case "process":
+		if s, ok := p.text(key, v); ok {
+			if err := checkProcess(s); err != nil {
+				p.errorf(v, "%v", err)
+			}
+			e.Process = strings.TrimSpace(s)
+		}
+	case "owners":
+		e.Owners = p.owners(v)
+	case "nodeSelector":
+		e.NodeSelector = p.selector(v)
+	case "bind":
+		if s, ok := p.text(key, v); ok && !isNull(v) {
+			b, err := parseBind(s)
+			if err != nil {
+				p.errorf(v, "%v", err)
+			}
+			e.Bind = b
+		}
+	case "mode":
+		if s, ok := p.text(key, v); ok && !isNull(v) {
+			m, err := ParseMode(s)
+			if err != nil {
+				p.errorf(v, "mode %q: want audit or enforce (or omit it: the node's mode applies)", s)
+			}
+			e.Mode = m
+		}
+	case "team":
+		e.Team, _ = p.text(key, v)
+	case "since":
+		e.Since, _ = p.text(key, v)
+	case "notes":
+		e.Notes, _ = p.text(key, v)
+	case "removed":
+		e.RemovedIn, _ = p.text(key, v)
+	}
 }
 
 func (p *parser) ports(n *yaml.Node) PortRange {
