@@ -158,7 +158,7 @@ func diffRound(t *testing.T, seed uint64, round int, mode string, attempts int) 
 
 	type tally struct {
 		verdict policy.Verdict
-		reason  string
+		reason  policy.Reason
 	}
 	tallies := map[tally]int{}
 	outcomes := map[string]int{}
@@ -167,7 +167,7 @@ func diffRound(t *testing.T, seed uint64, round int, mode string, attempts int) 
 	for i := 0; i < attempts && len(mismatches) < diffMaxMismatches; i++ {
 		b := w.binders[w.rng.IntN(len(w.binders))]
 		port, proto, family, addr := w.attempt()
-		a := policy.BindAttempt{Port: port, Protocol: proto, Family: family, Address: addr,
+		a := policy.BindAttempt{Port: port, Protocol: proto, Family: policy.Family(family), Address: addr,
 			Cgroup: b.cgroup, UID: b.uid, HostNetns: b.hostNetns}
 		d := policy.Decide(c, pmode, a, opts)
 		tallies[tally{d.Verdict, d.Reason}]++
@@ -210,9 +210,9 @@ func diffRound(t *testing.T, seed uint64, round int, mode string, attempts int) 
 	}
 	want := fmt.Sprintf("checks %d allowed %d", attempts, tallies[tally{policy.Allow, ""}])
 	got := fmt.Sprintf("checks %d allowed %d", st.Checks, st.Allowed)
-	for _, r := range []string{policy.ReasonUndeclared, policy.ReasonOwner, policy.ReasonAddress, policy.ReasonRemoved} {
+	for _, r := range []policy.Reason{policy.ReasonUndeclared, policy.ReasonOwner, policy.ReasonAddress, policy.ReasonRemoved} {
 		want += fmt.Sprintf(" %s audited %d denied %d", r, tallies[tally{policy.Audit, r}], tallies[tally{policy.Deny, r}])
-		got += fmt.Sprintf(" %s audited %d denied %d", r, st.Audited[r], st.Denied[r])
+		got += fmt.Sprintf(" %s audited %d denied %d", r, st.Audited[string(r)], st.Denied[string(r)])
 	}
 	if got != want {
 		t.Errorf("seed %d round %d (replay with BINDGUARD_DIFF_SEED=%d): kernel counters disagree with policy.Decide:\nkernel: %s\nDecide: %s",
