@@ -375,7 +375,8 @@ static __always_inline __u8 violation(struct policy *p, struct bg_value *rule, _
 		if (mf & BG_MEMBER_PENDING)
 			return BG_REASON_POD_PENDING;
 		if ((mf & BG_MEMBER_POD) && !pod_declares(p, ms, proto, port))
-			return BG_REASON_POD_UNDECLARED;
+			/* pod id 0: the pod's declared ports are not known yet */
+			return ms->pod ? BG_REASON_POD_UNDECLARED : BG_REASON_POD_PENDING;
 	}
 	return BG_REASON_NONE;
 }

@@ -132,6 +132,7 @@ func diffRound(t *testing.T, seed uint64, round int, mode string, attempts int) 
 	defer fsys.Close()
 	exists, units := map[string]bool{}, map[string][]string{}
 	opts := policy.DecideOptions{
+		UnitRoot: w.e.cgRel,
 		Exists: func(p string) bool {
 			e, ok := exists[p]
 			if !ok {
