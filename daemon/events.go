@@ -110,6 +110,9 @@ func (d *Daemon) cgroupEvent(ev loader.CgroupEvent, lost *uint64) {
 		d.mu.Lock()
 		wrote, err := d.ld.CgroupCreated(ev)
 		d.mu.Unlock()
+		if d.pods != nil {
+			d.pods.created(ev.Path)
+		}
 		if err != nil {
 			d.log.WithError(err).WithField("cgroup", ev.Path).Error("put owner in force")
 		} else if wrote {
@@ -120,6 +123,9 @@ func (d *Daemon) cgroupEvent(ev loader.CgroupEvent, lost *uint64) {
 		d.mu.Lock()
 		d.ld.CgroupRemoved(ev)
 		d.mu.Unlock()
+		if d.pods != nil && ev.Path != "" {
+			d.pods.removed(ev.Path)
+		}
 	}
 	if n, err := d.ld.CgroupEventsLost(); err == nil && n != *lost {
 		d.log.WithField("lost", n-*lost).Warn("cgroup events were lost; rewriting every owner membership")
@@ -180,8 +186,9 @@ func (d *Daemon) logEvent(ev loader.Event) {
 			f["unit"] = u
 		}
 		if c := cgroups.Container(p); c != "" {
-			f["container"] = c
+			f["container_id"] = c
 		}
+		d.decoratePod(f, p)
 	} else {
 		f["cgroup"] = ""
 	}
@@ -197,4 +204,24 @@ func (d *Daemon) logEvent(ev loader.Event) {
 		msg = "bind denied"
 	}
 	d.log.WithFields(f).WithTime(ev.Time).Warn(msg)
+}
+
+// decoratePod names the pod a binder runs in: namespace, pod, container
+// and pod_uid, or pod_pending while the runtime has not told.
+func (d *Daemon) decoratePod(f logrus.Fields, cgroup string) {
+	if d.pods == nil {
+		return
+	}
+	pod := d.pods.identity(cgroup)
+	switch {
+	case pod == nil:
+	case pod.Pending:
+		f["pod_uid"] = pod.UID
+		f["pod_pending"] = true
+	default:
+		f["namespace"], f["pod"], f["pod_uid"] = pod.Namespace, pod.Name, pod.UID
+		if pod.Container != "" {
+			f["container"] = pod.Container
+		}
+	}
 }

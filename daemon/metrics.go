@@ -23,6 +23,9 @@ type metrics struct {
 	ownersResolved prometheus.Counter
 	// attachLost counts self-checks that found the programs detached.
 	attachLost prometheus.Counter
+	// podsResolved counts pod and container cgroups whose identity the
+	// runtime reported and which were put in force.
+	podsResolved prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -47,7 +50,10 @@ func newMetrics() *metrics {
 	m.attachLost = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "bindguard_attachment_lost_total", Help: "Periodic self-checks that found the bind programs no longer attached to the cgroup.",
 	})
-	m.reg.MustRegister(m.reloads, m.events, m.entries, m.generation, m.ownersResolved, m.attachLost)
+	m.podsResolved = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "bindguard_pod_identities_resolved_total", Help: "Pod and container cgroups whose identity the container runtime reported and that were put in force.",
+	})
+	m.reg.MustRegister(m.reloads, m.events, m.entries, m.generation, m.ownersResolved, m.attachLost, m.podsResolved)
 	return m
 }
 

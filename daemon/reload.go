@@ -68,10 +68,14 @@ func (d *Daemon) applied(c *policy.Compiled, res *loader.ApplyResult) {
 
 // applyOptions are the node-wide switches of the policy.
 func (d *Daemon) applyOptions() loader.ApplyOptions {
-	return loader.ApplyOptions{Mode: d.cfg.Mode}
+	return loader.ApplyOptions{Mode: d.cfg.Mode, PodPorts: d.cfg.PodPorts}
 }
 
 // sources are where the loader resolves owners.
 func (d *Daemon) sources() loader.Sources {
-	return loader.Sources{Cgroups: d.cg}
+	src := loader.Sources{Cgroups: d.cg}
+	if d.pods != nil {
+		src.Pods = d.pods
+	}
+	return src
 }

@@ -6,7 +6,12 @@
 //	bind tcp:8081 error EPERM
 //
 // keeps the sockets open and sleeps until SIGTERM. BINDER_PORTS (space
-// separated) is read too, after the arguments.
+// separated) is read too, after the arguments. The spec "usr1" waits for
+// SIGUSR1 before going on with the specs after it, so a test can bind at a
+// moment of its choosing:
+//
+//	waiting usr1
+//	bind tcp:8081 ok
 package main
 
 import (
@@ -22,8 +27,15 @@ import (
 
 func main() {
 	specs := append(os.Args[1:], strings.Fields(os.Getenv("BINDER_PORTS"))...)
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
 	var keep []int
 	for _, s := range specs {
+		if s == "usr1" {
+			fmt.Println("waiting usr1")
+			<-usr1
+			continue
+		}
 		fd, err := bind(s)
 		if err != nil {
 			fmt.Printf("bind %s error %s\n", s, errName(err))
