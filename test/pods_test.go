@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/bindguard/bindguard/internal/testbed/containerd"
@@ -320,4 +322,50 @@ func durations(ds []time.Duration) string {
 // cgroupRoot is the cgroup2 mount.
 func (p *podEnv) cgroupRoot() string {
 	return strings.TrimSuffix(p.cgAbs, p.cgRel)
+}
+
+const podPortsRegistry = `entries:
+  - {port: 44300, process: web}
+  - {port: 44301, process: web-metrics}
+  - {port: 44302, process: other}
+`
+
+// OpenShift's first check at bind() time: with --pod-ports=require a pod
+// binds only ports that one of its containers declares.
+func TestPodPortsRequire(t *testing.T) {
+	for _, mode := range []string{"enforce", "audit"} {
+		t.Run(mode, func(t *testing.T) {
+			p := newPodEnv(t)
+			p.writeRegistry(podPortsRegistry)
+			d := p.start(mode, "--pod-ports", "require")
+			web := p.run(t, containerd.PodSpec{Namespace: "web", Name: "web-0", Labels: map[string]string{"app": "web"},
+				Containers: []containerd.ContainerSpec{
+					binderSpec("app", []string{"usr1", "tcp:44300", "tcp:44301", "tcp:44302"}, 44300),
+					binderSpec("metrics", nil, 44301),
+				}})
+			waitIdentity(d, web, "app")
+			waitIdentity(d, web, "metrics")
+			p.signalBind(t, web, "app")
+			undeclared := "EPERM"
+			if mode == "audit" {
+				undeclared = "ok"
+			}
+			for spec, want := range map[string]string{"tcp:44300": "ok", "tcp:44301": "ok", "tcp:44302": undeclared} {
+				if got := p.bound(t, web, "app", spec); got != want {
+					t.Errorf("app binding %s: %s, want %s", spec, got, want)
+				}
+			}
+			ev := d.waitLog("pod-undeclared event", func(m map[string]any) bool { return m["reason"] == "pod-undeclared" })
+			wantVerdict := map[string]string{"enforce": "deny", "audit": "audit"}[mode]
+			if ev["port"] != float64(44302) || ev["namespace"] != "web" || ev["pod"] != "web-0" || ev["container"] != "app" || ev["verdict"] != wantVerdict {
+				t.Errorf("event = %v", ev)
+			}
+			// A host process is not a pod: the registry alone judges it.
+			host := testutils.StartBinder(t, p.child("host"), testutils.BinderOptions{})
+			// (In audit mode the pod holds the port: EADDRINUSE is the hook's allow.)
+			if err := host.Bind("tcp", "4", any4, 44302); err != nil && !errors.Is(err, unix.EADDRINUSE) {
+				t.Errorf("host process binding a declared port: %v", err)
+			}
+		})
+	}
 }
