@@ -1,6 +1,10 @@
 package cgroups
 
 import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
 	"path"
 	"strings"
 )
@@ -102,3 +106,45 @@ func relBelow(root, p string) (string, bool) {
 }
 
 func cleanRel(p string) string { return path.Clean("/" + p) }
+
+// FindSystemUnits returns, for each name in units, the registry paths of
+// the cgroups below root that are the system manager's unit of that name
+// (see UnitOf; a slice unit is found among the slices). It descends only
+// through slices, so it never walks into a unit's own subtree, where
+// delegated cgroups of any name, and any depth, live: a node with thousands
+// of container cgroups costs a read of its slices, not of every cgroup.
+func (c *FS) FindSystemUnits(root string, units []string) (map[string][]string, error) {
+	found := make(map[string][]string, len(units))
+	want := make(map[string]bool, len(units))
+	for _, u := range units {
+		want[u] = true
+	}
+	if len(want) == 0 {
+		return found, nil
+	}
+	queue := []string{cleanRel(root)}
+	for len(queue) > 0 {
+		dir := queue[0]
+		queue = queue[1:]
+		ents, err := os.ReadDir(c.Abs(dir))
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && dir != cleanRel(root) {
+				continue // removed while walking
+			}
+			return nil, fmt.Errorf("find units %s below %s: %w", strings.Join(units, ", "), root, err)
+		}
+		for _, e := range ents {
+			if !e.IsDir() {
+				continue
+			}
+			p := path.Join(dir, e.Name())
+			if want[e.Name()] {
+				found[e.Name()] = append(found[e.Name()], p)
+			}
+			if strings.HasSuffix(e.Name(), ".slice") {
+				queue = append(queue, p)
+			}
+		}
+	}
+	return found, nil
+}
