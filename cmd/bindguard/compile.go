@@ -38,17 +38,9 @@ func runCompile(args []string, stdout, stderr io.Writer) error {
 	if f.output != "table" && f.output != "json" {
 		return &exitError{code: 2, msg: fmt.Sprintf("compile: --output %q: want table or json", f.output)}
 	}
-	labels, err := parseLabels(f.nodeLabels)
-	if err != nil {
-		return &exitError{code: 2, msg: "compile: " + err.Error()}
-	}
-	reg, err := loadAndValidate(fs.Args(), labels, stderr)
+	c, err := compileForNode("compile", fs.Args(), f.nodeLabels, stderr)
 	if err != nil {
 		return err
-	}
-	c, err := policy.Compile(reg, labels)
-	if err != nil {
-		return fmt.Errorf("compile: %w", err) // Validate passed, so this is not expected
 	}
 	if f.output == "json" {
 		return writeCompiledJSON(stdout, c)

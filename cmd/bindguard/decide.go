@@ -283,17 +283,13 @@ func compileForNode(cmd string, paths, labelFlags []string, stderr io.Writer) (*
 	if err != nil {
 		return nil, &exitError{code: 2, msg: cmd + ": " + err.Error()}
 	}
-	reg, err := policy.Load(paths...)
-	if reg == nil {
-		return nil, fmt.Errorf("%s: %w", cmd, err)
-	}
-	c, err := policy.Compile(reg, labels)
+	c, _, err := policy.LoadAndCompile(labels, paths...)
 	var errs policy.ErrorList
 	if errors.As(err, &errs) {
 		for _, e := range errs {
 			fmt.Fprintln(stderr, e)
 		}
-		return nil, &exitError{code: 1, msg: fmt.Sprintf("%s: registry has %d errors: nothing judged", cmd, len(errs))}
+		return nil, &exitError{code: 1, msg: fmt.Sprintf("%s: the registry has %d errors: nothing compiled", cmd, len(errs))}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cmd, err)
