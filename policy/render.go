@@ -61,7 +61,7 @@ type PodOwnerJSON struct {
 func podOwnersJSON(pods []PodOwner) []PodOwnerJSON {
 	out := make([]PodOwnerJSON, len(pods))
 	for i, p := range pods {
-		out[i] = PodOwnerJSON{Namespace: p.Namespace, Labels: p.Labels, Container: p.Container}
+		out[i] = PodOwnerJSON(p) // a field added to PodOwner must be added here too
 		if out[i].Labels == nil {
 			out[i].Labels = map[string]string{}
 		}
