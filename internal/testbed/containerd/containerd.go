@@ -38,7 +38,6 @@ type Containerd struct {
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	lock    *os.File
-	pods    []*Pod
 }
 
 // Start starts containerd for the test, with pods below the test cgroup

@@ -78,7 +78,6 @@ func (c *Containerd) RunPod(ctx context.Context, spec PodSpec) (*Pod, error) {
 	if err := os.MkdirAll(filepath.Join(filepath.Dir(c.cgroupAbs), filepath.Base(c.cgroupAbs), "kubepods", "besteffort", "pod"+spec.UID), 0o755); err != nil {
 		return nil, fmt.Errorf("testbed: pod cgroup: %w", err)
 	}
-	c.pods = append(c.pods, p)
 	p.sandboxConfig = sandboxConfig(spec, p.CgroupRel, p.logDir)
 	r, err := c.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: p.sandboxConfig})
 	if err != nil {
