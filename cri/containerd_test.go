@@ -13,7 +13,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/bindguard/bindguard/cgroups"
@@ -26,16 +28,22 @@ import (
 // bed starts a test containerd below a fresh test cgroup, and a cri client
 // on its socket whose log lines the test can read.
 type bed struct {
-	ctd   *containerd.Containerd
-	c     *cri.Client
-	mu    sync.Mutex
-	lines []string
+	// cgroup2 is the cgroup2 mount point.
+	cgroup2 string
+	ctd     *containerd.Containerd
+	c       *cri.Client
+	mu      sync.Mutex
+	lines   []string
 }
 
 func newBed(t *testing.T, refresh time.Duration) *bed {
 	testutils.Privileged(t)
 	abs, rel := testutils.Cgroup(t, "/")
-	b := &bed{ctd: containerd.Start(t, abs, rel)}
+	root, err := cgroups.Mount2()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &bed{cgroup2: root, ctd: containerd.Start(t, abs, rel)}
 	c, err := cri.New(context.Background(), cri.Options{
 		Socket: b.ctd.Socket, MaxBackoff: 100 * time.Millisecond, Refresh: refresh,
 		Logf: func(f string, a ...any) {
@@ -371,4 +379,89 @@ func countLines(b *bed, s string) int {
 		}
 	}
 	return n
+}
+
+// When a container's cgroup appears (what bindguard sees first, from the
+// cgroup_mkdir tracepoint), is the container already known to the runtime?
+// runc makes the cgroup in StartContainer, after CreateContainer has put
+// the container in the runtime's list: a single Lookup, without retries,
+// must succeed. The delay from the mkdir to the answer is logged.
+func TestContainerdKnownAtMkdir(t *testing.T) {
+	b := newBed(t, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var lat []time.Duration
+	for i := 0; i < 10; i++ {
+		p, err := b.ctd.RunPod(ctx, containerd.PodSpec{Namespace: "mk", Name: "p" + strconv.Itoa(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := filepath.Join(b.cgroup2, p.CgroupRel)
+		uid := p.Spec.UID
+		created := watchMkdir(t, dir, p.SandboxID, func(id string) (*policy.Pod, error) { return b.c.Lookup(uid, id) })
+		id, err := b.ctd.StartContainer(ctx, p, containerd.ContainerSpec{Name: "c", Args: []string{"tcp:0"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev := <-created
+		if ev.err != nil {
+			t.Fatal(ev.err)
+		}
+		if ev.name != id {
+			t.Fatalf("cgroup %q appeared, container is %s", ev.name, id)
+		}
+		if ev.lookupErr != nil || ev.pod.Container != "c" || ev.pod.Name != "p"+strconv.Itoa(i) {
+			t.Errorf("Lookup at mkdir = %+v, %v", ev.pod, ev.lookupErr)
+		}
+		lat = append(lat, ev.took)
+	}
+	t.Logf("container cgroup mkdir seen → Lookup success (one try), 10 pods: %s", summary(lat))
+}
+
+type mkdirEvent struct {
+	name      string
+	pod       *policy.Pod
+	lookupErr error
+	took      time.Duration
+	err       error
+}
+
+// watchMkdir reports the first directory created in dir other than skip,
+// and what lookup said of it, called as soon as the event is read.
+func watchMkdir(t *testing.T, dir, skip string, lookup func(string) (*policy.Pod, error)) <-chan mkdirEvent {
+	t.Helper()
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_CREATE|unix.IN_ONLYDIR); err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	out := make(chan mkdirEvent, 1)
+	go func() {
+		defer unix.Close(fd)
+		buf := make([]byte, 4096)
+		for {
+			n, err := unix.Read(fd, buf)
+			if err != nil {
+				out <- mkdirEvent{err: err}
+				return
+			}
+			seen := time.Now()
+			for off := 0; off+unix.SizeofInotifyEvent <= n; {
+				ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
+				raw := buf[off+unix.SizeofInotifyEvent : off+unix.SizeofInotifyEvent+int(ev.Len)]
+				off += unix.SizeofInotifyEvent + int(ev.Len)
+				name := strings.TrimRight(string(raw), "\x00")
+				if name == skip {
+					continue
+				}
+				p, err := lookup(name)
+				out <- mkdirEvent{name: name, pod: p, lookupErr: err, took: time.Since(seen)}
+				return
+			}
+		}
+	}()
+	return out
 }
