@@ -38,6 +38,8 @@ func TestParseKube(t *testing.T) {
 			KubeCgroup{Level: KubeContainer, Root: "/", Kubepods: "/kubepods.slice", Systemd: true, QoS: "burstable", PodUID: uid, ContainerID: cid, Runtime: "crio", Subgroup: true}, true},
 		{"systemd cgroup-root", "/node.slice/node-kubepods.slice/node-kubepods-besteffort.slice/node-kubepods-besteffort-pod" + uidSd + ".slice/cri-containerd-" + cid + ".scope",
 			KubeCgroup{Level: KubeContainer, Root: "/node.slice", Kubepods: "/node.slice/node-kubepods.slice", Systemd: true, QoS: "besteffort", PodUID: uid, ContainerID: cid, Runtime: "containerd"}, true},
+		{"systemd cgroup-root kubelet.slice (kind)", "/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod" + uidSd + ".slice/cri-containerd-" + cid + ".scope",
+			KubeCgroup{Level: KubeContainer, Root: "/kubelet.slice", Kubepods: "/kubelet.slice/kubelet-kubepods.slice", Systemd: true, QoS: "besteffort", PodUID: uid, ContainerID: cid, Runtime: "containerd"}, true},
 		{"cgroupfs besteffort", "/kubepods/besteffort/pod" + uid + "/" + cid,
 			KubeCgroup{Level: KubeContainer, Root: "/", Kubepods: "/kubepods", QoS: "besteffort", PodUID: uid, ContainerID: cid}, true},
 		{"cgroupfs guaranteed", "/kubepods/pod" + uid + "/" + cid,
