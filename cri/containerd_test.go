@@ -155,6 +155,12 @@ func checkLayout(ctx context.Context, t *testing.T, b *bed, p *containerd.Pod) {
 	if lvl, _ := cgroups.KubeLevelOf(p.CgroupRel); lvl != cgroups.KubePodLevel {
 		t.Errorf("KubeLevelOf(%q) = %v, want the pod level", p.CgroupRel, lvl)
 	}
+	if got, err := b.c.LookupCgroup(cg, []string{b.ctd.CgroupRel + "/kubepods"}); err != nil || got.Container != "etcd" {
+		t.Errorf("LookupCgroup(%q) = %+v, %v", cg, got, err)
+	}
+	if _, err := b.c.LookupCgroup(cg, cgroups.DefaultKubepods); !errors.Is(err, cri.ErrNotPod) {
+		t.Errorf("LookupCgroup(%q) outside kubelet's place = %v, want ErrNotPod", cg, err)
+	}
 	sb := containerCgroup(ctx, t, b.ctd, p.SandboxID)
 	if k, ok := cgroups.ParseKube(sb); !ok || k.ContainerID != p.SandboxID || k.PodUID != p.Spec.UID {
 		t.Errorf("sandbox cgroup %q parses as %+v, %v", sb, k, ok)
