@@ -471,3 +471,38 @@ func watchMkdir(t *testing.T, dir, skip string, lookup func(string) (*policy.Pod
 	}()
 	return out
 }
+
+// No runtime at start: the client still comes up, says why it has no
+// answers, and resolves pods once the runtime appears.
+func TestContainerdLateRuntime(t *testing.T) {
+	testutils.Privileged(t)
+	abs, rel := testutils.Cgroup(t, "/")
+	ctd := containerd.Start(t, abs, rel)
+	ctd.Kill()
+	c, err := cri.New(context.Background(), cri.Options{Socket: ctd.Socket, MaxBackoff: 50 * time.Millisecond, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Lookup(containerd.NewUID(), ""); !errors.Is(err, cri.ErrUnavailable) {
+		t.Errorf("Lookup with no runtime = %v, want ErrUnavailable", err)
+	}
+	if st := c.Status(); st.Connected {
+		t.Errorf("Status with no runtime = %+v", st)
+	}
+	ctd.Restart()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	p, err := ctd.RunPod(ctx, containerd.PodSpec{Namespace: "late", Name: "first",
+		Containers: []containerd.ContainerSpec{{Name: "c", Args: []string{"tcp:0"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.LookupWait(ctx, p.Spec.UID, p.Containers["c"])
+	if err != nil || got.Name != "first" {
+		t.Fatalf("Lookup once the runtime is up = %+v, %v", got, err)
+	}
+	if st := c.Status(); !st.Connected || st.RuntimeVersion == "" {
+		t.Errorf("Status once up = %+v", st)
+	}
+}
