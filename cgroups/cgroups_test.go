@@ -128,7 +128,7 @@ func TestArgPath(t *testing.T) {
 		{root, "", "/"},
 		{root, "/sys/fs/cgroup/unifiedx", "/sys/fs/cgroup/unifiedx"}, // whole components only
 		{root, "../../etc", "/etc"},                                  // never escapes the root
-		{root, "/sys/fs/cgroup/unified/../x", "/sys/fs/cgroup/x"},   // cleaned first: not below the mount
+		{root, "/sys/fs/cgroup/unified/../x", "/sys/fs/cgroup/x"},    // cleaned first: not below the mount
 		{"", "/sys/fs/cgroup/unified/x", "/sys/fs/cgroup/unified/x"}, // no cgroup2 mount known
 	}
 	for _, tt := range tests {
