@@ -1,6 +1,7 @@
 package scan
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -55,8 +56,8 @@ func TestParseTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []Socket{
-		{Protocol: policy.TCP, Family: 4, Address: netip.MustParseAddr("0.0.0.0"), Port: 22, UID: 0, Inode: 1001},
-		{Protocol: policy.TCP, Family: 4, Address: netip.MustParseAddr("127.0.0.1"), Port: 3306, UID: 999, Inode: 1003},
+		{Protocol: policy.TCP, Family: 4, Address: netip.MustParseAddr("0.0.0.0"), Port: 22, State: StateListen, UID: 0, Inode: 1001},
+		{Protocol: policy.TCP, Family: 4, Address: netip.MustParseAddr("127.0.0.1"), Port: 3306, State: StateListen, UID: 999, Inode: 1003},
 	}
 	if !equalSockets(got, want) {
 		t.Errorf("tcp:\n got %+v\nwant %+v", got, want)
@@ -72,8 +73,8 @@ func TestParseTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	want = []Socket{
-		{Protocol: policy.UDP, Family: 4, Address: netip.MustParseAddr("0.0.0.0"), Port: 53, UID: 101, Inode: 2001},
-		{Protocol: policy.UDP, Family: 4, Address: netip.MustParseAddr("192.0.2.2"), Port: 123, Connected: true, Inode: 2003},
+		{Protocol: policy.UDP, Family: 4, Address: netip.MustParseAddr("0.0.0.0"), Port: 53, State: StateUnconnected, UID: 101, Inode: 2001},
+		{Protocol: policy.UDP, Family: 4, Address: netip.MustParseAddr("192.0.2.2"), Port: 123, State: StateConnected, Inode: 2003},
 	}
 	if !equalSockets(got, want) {
 		t.Errorf("udp:\n got %+v\nwant %+v", got, want)
@@ -161,9 +162,23 @@ func TestSocketsJudge(t *testing.T) {
 		"300/fd/9": "socket:[1003]",
 		"301/fd/9": "socket:[1003]", // shared after fork: the lower pid is reported
 	})
-	socks, err := Sockets(Options{Proc: proc})
+	// Iterators "missing": the procfs path is taken, and the listing says so.
+	missing := func() ([]iterBgSock, error) { return nil, errors.New("load socket iterators: not supported") }
+	l, err := Sockets(Options{Proc: proc, iterate: missing})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if l.Path != PathProcfs || l.Why != "load socket iterators: not supported" {
+		t.Errorf("path %q (%q), want procfs with the iterators' error", l.Path, l.Why)
+	}
+	if r := (Report{Listing: l}); !strings.Contains(r.PathLine(), "/proc/net (load socket iterators: not supported)") {
+		t.Errorf("path line %q does not say procfs was used and why", r.PathLine())
+	}
+	socks := l.Sockets
+	for _, s := range socks {
+		if s.Bound != BoundUnknown || s.CgroupID != 0 || s.Cgroup != s.ProcCgroup {
+			t.Errorf("procfs socket %+v: want bound unknown, no cgroup id, judged by the holder's cgroup", s)
+		}
 	}
 	type row struct {
 		proto  policy.Protocol
@@ -206,8 +221,8 @@ entries:
 	fs := Judge(c, policy.ModeEnforce, socks, policy.DecideOptions{})
 	wantReasons := []string{"", policy.ReasonAddress, policy.ReasonUndeclared, ""}
 	for i, f := range fs {
-		if f.Decision.Reason != wantReasons[i] {
-			t.Errorf("%d/%s: reason %q, want %q", f.Port, f.Protocol, f.Decision.Reason, wantReasons[i])
+		if f.Reason != wantReasons[i] {
+			t.Errorf("%d/%s: reason %q, want %q", f.Port, f.Protocol, f.Reason, wantReasons[i])
 		}
 	}
 	sum := Summarize(fs)
@@ -232,10 +247,12 @@ func TestSocketsLive(t *testing.T) {
 		t.Skipf("no IPv6: %v", err)
 	}
 	defer u.Close()
-	socks, err := Sockets(Options{})
+	ls, err := Sockets(Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("path %s %s", ls.Path, ls.Why)
+	socks := ls.Sockets
 	find := func(proto policy.Protocol, addr net.Addr) *Socket {
 		ap := netip.MustParseAddrPort(addr.String())
 		for i, s := range socks {

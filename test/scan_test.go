@@ -182,7 +182,7 @@ func TestScan(t *testing.T) {
 		}
 		sum := got.Summary
 		if sum.Sockets != 8 || sum.Allowed != 4 || sum.Audited+sum.Denied != 4 ||
-			fmt.Sprint(sum.Violations) != "map[address:1 owner:1 removed:1 undeclared:1]" {
+			fmt.Sprint(sum.Violations) != "map[address:1 autobind:0 owner:1 removed:1 undeclared:1]" {
 			t.Errorf("summary %+v", sum)
 		}
 	}
@@ -196,10 +196,11 @@ func TestScan(t *testing.T) {
 		}
 		t.Logf("scan output:\n%s", out)
 		lines := strings.Split(strings.TrimSpace(out), "\n")
-		if len(lines) != 10 || !strings.HasPrefix(lines[0], "PROTO ") {
-			t.Fatalf("want a header, 8 sockets and a summary:\n%s", out)
+		if len(lines) != 11 || !strings.HasPrefix(lines[0], "sockets from: BPF socket iterators") || !strings.HasPrefix(lines[1], "PROTO ") {
+			t.Fatalf("want the path line, a header, 8 sockets and a summary:\n%s", out)
 		}
-		if want := "8 sockets: 4 allowed, 4 violations (4 denied, 0 audited): undeclared 1, owner 1, address 1, removed 1"; lines[9] != want {
+		lines = lines[1:]
+		if want := "8 sockets: 4 allowed, 0 ephemeral, 4 violations (4 denied, 0 audited): undeclared 1, owner 1, address 1, removed 1, autobind 0"; lines[9] != want {
 			t.Errorf("summary %q, want %q", lines[9], want)
 		}
 		// Columns are aligned: every row has REASON where the header has it.
@@ -234,7 +235,7 @@ func TestScan(t *testing.T) {
 		if code != 0 {
 			t.Errorf("exit %d, want 0:\n%s%s", code, out, stderr)
 		}
-		if !strings.HasSuffix(out, "8 sockets: 8 allowed, 0 violations (0 denied, 0 audited): undeclared 0, owner 0, address 0, removed 0\n") {
+		if !strings.HasSuffix(out, "8 sockets: 8 allowed, 0 ephemeral, 0 violations (0 denied, 0 audited): undeclared 0, owner 0, address 0, removed 0, autobind 0\n") {
 			t.Errorf("output:\n%s", out)
 		}
 	})
