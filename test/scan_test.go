@@ -27,7 +27,12 @@ type scanSocket struct {
 	Cgroup   string `json:"cgroup"`
 	Unit     string `json:"unit"`
 	Inode    uint64 `json:"inode"`
+	State    string `json:"state"`
+	Bound    string `json:"bound"`
+	CgroupID uint64 `json:"cgroup_id"`
+	ProcCg   string `json:"process_cgroup"`
 	Verdict  string `json:"verdict"`
+	PolicyR  string `json:"policy_reason"`
 	Reason   string `json:"reason"`
 	Rule     string `json:"rule"`
 	Process  string `json:"process"`
@@ -35,10 +40,13 @@ type scanSocket struct {
 
 type scanOutput struct {
 	Mode    string       `json:"mode"`
+	Path    string       `json:"path"`
+	PathWhy string       `json:"path_reason"`
 	Sockets []scanSocket `json:"sockets"`
 	Summary struct {
 		Sockets    int            `json:"sockets"`
 		Allowed    int            `json:"allowed"`
+		Ephemeral  int            `json:"ephemeral"`
 		Audited    int            `json:"audited"`
 		Denied     int            `json:"denied"`
 		Violations map[string]int `json:"violations"`
@@ -175,7 +183,11 @@ func TestScan(t *testing.T) {
 				wantS.Unit = "web.service"
 			}
 			gotS := *s
-			gotS.Process = ""
+			if gotS.Bound != "explicit" || gotS.CgroupID == 0 || gotS.ProcCg != gotS.Cgroup {
+				t.Errorf("%s: bound %q, cgroup id %d, process cgroup %q: want explicit, the socket's cgroup, the same as the holder's",
+					name, gotS.Bound, gotS.CgroupID, gotS.ProcCg)
+			}
+			gotS.Process, gotS.State, gotS.Bound, gotS.CgroupID, gotS.ProcCg = "", "", "", 0, ""
 			if gotS != wantS {
 				t.Errorf("%s:\n got %+v\nwant %+v", name, gotS, wantS)
 			}

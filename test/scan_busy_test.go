@@ -1,0 +1,208 @@
+package test
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Ports of the busy-node test. The restricted one lies inside the default
+// ip_local_port_range (32768-60999): IP_LOCAL_PORT_RANGE can only narrow it.
+const (
+	busyNginx      = 45311
+	busyRedis      = 45312
+	busyBound      = 45313
+	busyUndeclared = 45314
+	busyRestricted = 45315
+)
+
+const busyRegistry = `entries:
+  - {port: 45311, process: nginx, bind: localhost, owners: [{cgroup: %CG%/nginx.service}]}
+  - {port: 45312, process: redis, bind: localhost, owners: [{cgroup: %CG%/redis.service}]}
+  - {port: 45313, process: bound-not-listening}
+  - {port: 45315, process: restricted, owners: [{cgroup: %CG%/owner.service}]}
+`
+
+// startDaemonProcess starts a server in the cgroup directory cgroupAbs and
+// stops it (SIGTERM, then SIGKILL) when the test ends.
+func startDaemonProcess(t *testing.T, cgroupAbs string, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		t.Skipf("%s not installed (scripts/ci-setup.sh installs it): %v", name, err)
+	}
+	cg, err := os.Open(cgroupAbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Close()
+	cmd := exec.Command(path, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd()), Pdeathsig: syscall.SIGKILL}
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	return cmd
+}
+
+// waitListening waits until something listens on 127.0.0.1:port.
+func waitListening(t *testing.T, port int) {
+	t.Helper()
+	for i := 0; i < 500; i++ {
+		b, _ := os.ReadFile("/proc/net/tcp")
+		if strings.Contains(string(b), fmt.Sprintf("0100007F:%04X 00000000:0000 0A", port)) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("nothing listens on 127.0.0.1:%d", port)
+}
+
+// startNginx runs Debian's nginx on 127.0.0.1:port with its own config and
+// temporary files in dir.
+func startNginx(t *testing.T, cgroupAbs, dir string, port int) {
+	t.Helper()
+	conf := filepath.Join(dir, "nginx.conf")
+	body := fmt.Sprintf(`daemon off;
+worker_processes 1;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path %[1]s/body;
+  proxy_temp_path %[1]s/proxy;
+  fastcgi_temp_path %[1]s/fastcgi;
+  uwsgi_temp_path %[1]s/uwsgi;
+  scgi_temp_path %[1]s/scgi;
+  server { listen 127.0.0.1:%[2]d; return 204; }
+}
+`, dir, port)
+	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	startDaemonProcess(t, cgroupAbs, "nginx", "-e", filepath.Join(dir, "error.log"), "-p", dir, "-c", conf)
+	waitListening(t, port)
+}
+
+// startHTTPServer0 runs python's http.server on port 0 and returns the port
+// it says it serves on.
+func startHTTPServer0(t *testing.T, cgroupAbs string) int {
+	t.Helper()
+	cg, err := os.Open(cgroupAbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Close()
+	cmd := exec.Command("/usr/bin/python3", "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", t.TempDir())
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd()), Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Skipf("python3 http.server: %v", err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	m := regexp.MustCompile(`port (\d+)`).FindStringSubmatch(line)
+	if err != nil || m == nil {
+		t.Fatalf("http.server said %q (%v)", line, err)
+	}
+	port, _ := strconv.Atoi(m[1])
+	return port
+}
+
+// TestScanBusyNode runs real servers and the ways a port gets bound: with a
+// registry that declares the explicit ones, scan exits 0, calls the
+// kernel-chosen ones ephemeral and lists the TCP socket bound but not
+// listening. Then one undeclared explicit listener and one socket autobound
+// on a restricted port are planted: exit 3, naming exactly those two.
+func TestScanBusyNode(t *testing.T) {
+	e := newEnv(t)
+	e.writeRegistry(busyRegistry)
+	startNginx(t, e.child("nginx.service"), t.TempDir(), busyNginx)
+	redisDir := t.TempDir()
+	startDaemonProcess(t, e.child("redis.service"), "redis-server", "--port", strconv.Itoa(busyRedis),
+		"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", redisDir, "--daemonize", "no",
+		"--logfile", filepath.Join(redisDir, "redis.log"))
+	waitListening(t, busyRedis)
+	httpPort := startHTTPServer0(t, e.child("py"))
+	misc := startSockHolder(t, e.child("misc"), -1)
+	listen0 := misc.must("listen0 tcp 4 - 0")
+	sendto := misc.must("sendto udp 4 - 0")
+	bound := misc.must(fmt.Sprintf("bound tcp 4 127.0.0.1 %d", busyBound))
+	ephemeral := map[uint16]string{uint16(httpPort): "http.server", listen0.Port: "listen0", sendto.Port: "sendto"}
+
+	got, code, stderr := scanJSON(t, "--registry", e.registry, "--cgroup", e.cgAbs)
+	t.Logf("scan: path %s, %d sockets, summary %+v", got.Path, len(got.Sockets), got.Summary)
+	if code != 0 || got.Path != "iterators" {
+		t.Fatalf("exit %d, path %q (%s), want 0 from the iterators: %+v %s", code, got.Path, got.PathWhy, got.Sockets, stderr)
+	}
+	seen := map[string]bool{}
+	for _, s := range got.Sockets {
+		switch {
+		case ephemeral[s.Port] != "":
+			seen[ephemeral[s.Port]] = true
+			if s.Verdict != "ephemeral" || s.Bound != "kernel" || s.Reason != "" {
+				t.Errorf("%s socket %+v: want ephemeral, bound by the kernel", ephemeral[s.Port], s)
+			}
+		case s.Port == busyNginx || s.Port == busyRedis:
+			seen[s.Comm] = true
+			if s.Verdict != "allow" || s.Bound != "explicit" {
+				t.Errorf("%s socket %+v: want allowed, explicit", s.Comm, s)
+			}
+		case s.Inode == bound.Inode:
+			seen["bound"] = true
+			if s.State != "bound" || s.Verdict != "allow" || s.Bound != "explicit" {
+				t.Errorf("bound socket %+v: want state bound, allowed, explicit", s)
+			}
+		default:
+			t.Errorf("unexpected socket %+v", s)
+		}
+	}
+	for _, w := range []string{"http.server", "listen0", "sendto", "nginx", "redis-server", "bound"} {
+		if !seen[w] {
+			t.Errorf("%s not listed: %+v", w, got.Sockets)
+		}
+	}
+
+	planted := startSockHolder(t, e.child("planted"), -1)
+	undeclared := planted.must(fmt.Sprintf("bind tcp 4 0.0.0.0 %d", busyUndeclared))
+	autobound := planted.must(fmt.Sprintf("listen0 tcp 4 - 0 %d %d", busyRestricted, busyRestricted))
+	if autobound.Port != busyRestricted {
+		t.Fatalf("IP_LOCAL_PORT_RANGE [%d, %d] gave port %d: is %d reserved?", busyRestricted, busyRestricted, autobound.Port, busyRestricted)
+	}
+	got, code, _ = scanJSON(t, "--registry", e.registry, "--cgroup", e.cgRel)
+	violations := map[uint64]string{}
+	for _, s := range got.Sockets {
+		if s.Reason != "" {
+			violations[s.Inode] = s.Reason
+		}
+	}
+	want := map[uint64]string{undeclared.Inode: "undeclared", autobound.Inode: "autobind"}
+	if code != 3 || fmt.Sprint(violations) != fmt.Sprint(want) {
+		t.Errorf("planted: exit %d, violations %v, want 3 and %v: %+v", code, violations, want, got.Sockets)
+	}
+	out, _, _ := runScan(t, "--registry", e.registry, "--cgroup", e.cgRel)
+	t.Logf("scan table:\n%s", out)
+}
