@@ -113,11 +113,7 @@ func iterSockets(o Options) ([]Socket, error) {
 // the connections a listener accepted (they hold the listener's port, and no
 // bind program ran for them).
 func fromRecords(recs []iterBgSock, cg *cgroups.FS) []Socket {
-	type portKey struct {
-		proto policy.Protocol
-		port  uint16
-	}
-	listening := map[portKey]bool{}
+	listening := map[uint16][]netip.Addr{} // TCP listeners' addresses by port
 	var socks []Socket
 	seen := map[uint64]bool{}
 	for _, r := range recs {
@@ -126,15 +122,15 @@ func fromRecords(recs []iterBgSock, cg *cgroups.FS) []Socket {
 			continue
 		}
 		seen[s.Inode] = s.Inode != 0
-		if s.State == StateListen {
-			listening[portKey{s.Protocol, s.Port}] = true
+		if s.State == StateListen && s.Protocol == policy.TCP {
+			listening[s.Port] = append(listening[s.Port], s.Address)
 		}
 		socks = append(socks, s)
 	}
 	out := socks[:0]
 	for _, s := range socks {
-		if s.Protocol == policy.TCP && s.State == StateConnected && listening[portKey{s.Protocol, s.Port}] {
-			continue // accepted by a listener
+		if s.Protocol == policy.TCP && s.State == StateConnected && accepted(s.Address, listening[s.Port]) {
+			continue
 		}
 		if cg != nil && s.CgroupID != 0 {
 			if p, err := cg.Path(s.CgroupID); err == nil {
@@ -144,6 +140,25 @@ func fromRecords(recs []iterBgSock, cg *cgroups.FS) []Socket {
 		out = append(out, s)
 	}
 	return out
+}
+
+// accepted reports whether a connected TCP socket on addr can be a
+// connection accepted by one of the listeners on its port: one on the same
+// address, or on a wildcard that covers it (:: covers IPv4 too). A client
+// cannot hold a port a listener holds on the same or a covering address,
+// so a client is never mistaken for an accepted connection.
+func accepted(addr netip.Addr, listeners []netip.Addr) bool {
+	for _, l := range listeners {
+		switch {
+		case l == addr, l.Unmap() == addr.Unmap():
+			return true
+		case l == netip.IPv6Unspecified():
+			return true
+		case l.Unmap() == netip.IPv4Unspecified() && addr.Unmap().Is4():
+			return true
+		}
+	}
+	return false
 }
 
 // fromRecord converts one record; false for one scan does not list.

@@ -50,7 +50,9 @@ func TestFromRecords(t *testing.T) {
 	const port = uint8(iterBgUserlocksBG_BINDPORT_LOCK)
 	recs := []iterBgSock{
 		rec(ipprotoTCP, 4, tcpListen, port, "0.0.0.0", 80, 1),
-		rec(ipprotoTCP, 4, tcpEstablished, port, "10.0.0.1", 80, 2), // accepted by the listener on 80
+		rec(ipprotoTCP, 4, tcpEstablished, port, "10.0.0.1", 80, 2), // accepted by the listener on 0.0.0.0:80
+		rec(ipprotoTCP, 6, tcpListen, port, "::1", 81, 20),
+		rec(ipprotoTCP, 4, tcpEstablished, 0, "127.0.0.1", 81, 21), // a client on 81: the listener is on ::1 only
 		rec(ipprotoTCP, 6, tcpListen, 0, "::", 40001, 3),            // listen() without bind
 		rec(ipprotoTCP, 4, tcpEstablished, 0, "10.0.0.1", 50000, 4), // connect autobind
 		rec(ipprotoTCP, 4, tcpClose, port, "127.0.0.1", 9000, 5),    // bound, not listening
@@ -73,6 +75,8 @@ func TestFromRecords(t *testing.T) {
 	}
 	want := []row{
 		{policy.TCP, 4, "0.0.0.0", 80, StateListen, BoundExplicit, 1, 9},
+		{policy.TCP, 6, "::1", 81, StateListen, BoundExplicit, 20, 9},
+		{policy.TCP, 4, "127.0.0.1", 81, StateConnected, BoundKernel, 21, 9},
 		{policy.TCP, 6, "::", 40001, StateListen, BoundKernel, 3, 9},
 		{policy.TCP, 4, "10.0.0.1", 50000, StateConnected, BoundKernel, 4, 9},
 		{policy.TCP, 4, "127.0.0.1", 9000, StateBound, BoundExplicit, 5, 9},
