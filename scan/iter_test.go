@@ -52,7 +52,7 @@ func TestFromRecords(t *testing.T) {
 		rec(ipprotoTCP, 4, tcpListen, port, "0.0.0.0", 80, 1),
 		rec(ipprotoTCP, 4, tcpEstablished, port, "10.0.0.1", 80, 2), // accepted by the listener on 0.0.0.0:80
 		rec(ipprotoTCP, 6, tcpListen, port, "::1", 81, 20),
-		rec(ipprotoTCP, 4, tcpEstablished, 0, "127.0.0.1", 81, 21), // a client on 81: the listener is on ::1 only
+		rec(ipprotoTCP, 4, tcpEstablished, 0, "127.0.0.1", 81, 21),  // a client on 81: the listener is on ::1 only
 		rec(ipprotoTCP, 6, tcpListen, 0, "::", 40001, 3),            // listen() without bind
 		rec(ipprotoTCP, 4, tcpEstablished, 0, "10.0.0.1", 50000, 4), // connect autobind
 		rec(ipprotoTCP, 4, tcpClose, port, "127.0.0.1", 9000, 5),    // bound, not listening
