@@ -131,9 +131,10 @@ func autobindPort(typ int, lo, hi uint16, how string, peer int) (uint16, error) 
 }
 
 // TestReservationClosesAutobind shows the bypass and its closing, in a
-// private network namespace: with IP_LOCAL_PORT_RANGE [P, P] a listen,
-// bind(0), sendto or connect gets exactly P; with P reserved none does, and
-// rounds of bind(0) that take every free port of [P, P+1] never get P.
+// private network namespace: with IP_LOCAL_PORT_RANGE [P, P] (Linux 6.3) a
+// listen, bind(0), sendto or connect gets exactly P; with P reserved none
+// does, and with ip_local_port_range [P, P+1] rounds of bind(0) that take
+// every free port never get P.
 func TestReservationClosesAutobind(t *testing.T) {
 	testutils.Privileged(t)
 	const p = 40123
@@ -163,11 +164,12 @@ func TestReservationClosesAutobind(t *testing.T) {
 		}
 		paths := []path{{unix.SOCK_STREAM, "listen", 0}, {unix.SOCK_STREAM, "bind0", 0},
 			{unix.SOCK_DGRAM, "sendto", 9}, {unix.SOCK_DGRAM, "bind0", 0}, {unix.SOCK_STREAM, "connect", 45555}}
+		if _, err := autobindPort(unix.SOCK_STREAM, p, p, "bind0", 0); errors.Is(err, unix.ENOPROTOOPT) {
+			t.Logf("no IP_LOCAL_PORT_RANGE (Linux 6.3): only the bind(0) loop runs")
+			paths = nil
+		}
 		for _, x := range paths {
 			got, err := autobindPort(x.typ, p, p, x.how, x.peer)
-			if errors.Is(err, unix.ENOPROTOOPT) {
-				return fmt.Errorf("kernel without IP_LOCAL_PORT_RANGE (Linux 6.3): %w", err)
-			}
 			if err != nil || got != p {
 				return fmt.Errorf("without the reservation, %s on type %d got port %d (%v), want %d", x.how, x.typ, got, err, p)
 			}
@@ -205,11 +207,14 @@ func TestReservationClosesAutobind(t *testing.T) {
 	})
 }
 
-// loopBind0 runs 100 rounds of binding hi-lo+1 TCP sockets to port 0 with
-// IP_LOCAL_PORT_RANGE [lo, hi], all held open until the round ends so that
-// every free port of the range gets taken, and counts the ports they got
-// (0: the kernel found none).
+// loopBind0 sets this network namespace's ip_local_port_range to [lo, hi]
+// and runs 100 rounds of binding hi-lo+1 TCP sockets to port 0, all held
+// open until the round ends so that every free port of the range gets taken;
+// it counts the ports they got (0: the kernel found none).
 func loopBind0(lo, hi uint16) (map[uint16]int, error) {
+	if err := os.WriteFile(PortRangeSysctl, fmt.Appendf(nil, "%d %d\n", lo, hi), 0); err != nil {
+		return nil, err
+	}
 	hits := map[uint16]int{}
 	for round := 0; round < 100; round++ {
 		var fds []int
@@ -219,9 +224,6 @@ func loopBind0(lo, hi uint16) (map[uint16]int, error) {
 				return nil, err
 			}
 			fds = append(fds, fd)
-			if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_LOCAL_PORT_RANGE, int(lo)|int(hi)<<16); err != nil {
-				return nil, err
-			}
 			if err := unix.Bind(fd, &unix.SockaddrInet4{}); err != nil {
 				hits[0]++
 				continue

@@ -14,7 +14,10 @@
  *                  walk (Linux 5.8, bpf_sock_from_file 5.11)
  *
  * The kernel types below are the few fields read, relocated by CO-RE
- * against the running kernel's BTF: no vmlinux.h, any architecture.
+ * against the running kernel's BTF: no vmlinux.h, any architecture. The
+ * fields need Linux 5.15 (sk_cgrp_data.cgroup; before, the pointer hid in a
+ * tagged u64) and 5.12 (net->net_cookie); on older kernels loading fails and
+ * scan falls back to procfs, saying why.
  */
 #include <linux/types.h>
 #include <linux/bpf.h>

@@ -4,10 +4,10 @@
 // judges each as the bind programs judged its bind: what `bindguard scan`
 // shows before enforcement is switched on.
 //
-// Sockets come from BPF socket iterators (bpf/iter.c: iter/tcp, iter/udp and
-// iter/task_file, Linux 5.9 and 5.11) where the kernel has them. They give,
-// per socket, whether the caller chose the port (SOCK_BINDPORT_LOCK) or the
-// kernel did, the socket's own cgroup (the one whose programs ran at bind
+// Sockets come from BPF socket iterators (bpf/iter.c: iter/tcp, iter/udp
+// and iter/task_file; the fields read need Linux 5.15) where the kernel has
+// them. They give, per socket, whether the caller chose the port
+// (SOCK_BINDPORT_LOCK) or the kernel did, the socket's own cgroup (the one whose programs ran at bind
 // time), its network namespace cookie and its owner uid. A port the kernel
 // chose is no violation (VerdictEphemeral), except on a port the registry
 // restricts: that is the autobind bypass, reported with ReasonAutobind.

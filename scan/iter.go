@@ -26,8 +26,8 @@ const (
 	tcpListen      = 10
 )
 
-// maxIterBytes bounds what one iterator may return: 16M sockets' worth.
-const maxIterBytes = 1 << 30
+// maxIterBytes bounds what one iterator may return: about 4.8M sockets.
+const maxIterBytes = 1 << 28
 
 // runIterators loads the socket iterators, runs each once and returns their
 // records. Loading fails on kernels without iterators (Linux 5.9), BTF or
