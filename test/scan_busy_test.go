@@ -228,3 +228,33 @@ func TestScanBusyNode(t *testing.T) {
 		t.Errorf("--procfs table does not say where its sockets came from:\n%s", out)
 	}
 }
+
+// TestScanMovedProcess: a socket is judged with its own cgroup (the one whose
+// programs ran at bind time), not the one its holder moved to since; scan
+// shows both.
+func TestScanMovedProcess(t *testing.T) {
+	e := newEnv(t)
+	e.writeRegistry("entries:\n  - {port: 45321, process: owned, owners: [{cgroup: %CG%/owner}]}\n")
+	owner, elsewhere := e.child("owner"), e.child("elsewhere")
+	h := startSockHolder(t, owner, -1)
+	r := h.must("bind tcp 4 0.0.0.0 45321")
+	if err := os.WriteFile(filepath.Join(elsewhere, "cgroup.procs"), []byte(strconv.Itoa(h.PID)), 0); err != nil {
+		t.Fatal(err)
+	}
+	got, code, stderr := scanJSON(t, "--registry", e.registry, "--cgroup", e.cgRel)
+	if code != 0 || len(got.Sockets) != 1 {
+		t.Fatalf("exit %d, %d sockets, want 0 and 1: %+v %s", code, len(got.Sockets), got.Sockets, stderr)
+	}
+	s := got.Sockets[0]
+	if s.Inode != r.Inode || s.Cgroup != e.cgRel+"/owner" || s.ProcCg != e.cgRel+"/elsewhere" || s.Verdict != "allow" {
+		t.Errorf("socket %+v: want cgroup %s/owner (allowed), process cgroup %s/elsewhere", s, e.cgRel, e.cgRel)
+	}
+	out, _, _ := runScan(t, "--registry", e.registry, "--cgroup", e.cgRel)
+	if !strings.Contains(out, e.cgRel+"/owner (process in "+e.cgRel+"/elsewhere)") {
+		t.Errorf("the table does not show both cgroups:\n%s", out)
+	}
+	// The procfs path can only judge the holder's cgroup now: an owner violation.
+	if got, code, _ := scanJSON(t, "--registry", e.registry, "--cgroup", e.cgRel, "--procfs"); code != 3 || len(got.Sockets) != 1 || got.Sockets[0].Reason != "owner" {
+		t.Errorf("--procfs: exit %d, %+v: want 3 with an owner violation", code, got.Sockets)
+	}
+}
