@@ -130,14 +130,47 @@ func autobindPort(typ int, lo, hi uint16, how string, peer int) (uint16, error) 
 	return uint16(sa.(*unix.SockaddrInet4).Port), nil
 }
 
+// autobindPath is one way to let the kernel choose a port.
+type autobindPath struct {
+	typ  int
+	how  string
+	peer int
+}
+
+// checkPaths makes one socket on each path with IP_LOCAL_PORT_RANGE [p, p]
+// and wants each to get p (reserved false) or anything else (reserved true).
+func checkPaths(paths []autobindPath, p uint16, reserved bool) error {
+	for _, x := range paths {
+		got, err := autobindPort(x.typ, p, p, x.how, x.peer)
+		if err != nil || (got == p) == reserved {
+			return fmt.Errorf("reserved %v: %s on type %d got port %d (%v)", reserved, x.how, x.typ, got, err)
+		}
+	}
+	return nil
+}
+
+// explicitBind binds a UDP socket to port p and closes it. UDP: a TCP
+// connect may still hold p in FIN_WAIT.
+func explicitBind(p uint16) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(p)}); err != nil {
+		return fmt.Errorf("explicit bind of reserved %d: %w", p, err)
+	}
+	return nil
+}
+
 // TestReservationClosesAutobind shows the bypass and its closing, in a
 // private network namespace: with IP_LOCAL_PORT_RANGE [P, P] (Linux 6.3) a
 // listen, bind(0), sendto or connect gets exactly P; with P reserved none
 // does, and with ip_local_port_range [P, P+1] rounds of bind(0) that take
-// every free port never get P.
+// every free port never get P. An explicit bind of P still works.
 func TestReservationClosesAutobind(t *testing.T) {
 	testutils.Privileged(t)
-	const p = 40123
+	const p, server = 40123, 45555
 	dir := t.TempDir()
 	inPrivateNetns(t, func() error {
 		l, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -145,7 +178,7 @@ func TestReservationClosesAutobind(t *testing.T) {
 			return err
 		}
 		defer unix.Close(l)
-		if err := unix.Bind(l, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: 45555}); err != nil {
+		if err := unix.Bind(l, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: server}); err != nil {
 			return err
 		}
 		if err := unix.Listen(l, 512); err != nil {
@@ -157,50 +190,25 @@ func TestReservationClosesAutobind(t *testing.T) {
 		if err != nil || before[p] != 100 {
 			return fmt.Errorf("without the reservation 100 rounds of 2 bind(0) over [%d, %d] got %v (%v), want %d in every round", p, p+1, before, err, p)
 		}
-		type path struct {
-			typ  int
-			how  string
-			peer int
-		}
-		paths := []path{{unix.SOCK_STREAM, "listen", 0}, {unix.SOCK_STREAM, "bind0", 0},
-			{unix.SOCK_DGRAM, "sendto", 9}, {unix.SOCK_DGRAM, "bind0", 0}, {unix.SOCK_STREAM, "connect", 45555}}
+		paths := []autobindPath{{unix.SOCK_STREAM, "listen", 0}, {unix.SOCK_STREAM, "bind0", 0},
+			{unix.SOCK_DGRAM, "sendto", 9}, {unix.SOCK_DGRAM, "bind0", 0}, {unix.SOCK_STREAM, "connect", server}}
 		if _, err := autobindPort(unix.SOCK_STREAM, p, p, "bind0", 0); errors.Is(err, unix.ENOPROTOOPT) {
 			t.Logf("no IP_LOCAL_PORT_RANGE (Linux 6.3): only the bind(0) loop runs")
 			paths = nil
 		}
-		for _, x := range paths {
-			got, err := autobindPort(x.typ, p, p, x.how, x.peer)
-			if err != nil || got != p {
-				return fmt.Errorf("without the reservation, %s on type %d got port %d (%v), want %d", x.how, x.typ, got, err, p)
-			}
+		if err := checkPaths(paths, p, false); err != nil {
+			return err
 		}
-		// The sysctl is opened from this thread: this namespace's.
-		r := New(filepath.Join(dir, "state"))
+		r := New(filepath.Join(dir, "state")) // opened from this thread: this namespace's sysctl
 		if err := r.Reserve([]uint16{p}); err != nil {
 			return err
 		}
-		// An explicit bind of a reserved port still works (and is judged).
-		// UDP: the TCP connect above may still hold P in FIN_WAIT.
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
+		if err := errors.Join(explicitBind(p), checkPaths(paths, p, true)); err != nil {
 			return err
-		}
-		err = unix.Bind(fd, &unix.SockaddrInet4{Port: p})
-		unix.Close(fd)
-		if err != nil {
-			return fmt.Errorf("explicit bind of reserved %d: %w", p, err)
-		}
-		for _, x := range paths {
-			if got, err := autobindPort(x.typ, p, p, x.how, x.peer); err != nil || got == p {
-				return fmt.Errorf("with %d reserved, %s on type %d got port %d (%v)", p, x.how, x.typ, got, err)
-			}
 		}
 		after, err := loopBind0(p, p+1)
-		if err != nil {
-			return err
-		}
-		if after[p] != 0 || after[p+1] != 100 || after[0] != 100 {
-			return fmt.Errorf("100 rounds of 2 bind(0) over [%d, %d] with %d reserved got %v (port: count; 0 is none)", p, p+1, p, after)
+		if err != nil || after[p] != 0 || after[p+1] != 100 || after[0] != 100 {
+			return fmt.Errorf("100 rounds of 2 bind(0) over [%d, %d] with %d reserved got %v (port: count; 0 is none), %v", p, p+1, p, after, err)
 		}
 		t.Logf("100 rounds of 2 bind(0) over [%d, %d]: without the reservation %v, with %d reserved %v", p, p+1, before, p, after)
 		return r.Release()

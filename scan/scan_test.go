@@ -138,8 +138,10 @@ func fakeProc(t *testing.T, files map[string]string, links map[string]string) st
 	return root
 }
 
-func TestSocketsJudge(t *testing.T) {
-	proc := fakeProc(t, map[string]string{
+// fakeNode is a procfs with four sockets: sshd, web and mysqld listeners,
+// and a kernel NFS socket no process holds.
+func fakeNode(t *testing.T) string {
+	return fakeProc(t, map[string]string{
 		"sys/net/ipv4/ip_local_port_range": "32768\t60999\n",
 		"net/tcp": tcpHeader +
 			"   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1001 1 0\n" +
@@ -162,24 +164,35 @@ func TestSocketsJudge(t *testing.T) {
 		"300/fd/9": "socket:[1003]",
 		"301/fd/9": "socket:[1003]", // shared after fork: the lower pid is reported
 	})
-	// Iterators "missing": the procfs path is taken, and the listing says so.
+}
+
+// TestSocketsFallback fakes the iterators' absence: the procfs path is
+// taken, and the listing says so and why.
+func TestSocketsFallback(t *testing.T) {
 	missing := func() ([]iterBgSock, error) { return nil, errors.New("load socket iterators: not supported") }
-	l, err := Sockets(Options{Proc: proc, iterate: missing})
+	l, err := Sockets(Options{Proc: fakeNode(t), iterate: missing})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l.Path != PathProcfs || l.Why != "load socket iterators: not supported" {
-		t.Errorf("path %q (%q), want procfs with the iterators' error", l.Path, l.Why)
+	if l.Path != PathProcfs || l.Why != "load socket iterators: not supported" || len(l.Sockets) != 4 {
+		t.Errorf("path %q (%q), %d sockets, want procfs with the iterators' error, 4", l.Path, l.Why, len(l.Sockets))
 	}
 	if r := (Report{Listing: l}); !strings.Contains(r.PathLine(), "/proc/net (load socket iterators: not supported)") {
 		t.Errorf("path line %q does not say procfs was used and why", r.PathLine())
 	}
-	socks := l.Sockets
-	for _, s := range socks {
+	for _, s := range l.Sockets {
 		if s.Bound != BoundUnknown || s.CgroupID != 0 || s.Cgroup != s.ProcCgroup {
 			t.Errorf("procfs socket %+v: want bound unknown, no cgroup id, judged by the holder's cgroup", s)
 		}
 	}
+}
+
+func TestSocketsJudge(t *testing.T) {
+	l, err := Sockets(Options{Proc: fakeNode(t), Procfs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	socks := l.Sockets
 	type row struct {
 		proto  policy.Protocol
 		port   uint16

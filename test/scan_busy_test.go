@@ -132,14 +132,18 @@ func startHTTPServer0(t *testing.T, cgroupAbs string) int {
 	return port
 }
 
-// TestScanBusyNode runs real servers and the ways a port gets bound: with a
-// registry that declares the explicit ones, scan exits 0, calls the
-// kernel-chosen ones ephemeral and lists the TCP socket bound but not
-// listening. Then one undeclared explicit listener and one socket autobound
-// on a restricted port are planted: exit 3, naming exactly those two.
-func TestScanBusyNode(t *testing.T) {
-	e := newEnv(t)
-	e.writeRegistry(busyRegistry)
+// busyNode is the servers and sockets of TestScanBusyNode.
+type busyNode struct {
+	// ephemeral names the kernel-chosen ports by what made them.
+	ephemeral map[uint16]string
+	bound     holderReply
+}
+
+// startBusyNode starts nginx, redis and http.server on port 0, and a holder
+// with a listen-without-bind, a UDP sendto autobind and a TCP socket bound
+// but not listening, each in its own cgroup below e's.
+func startBusyNode(t *testing.T, e *env) busyNode {
+	t.Helper()
 	startNginx(t, e.child("nginx.service"), t.TempDir(), busyNginx)
 	redisDir := t.TempDir()
 	startDaemonProcess(t, e.child("redis.service"), "redis-server", "--port", strconv.Itoa(busyRedis),
@@ -151,8 +155,13 @@ func TestScanBusyNode(t *testing.T) {
 	listen0 := misc.must("listen0 tcp 4 - 0")
 	sendto := misc.must("sendto udp 4 - 0")
 	bound := misc.must(fmt.Sprintf("bound tcp 4 127.0.0.1 %d", busyBound))
-	ephemeral := map[uint16]string{uint16(httpPort): "http.server", listen0.Port: "listen0", sendto.Port: "sendto"}
+	return busyNode{ephemeral: map[uint16]string{uint16(httpPort): "http.server", listen0.Port: "listen0", sendto.Port: "sendto"}, bound: bound}
+}
 
+// check runs scan (the attach cgroup given as a path of the cgroup2 file
+// system) and wants exit 0, every socket listed and judged as made.
+func (b busyNode) check(t *testing.T, e *env) {
+	t.Helper()
 	got, code, stderr := scanJSON(t, "--registry", e.registry, "--cgroup", e.cgAbs)
 	t.Logf("scan: path %s, %d sockets, summary %+v", got.Path, len(got.Sockets), got.Summary)
 	if code != 0 || got.Path != "iterators" {
@@ -161,17 +170,17 @@ func TestScanBusyNode(t *testing.T) {
 	seen := map[string]bool{}
 	for _, s := range got.Sockets {
 		switch {
-		case ephemeral[s.Port] != "":
-			seen[ephemeral[s.Port]] = true
+		case b.ephemeral[s.Port] != "":
+			seen[b.ephemeral[s.Port]] = true
 			if s.Verdict != "ephemeral" || s.Bound != "kernel" || s.Reason != "" {
-				t.Errorf("%s socket %+v: want ephemeral, bound by the kernel", ephemeral[s.Port], s)
+				t.Errorf("%s socket %+v: want ephemeral, bound by the kernel", b.ephemeral[s.Port], s)
 			}
 		case s.Port == busyNginx || s.Port == busyRedis:
 			seen[s.Comm] = true
 			if s.Verdict != "allow" || s.Bound != "explicit" {
 				t.Errorf("%s socket %+v: want allowed, explicit", s.Comm, s)
 			}
-		case s.Inode == bound.Inode:
+		case s.Inode == b.bound.Inode:
 			seen["bound"] = true
 			if s.State != "bound" || s.Verdict != "allow" || s.Bound != "explicit" {
 				t.Errorf("bound socket %+v: want state bound, allowed, explicit", s)
@@ -185,6 +194,17 @@ func TestScanBusyNode(t *testing.T) {
 			t.Errorf("%s not listed: %+v", w, got.Sockets)
 		}
 	}
+}
+
+// TestScanBusyNode runs real servers and the ways a port gets bound: with a
+// registry that declares the explicit ones, scan exits 0, calls the
+// kernel-chosen ones ephemeral and lists the TCP socket bound but not
+// listening. Then one undeclared explicit listener and one socket autobound
+// on a restricted port are planted: exit 3, naming exactly those two.
+func TestScanBusyNode(t *testing.T) {
+	e := newEnv(t)
+	e.writeRegistry(busyRegistry)
+	startBusyNode(t, e).check(t, e)
 
 	planted := startSockHolder(t, e.child("planted"), -1)
 	undeclared := planted.must(fmt.Sprintf("bind tcp 4 0.0.0.0 %d", busyUndeclared))
@@ -198,7 +218,7 @@ func TestScanBusyNode(t *testing.T) {
 	default:
 		want[autobound.Inode] = "autobind"
 	}
-	got, code, _ = scanJSON(t, "--registry", e.registry, "--cgroup", e.cgRel)
+	got, code, _ := scanJSON(t, "--registry", e.registry, "--cgroup", e.cgRel)
 	violations := map[uint64]string{}
 	for _, s := range got.Sockets {
 		if s.Reason != "" {
@@ -210,10 +230,14 @@ func TestScanBusyNode(t *testing.T) {
 	}
 	out, _, _ := runScan(t, "--registry", e.registry, "--cgroup", e.cgRel)
 	t.Logf("scan table:\n%s", out)
+	checkProcfsPath(t, e)
+}
 
-	// The procfs path, as where the iterators are missing: it says so, and
-	// still finds the servers (judged by their holders' cgroups).
-	got, code, _ = scanJSON(t, "--registry", e.registry, "--cgroup", e.cgRel, "--procfs")
+// checkProcfsPath runs the procfs path, as where the iterators are missing:
+// it says so, and still finds the servers (judged by their holders' cgroups).
+func checkProcfsPath(t *testing.T, e *env) {
+	t.Helper()
+	got, code, _ := scanJSON(t, "--registry", e.registry, "--cgroup", e.cgRel, "--procfs")
 	servers := 0
 	for _, s := range got.Sockets {
 		if (s.Port == busyNginx || s.Port == busyRedis) && s.Verdict == "allow" && s.Bound == "unknown" {
@@ -223,7 +247,7 @@ func TestScanBusyNode(t *testing.T) {
 	if got.Path != "procfs" || got.PathWhy != "asked for" || servers != 2 || code != 3 {
 		t.Errorf("--procfs: path %q (%q), %d servers allowed, exit %d: want procfs, 2, 3: %+v", got.Path, got.PathWhy, servers, code, got.Sockets)
 	}
-	out, _, _ = runScan(t, "--registry", e.registry, "--cgroup", e.cgRel, "--procfs")
+	out, _, _ := runScan(t, "--registry", e.registry, "--cgroup", e.cgRel, "--procfs")
 	if !strings.HasPrefix(out, "sockets from: /proc/net (asked for)") {
 		t.Errorf("--procfs table does not say where its sockets came from:\n%s", out)
 	}
