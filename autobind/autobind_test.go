@@ -1,6 +1,7 @@
 package autobind
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -96,7 +97,10 @@ func TestMerge(t *testing.T) {
 // reserve, reload, an admin edit, a restart, release.
 func TestReserverFiles(t *testing.T) {
 	dir := t.TempDir()
-	r := &Reserver{Sysctl: filepath.Join(dir, "sysctl"), State: filepath.Join(dir, "run", "state")}
+	r := &Reserver{Sysctl: filepath.Join(dir, "sysctl"), Range: filepath.Join(dir, "range"), State: filepath.Join(dir, "run", "state")}
+	if err := os.WriteFile(r.Range, []byte("32768\t60999\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	write := func(s string) {
 		if err := os.WriteFile(r.Sysctl, []byte(s), 0o644); err != nil {
 			t.Fatal(err)
@@ -120,8 +124,14 @@ func TestReserverFiles(t *testing.T) {
 		{"reload", func() error { return r.Reserve([]uint16{40001}) }, "80,443,40001", []uint16{40001}},
 		{"admin adds 50000", func() error { write("80,443,40001,50000\n"); return nil }, "80,443,40001,50000", []uint16{40001}},
 		{"restart: a new Reserver", func() error {
-			r = &Reserver{Sysctl: r.Sysctl, State: r.State}
+			r = &Reserver{Sysctl: r.Sysctl, Range: r.Range, State: r.State}
 			return r.Reserve([]uint16{40001, 40002})
+		}, "80,443,40001-40002,50000", []uint16{40001, 40002}},
+		{"too many: refused, nothing changed", func() error {
+			if err := r.Reserve(portRange(30000, 55000)); err == nil || !strings.Contains(err.Error(), "would leave") {
+				return fmt.Errorf("reserving 30000-55000: %v, want a refusal", err)
+			}
+			return nil
 		}, "80,443,40001-40002,50000", []uint16{40001, 40002}},
 		{"release", func() error { return r.Release() }, "80,443,50000", nil},
 		{"release again", func() error { return r.Release() }, "80,443,50000", nil},
@@ -150,6 +160,14 @@ func TestReserverFiles(t *testing.T) {
 	if got := sysctl(); got != "80,443,50000" {
 		t.Errorf("sysctl changed after a refused reserve: %q", got)
 	}
+}
+
+func portRange(lo, hi int) []uint16 {
+	var out []uint16
+	for p := lo; p <= hi; p++ {
+		out = append(out, uint16(p))
+	}
+	return out
 }
 
 func TestInRange(t *testing.T) {

@@ -32,6 +32,12 @@
 // admin reserves a port bindguard had added, bindguard cannot tell them apart
 // and releases it on detach.
 //
+// A reservation that would leave fewer than 1024 ports, or less than a
+// quarter, of ip_local_port_range to autobind is refused as a whole:
+// outgoing connections on the whole node depend on those ports. The error
+// says so, and the restricted ports in the range then stay open to
+// autobind (scan and the post_bind programs still see them).
+//
 // What it cannot close: other network namespaces (each has its own sysctl;
 // bindguard only judges the host's by default); a root user, or anyone with
 // CAP_NET_ADMIN in the host namespace, who rewrites the sysctl; sockets that

@@ -218,11 +218,15 @@ func TestReservationClosesAutobind(t *testing.T) {
 // loopBind0 sets this network namespace's ip_local_port_range to [lo, hi]
 // and runs 100 rounds of binding hi-lo+1 TCP sockets to port 0, all held
 // open until the round ends so that every free port of the range gets taken;
-// it counts the ports they got (0: the kernel found none).
-func loopBind0(lo, hi uint16) (map[uint16]int, error) {
+// it counts the ports they got (0: the kernel found none). It puts the
+// namespace's default range back.
+func loopBind0(lo, hi uint16) (_ map[uint16]int, err error) {
 	if err := os.WriteFile(PortRangeSysctl, fmt.Appendf(nil, "%d %d\n", lo, hi), 0); err != nil {
 		return nil, err
 	}
+	defer func() {
+		err = errors.Join(err, os.WriteFile(PortRangeSysctl, []byte("32768 60999\n"), 0))
+	}()
 	hits := map[uint16]int{}
 	for round := 0; round < 100; round++ {
 		var fds []int

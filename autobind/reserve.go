@@ -27,11 +27,20 @@ const maxSysctlBytes = 1 << 20
 // Reserver adds ports to ip_local_reserved_ports and takes back only those
 // it added. It is not safe for concurrent use; one daemon owns it.
 type Reserver struct {
-	// Sysctl is the reserved-ports file; State the file recording what
-	// was added. New fills both in.
+	// Sysctl is the reserved-ports file, Range the ip_local_port_range
+	// file, State the file recording what was added. New fills them in.
 	Sysctl string
+	Range  string
 	State  string
 }
+
+// A reservation must leave at least this many ports of the ephemeral range,
+// and this fraction of it, to autobind: outgoing connections on the whole
+// node depend on them.
+const (
+	minFreePorts    = 1024
+	minFreeFraction = 4 // a quarter
+)
 
 // New returns a Reserver of the host sysctl that records its additions in
 // state ("" for DefaultStateFile).
@@ -39,7 +48,7 @@ func New(state string) *Reserver {
 	if state == "" {
 		state = DefaultStateFile
 	}
-	return &Reserver{Sysctl: ReservedPortsSysctl, State: state}
+	return &Reserver{Sysctl: ReservedPortsSysctl, Range: PortRangeSysctl, State: state}
 }
 
 // merge computes the sysctl value that reserves want on top of current, and
@@ -78,6 +87,9 @@ func (r *Reserver) Reserve(ports []uint16) error {
 		return fmt.Errorf("autobind: %w; the reserved ports are left as they are", err)
 	}
 	value, owned := merge(current, added, Of(ports))
+	if err := r.checkFree(value, owned); err != nil {
+		return err
+	}
 	// Record the union first: a crash between the writes leaves no port
 	// bindguard added unrecorded.
 	union := Set{}
@@ -97,6 +109,33 @@ func (r *Reserver) Reserve(ports []uint16) error {
 	}
 	if err := writeState(r.State, owned); err != nil {
 		return fmt.Errorf("autobind: %w; the ports are reserved, but a later release may also take back %s", err, union)
+	}
+	return nil
+}
+
+// checkFree refuses a reservation that would starve autobind: outgoing
+// connections, listen() and bind(0) on the whole node need free ports.
+func (r *Reserver) checkFree(value, owned Set) error {
+	lo, hi, err := PortRange(r.Range)
+	if err != nil {
+		return fmt.Errorf("%w; the reserved ports are left as they are", err)
+	}
+	size := int(hi) - int(lo) + 1
+	free := size
+	for p := range value {
+		if p >= lo && p <= hi {
+			free--
+		}
+	}
+	if free < minFreePorts || free < size/minFreeFraction {
+		n := 0
+		for p := range owned {
+			if p >= lo && p <= hi {
+				n++
+			}
+		}
+		return fmt.Errorf("autobind: reserving %d restricted ports inside ip_local_port_range %d-%d would leave %d of its %d ports for connect, listen and bind(0) (at least %d and a quarter are kept); the reserved ports are left as they are, so restricted ports in the range stay open to autobind: narrow the registry's restricted ranges or move ip_local_port_range",
+			n, lo, hi, free, size, minFreePorts)
 	}
 	return nil
 }
