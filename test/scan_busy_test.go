@@ -265,7 +265,8 @@ func TestScanMovedProcess(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(elsewhere, "cgroup.procs"), []byte(strconv.Itoa(h.PID)), 0); err != nil {
 		t.Fatal(err)
 	}
-	got, code, stderr := scanJSON(t, "--registry", e.registry, "--cgroup", e.cgRel)
+	// --cgroup relative to the cgroup2 root, without the leading slash.
+	got, code, stderr := scanJSON(t, "--registry", e.registry, "--cgroup", strings.TrimPrefix(e.cgRel, "/"))
 	if code != 0 || len(got.Sockets) != 1 {
 		t.Fatalf("exit %d, %d sockets, want 0 and 1: %+v %s", code, len(got.Sockets), got.Sockets, stderr)
 	}
