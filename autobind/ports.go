@@ -12,13 +12,15 @@ type Set map[uint16]bool
 
 // ParseList parses the sysctl's list form: "", "8080" or "40000,40002-40005",
 // with optional surrounding white space. Port 0 is refused, as the kernel
-// refuses it.
+// refuses it. Ranges are merged before they are expanded, so the work is
+// bounded by the input's length plus 65535 whatever the ranges.
 func ParseList(s string) (Set, error) {
 	out := Set{}
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return out, nil
 	}
+	var spans [][2]uint16
 	for _, part := range strings.Split(s, ",") {
 		lo, hi, isRange := strings.Cut(part, "-")
 		a, err := parsePort(lo)
@@ -34,9 +36,15 @@ func ParseList(s string) (Set, error) {
 				return nil, fmt.Errorf("port list %q: range %s goes down", s, part)
 			}
 		}
-		for p := int(a); p <= int(b); p++ {
+		spans = append(spans, [2]uint16{a, b})
+	}
+	slices.SortFunc(spans, func(x, y [2]uint16) int { return int(x[0]) - int(y[0]) })
+	next := 0 // the first port not yet added
+	for _, sp := range spans {
+		for p := max(int(sp[0]), next); p <= int(sp[1]); p++ {
 			out[uint16(p)] = true
 		}
+		next = max(next, int(sp[1])+1)
 	}
 	return out, nil
 }
