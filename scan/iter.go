@@ -9,6 +9,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/bindguard/bindguard/cgroups"
 	"github.com/bindguard/bindguard/policy"
@@ -98,6 +99,10 @@ func iterSockets(o Options) ([]Socket, error) {
 	if err != nil {
 		return nil, err
 	}
+	netns, err := ownNetnsCookie()
+	if err != nil {
+		return nil, err
+	}
 	cg := o.Cgroups
 	if cg == nil {
 		if cg, err = cgroups.Open(""); err == nil {
@@ -106,19 +111,36 @@ func iterSockets(o Options) ([]Socket, error) {
 			cg = nil // cgroup ids stay unresolved
 		}
 	}
-	return fromRecords(recs, cg), nil
+	return fromRecords(recs, netns, cg), nil
 }
 
-// fromRecords turns iterator records into sockets: each socket once, without
-// the connections a listener accepted (they hold the listener's port, and no
-// bind program ran for them).
-func fromRecords(recs []iterBgSock, cg *cgroups.FS) []Socket {
+// ownNetnsCookie is the cookie of the caller's network namespace
+// (SO_NETNS_COOKIE, Linux 5.14: older than the iterators' fields).
+func ownNetnsCookie() (uint64, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("network namespace cookie: %w", err)
+	}
+	defer unix.Close(fd)
+	c, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+	if err != nil {
+		return 0, fmt.Errorf("network namespace cookie: %w", err)
+	}
+	return c, nil
+}
+
+// fromRecords turns iterator records into sockets of the network namespace
+// netns: each socket once, without the connections a listener accepted (they
+// hold the listener's port, and no bind program ran for them). iter/tcp and
+// iter/udp see only the caller's namespace; iter/task_file sees every
+// process's sockets, in any namespace.
+func fromRecords(recs []iterBgSock, netns uint64, cg *cgroups.FS) []Socket {
 	listening := map[uint16][]netip.Addr{} // TCP listeners' addresses by port
 	var socks []Socket
 	seen := map[uint64]bool{}
 	for _, r := range recs {
 		s, ok := fromRecord(r)
-		if !ok || (s.Inode != 0 && seen[s.Inode]) {
+		if !ok || r.NetnsCookie != netns || (s.Inode != 0 && seen[s.Inode]) {
 			continue
 		}
 		seen[s.Inode] = s.Inode != 0

@@ -36,7 +36,7 @@ func TestDecodeRecords(t *testing.T) {
 }
 
 func rec(proto, family, state, locks uint8, addr string, port uint16, inode uint64) iterBgSock {
-	r := iterBgSock{Protocol: proto, Family: family, State: state, Userlocks: locks, Port: port, Inode: inode, CgroupId: 9}
+	r := iterBgSock{Protocol: proto, Family: family, State: state, Userlocks: locks, Port: port, Inode: inode, CgroupId: 9, NetnsCookie: 1}
 	a := netip.MustParseAddr(addr)
 	if family == 4 {
 		copy(r.Addr[:], a.AsSlice())
@@ -61,9 +61,12 @@ func TestFromRecords(t *testing.T) {
 		rec(ipprotoUDP, 6, tcpEstablished, port, "::1", 53, 7),      // the same socket twice
 		rec(ipprotoTCP, 4, tcpListen, port, "0.0.0.0", 0, 8),        // no port: not listed
 		rec(132, 4, tcpListen, port, "0.0.0.0", 5000, 9),            // SCTP: not listed
-		{Family: 3, Protocol: ipprotoTCP, State: tcpListen, Port: 1, Inode: 10},
+		{Family: 3, Protocol: ipprotoTCP, State: tcpListen, Port: 1, Inode: 10, NetnsCookie: 1},
 	}
-	got := fromRecords(recs, nil)
+	other := rec(ipprotoTCP, 4, tcpClose, port, "0.0.0.0", 9001, 11) // bound in another namespace (task_file)
+	other.NetnsCookie = 2
+	recs = append(recs, other)
+	got := fromRecords(recs, 1, nil)
 	type row struct {
 		proto       policy.Protocol
 		family      int
@@ -264,7 +267,7 @@ func FuzzDecodeRecords(f *testing.F) {
 		if err != nil {
 			return
 		}
-		for _, s := range fromRecords(recs, nil) {
+		for _, s := range fromRecords(recs, 0, nil) {
 			if s.Port == 0 || !s.Address.IsValid() || (s.Family != 4 && s.Family != 6) {
 				t.Errorf("listed %+v", s)
 			}

@@ -283,3 +283,20 @@ func TestScanMovedProcess(t *testing.T) {
 		t.Errorf("--procfs: exit %d, %+v: want 3 with an owner violation", code, got.Sockets)
 	}
 }
+
+// TestScanOtherNetns: sockets of another network namespace are never
+// listed, not even a TCP socket bound but not listening, which only the
+// task_file iterator (it walks every process's files) can see.
+func TestScanOtherNetns(t *testing.T) {
+	e := newEnv(t)
+	e.writeRegistry("entries: []\n")
+	pod := startSockHolderIn(t, e.child("pod"), -1, syscall.CLONE_NEWNET)
+	pod.must("bound tcp 4 0.0.0.0 45331")
+	pod.must("bind tcp 4 0.0.0.0 45332")
+	host := startSockHolder(t, e.child("host"), -1)
+	bound := host.must("bound tcp 4 0.0.0.0 45333")
+	got, code, stderr := scanJSON(t, "--registry", e.registry, "--cgroup", e.cgRel)
+	if code != 3 || len(got.Sockets) != 1 || got.Sockets[0].Inode != bound.Inode || got.Sockets[0].Reason != "undeclared" {
+		t.Errorf("exit %d, sockets %+v: want 3 and only the host's bound socket, undeclared %s", code, got.Sockets, stderr)
+	}
+}

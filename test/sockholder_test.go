@@ -74,6 +74,12 @@ type holderReply struct {
 // its first instruction; uid < 0 keeps root.
 func startSockHolder(t *testing.T, cgroupAbs string, uid int) *sockHolder {
 	t.Helper()
+	return startSockHolderIn(t, cgroupAbs, uid, 0)
+}
+
+// startSockHolderIn is startSockHolder with clone flags (CLONE_NEWNET).
+func startSockHolderIn(t *testing.T, cgroupAbs string, uid int, cloneflags uintptr) *sockHolder {
+	t.Helper()
 	cg, err := os.Open(cgroupAbs)
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +92,7 @@ func startSockHolder(t *testing.T, cgroupAbs string, uid int) *sockHolder {
 	}
 	cmd := exec.Command(py, "-c", sockHolderPy)
 	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd()), Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd()), Pdeathsig: syscall.SIGKILL, Cloneflags: cloneflags}
 	if uid >= 0 {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid), NoSetGroups: true}
 	}
