@@ -7,16 +7,30 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 
 	"github.com/bindguard/bindguard/internal/testutils"
 	"github.com/bindguard/bindguard/policy"
 )
 
-// The Go record and the header's struct bg_sock agree in size.
+// The Go record, the decoder's size and struct bg_sock in the object's BTF
+// (what the C compiler laid out) agree.
 func TestRecordSize(t *testing.T) {
-	if n := binary.Size(iterBgSock{}); n != iterRecordSize {
-		t.Fatalf("binary.Size(iterBgSock) = %d, want sizeof(struct bg_sock) %d", n, iterRecordSize)
+	spec, err := loadIter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st *btf.Struct
+	if err := spec.Types.TypeByName("bg_sock", &st); err != nil {
+		t.Fatal(err)
+	}
+	c, err := btf.Sizeof(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := binary.Size(iterBgSock{}); n != iterRecordSize || c != iterRecordSize {
+		t.Fatalf("binary.Size(iterBgSock) = %d, sizeof(struct bg_sock) = %d, iterRecordSize = %d", n, c, iterRecordSize)
 	}
 }
 
