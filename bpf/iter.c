@@ -142,7 +142,9 @@ static __always_inline int fill(struct bg_sock *r, struct sock *sk, __u32 uid, _
 	r->port = BPF_CORE_READ(sk, __sk_common.skc_num);
 	r->state = BPF_CORE_READ(sk, __sk_common.skc_state);
 	r->netns_cookie = BPF_CORE_READ(sk, __sk_common.skc_net.net, net_cookie);
-	r->userlocks = BPF_CORE_READ(sk, sk_userlocks);
+	/* A 4-bit bitfield in older kernels (6.1), a u8 in newer ones
+	 * (6.18): the probed bitfield read is relocated for either. */
+	r->userlocks = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_userlocks);
 	r->protocol = (__u8)BPF_CORE_READ(sk, sk_protocol);
 	r->cgroup_id = BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
 	r->inode = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
