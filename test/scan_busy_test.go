@@ -2,6 +2,7 @@ package test
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Ports of the busy-node test. The restricted one lies inside the default
@@ -298,5 +301,76 @@ func TestScanOtherNetns(t *testing.T) {
 	got, code, stderr := scanJSON(t, "--registry", e.registry, "--cgroup", e.cgRel)
 	if code != 3 || len(got.Sockets) != 1 || got.Sockets[0].Inode != bound.Inode || got.Sockets[0].Reason != "undeclared" {
 		t.Errorf("exit %d, sockets %+v: want 3 and only the host's bound socket, undeclared %s", code, got.Sockets, stderr)
+	}
+}
+
+// selfSocket opens a socket in this process the way how says and returns
+// its inode: "explicit" binds port 45341 and listens, "bind0" binds port 0
+// and listens, "listen0" listens without a bind, "bound" binds 45342
+// without listening, "sendto" sends a UDP datagram without a bind.
+func selfSocket(t *testing.T, how string) uint64 {
+	t.Helper()
+	typ := unix.SOCK_STREAM
+	if how == "sendto" {
+		typ = unix.SOCK_DGRAM
+	}
+	fd, err := unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	loop := [4]byte{127, 0, 0, 1}
+	switch how {
+	case "explicit":
+		err = errors.Join(unix.Bind(fd, &unix.SockaddrInet4{Addr: loop, Port: 45341}), unix.Listen(fd, 1))
+	case "bind0":
+		err = errors.Join(unix.Bind(fd, &unix.SockaddrInet4{Addr: loop}), unix.Listen(fd, 1))
+	case "listen0":
+		err = unix.Listen(fd, 1)
+	case "bound":
+		err = unix.Bind(fd, &unix.SockaddrInet4{Addr: loop, Port: 45342})
+	case "sendto":
+		err = unix.Sendto(fd, []byte("x"), 0, &unix.SockaddrInet4{Addr: loop, Port: 9})
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", how, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+// TestScanSelfSockets needs nothing but the test binary (it runs in the VM
+// suite): who chose each port of this process's sockets, and their state.
+func TestScanSelfSockets(t *testing.T) {
+	e := newEnv(t)
+	e.writeRegistry("entries:\n  - {port: 45341, process: explicit}\n  - {port: 45342, process: bound}\n")
+	type want struct{ state, bound, verdict string }
+	wants := map[uint64]want{}
+	for how, w := range map[string]want{
+		"explicit": {"listen", "explicit", "allow"}, "bind0": {"listen", "kernel", "ephemeral"},
+		"listen0": {"listen", "kernel", "ephemeral"}, "bound": {"bound", "explicit", "allow"},
+		"sendto": {"unconnected", "kernel", "ephemeral"},
+	} {
+		wants[selfSocket(t, how)] = w
+	}
+	got, _, stderr := scanJSON(t, "--registry", e.registry)
+	if got.Path != "iterators" {
+		t.Fatalf("path %q (%s), want iterators: %s", got.Path, got.PathWhy, stderr)
+	}
+	for _, s := range got.Sockets {
+		w, ok := wants[s.Inode]
+		if !ok {
+			continue
+		}
+		delete(wants, s.Inode)
+		if g := (want{s.State, s.Bound, s.Verdict}); g != w || s.PID != os.Getpid() {
+			t.Errorf("socket %+v: got %+v, want %+v, pid %d", s, g, w, os.Getpid())
+		}
+	}
+	if len(wants) > 0 {
+		t.Errorf("not listed: %v", wants)
 	}
 }
