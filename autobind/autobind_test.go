@@ -151,14 +151,26 @@ func TestReserverFiles(t *testing.T) {
 	if _, err := os.Stat(r.State); !os.IsNotExist(err) {
 		t.Errorf("state file left after release: %v", err)
 	}
-	// A corrupt state file is an error, and nothing is touched.
-	os.MkdirAll(filepath.Dir(r.State), 0o700)
-	os.WriteFile(r.State, []byte("garbage"), 0o600)
+}
+
+// TestReserverCorruptState: a state file that does not parse is an error,
+// and nothing is touched.
+func TestReserverCorruptState(t *testing.T) {
+	dir := t.TempDir()
+	r := &Reserver{Sysctl: filepath.Join(dir, "sysctl"), Range: filepath.Join(dir, "range"), State: filepath.Join(dir, "state")}
+	for path, body := range map[string]string{r.Sysctl: "80,443,50000\n", r.Range: "32768\t60999\n", r.State: "garbage"} {
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := r.Reserve([]uint16{1}); err == nil || !strings.Contains(err.Error(), "left as they are") {
 		t.Errorf("corrupt state: %v", err)
 	}
-	if got := sysctl(); got != "80,443,50000" {
-		t.Errorf("sysctl changed after a refused reserve: %q", got)
+	if err := r.Release(); err == nil {
+		t.Error("Release with a corrupt state: no error")
+	}
+	if b, _ := os.ReadFile(r.Sysctl); string(b) != "80,443,50000\n" {
+		t.Errorf("sysctl changed: %q", b)
 	}
 }
 
