@@ -12,7 +12,10 @@ import (
 )
 
 // Reasons is the order violations are counted in.
-var Reasons = []string{policy.ReasonUndeclared, policy.ReasonOwner, policy.ReasonAddress, policy.ReasonRemoved, ReasonAutobind}
+// (string conversions: they hold whether policy names reasons as strings or
+// as a string type.)
+var Reasons = []string{string(policy.ReasonUndeclared), string(policy.ReasonOwner), string(policy.ReasonAddress),
+	string(policy.ReasonRemoved), ReasonAutobind}
 
 // Report is one scan as `bindguard scan` prints it.
 type Report struct {

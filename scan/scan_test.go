@@ -232,7 +232,7 @@ entries:
 		t.Fatal(err)
 	}
 	fs := Judge(c, policy.ModeEnforce, socks, policy.DecideOptions{})
-	wantReasons := []string{"", policy.ReasonAddress, policy.ReasonUndeclared, ""}
+	wantReasons := []string{"", string(policy.ReasonAddress), string(policy.ReasonUndeclared), ""}
 	for i, f := range fs {
 		if f.Reason != wantReasons[i] {
 			t.Errorf("%d/%s: reason %q, want %q", f.Port, f.Protocol, f.Reason, wantReasons[i])
@@ -240,7 +240,7 @@ entries:
 	}
 	sum := Summarize(fs)
 	if sum.Sockets != 4 || sum.Allowed != 2 || sum.Denied != 2 || sum.Audited != 0 ||
-		sum.Violations[policy.ReasonAddress] != 1 || sum.Violations[policy.ReasonUndeclared] != 1 {
+		sum.Violations[string(policy.ReasonAddress)] != 1 || sum.Violations[string(policy.ReasonUndeclared)] != 1 {
 		t.Errorf("summary %+v", sum)
 	}
 	if sum := Summarize(Judge(c, policy.ModeAudit, socks, policy.DecideOptions{})); sum.Audited != 2 || sum.Denied != 0 {
