@@ -18,11 +18,11 @@ build:
 
 # Regenerate the committed BPF objects and their Go bindings (needs clang, llvm-strip, libbpf-dev).
 generate:
-	$(GO) generate ./loader/... ./internal/benchbpf/...
+	$(GO) generate ./loader/... ./internal/benchbpf/... ./scan/...
 
 # Fails when the committed objects differ from what the sources generate.
 check-generate: generate
-	git diff --exit-code -- loader/ internal/benchbpf/ || { echo "generated BPF objects are stale: run 'make generate' and commit" >&2; exit 1; }
+	git diff --exit-code -- loader/ internal/benchbpf/ scan/ || { echo "generated BPF objects are stale: run 'make generate' and commit" >&2; exit 1; }
 
 # The whole suite: lint, unit tests with -race, the privileged end-to-end
 # tests against the real kernel (they skip without root; CI is root and sets
@@ -36,6 +36,7 @@ fuzz:
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./cgroups -run '^$$' -fuzz '^FuzzParseKube$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./cri -run '^$$' -fuzz '^FuzzParsePorts$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./scan -run '^$$' -fuzz '^FuzzParseTable$$' -fuzztime $(FUZZTIME)
 
 lint:
 	$(GO) vet ./...

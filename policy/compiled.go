@@ -49,9 +49,6 @@ const (
 	MaxMapEntries = 1 << 18
 	// MaxOwnersPerRule bounds the owners one port may list.
 	MaxOwnersPerRule = 64
-	// MaxCgroupDepth is how many ancestor levels the kernel program checks.
-	// Owner cgroups deeper than this can never match and are rejected.
-	MaxCgroupDepth = 16
 )
 
 // Origin is the registry entry a compiled rule came from.

@@ -299,14 +299,14 @@ func (w *diffWorld) makeTree() {
 			add(child(p, pick(w.rng, names)))
 		}
 	}
-	// deep/d/…/d/UNIT: the unit lies at absolute depth MaxCgroupDepth+1.
+	// deep/d/…/d/UNIT: deeper than the 16 levels the kernel once looked at.
 	// Only the ends of this chain are picked as owners and binder places.
 	w.picks = slices.Clone(w.tree)
 	attachDepth := cgroups.Depth(w.e.cgRel)
 	deep := "deep"
 	add(deep)
 	w.picks = append(w.picks, deep)
-	for attachDepth+depth(deep)+1 < policy.MaxCgroupDepth+1 {
+	for attachDepth+depth(deep)+1 < diffDeepLevels+1 {
 		deep += "/d"
 		add(deep)
 	}
@@ -317,7 +317,7 @@ func (w *diffWorld) makeTree() {
 		w.e.child(p)
 	}
 	for _, p := range w.picks {
-		if attachDepth+depth(p) <= policy.MaxCgroupDepth {
+		if attachDepth+depth(p) <= diffDeepLevels {
 			w.owners = append(w.owners, w.rel(p))
 		}
 	}
@@ -428,6 +428,10 @@ var diffSelectors = []string{
 	"      matchLabels: {topology.kubernetes.io/zone: c}\n      matchExpressions: [{key: node-role.kubernetes.io/worker, operator: Exists}]\n",
 }
 
+// diffDeepLevels is how deep the deep chain goes: past the 16 levels of
+// the old ancestor walk, since memberships have no depth limit.
+const diffDeepLevels = 20
+
 // owner returns one random owner item.
 func (w *diffWorld) owner() string {
 	switch r := w.rng.IntN(100); {
@@ -435,7 +439,7 @@ func (w *diffWorld) owner() string {
 		return "cgroup: " + pick(w.rng, w.owners)
 	case r < 60: // does not exist
 		p := pick(w.rng, w.owners)
-		if cgroups.Depth(p) >= policy.MaxCgroupDepth {
+		if cgroups.Depth(p) >= diffDeepLevels {
 			p = path.Dir(p)
 		}
 		return "cgroup: " + p + "/" + pick(w.rng, []string{"ghost", "a", "ab.service"})

@@ -9,6 +9,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/pflag"
 
+	"github.com/bindguard/bindguard/cgroups"
 	"github.com/bindguard/bindguard/daemon"
 	"github.com/bindguard/bindguard/features"
 	"github.com/bindguard/bindguard/loader"
@@ -42,7 +43,7 @@ type runFlags struct {
 func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&f.registry, "registry", nil, "registry file, directory of fragments, or builtin:NAME (repeatable)")
 	fs.StringVar(&f.mode, "mode", "audit", "audit (report violations) or enforce (refuse them with EPERM)")
-	fs.StringVar(&f.cgroup, "cgroup", "/", "cgroup to attach to, relative to the cgroup2 root")
+	fs.StringVar(&f.cgroup, "cgroup", "/", "cgroup to attach to: a path below the cgroup2 mount (/sys/fs/cgroup/x) or relative to its root (x, /x)")
 	fs.StringVar(&f.pinPath, "pin-path", loader.DefaultPinPath, "bpffs directory for pinned links and maps (\"\" pins nothing)")
 	fs.StringArrayVar(&f.labels, "node-label", nil, "this node's label key=value, for nodeSelectors (repeatable)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "json or text")
@@ -124,7 +125,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	err = daemon.Run(context.Background(), daemon.Config{
 		Registry:      f.registry,
 		Mode:          mode,
-		Cgroup:        f.cgroup,
+		Cgroup:        cgroups.ArgPath(f.cgroup),
 		PinPath:       f.pinPath,
 		NodeLabels:    labels,
 		ReadyFile:     f.readyFile,
