@@ -12,6 +12,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/bindguard/bindguard/autobind"
 	"github.com/bindguard/bindguard/cgroups"
 	"github.com/bindguard/bindguard/loader"
 	"github.com/bindguard/bindguard/policy"
@@ -45,6 +46,9 @@ type Config struct {
 	Kubepods []string
 	// PodPorts: pods may bind only the ports their containers declare.
 	PodPorts bool
+	// ReserveState is the file recording the ports bindguard added to
+	// ip_local_reserved_ports; "none" leaves the sysctl alone.
+	ReserveState string
 }
 
 // DefaultCheckInterval is how often a running daemon checks, by default,
@@ -76,6 +80,8 @@ type Daemon struct {
 	cleanup []func()
 	// pods follows kubelet's pods; nil when pod identity is off.
 	pods *podTracker
+	// reserver keeps restricted ports out of autobind; nil when off.
+	reserver *autobind.Reserver
 }
 
 // Run loads the registry, puts the policy in force, attaches, and then logs
@@ -138,6 +144,9 @@ func (d *Daemon) start() (err error) {
 	attach := d.cg.Abs(d.cfg.Cgroup)
 	if st, err := os.Stat(attach); err != nil || !st.IsDir() {
 		return fmt.Errorf("attach cgroup %s: no such cgroup below %s", d.cfg.Cgroup, d.cg.Root)
+	}
+	if d.cfg.ReserveState != "none" {
+		d.reserver = autobind.New(d.cfg.ReserveState)
 	}
 	if d.cfg.CRISocket != "none" {
 		if d.pods, err = newPodTracker(d); err != nil {
@@ -266,6 +275,7 @@ func (d *Daemon) shutdown() error {
 			d.log.WithField("pin_path", d.cfg.PinPath).Info("not started; whatever was pinned there before is left as it was")
 		}
 	case !d.cfg.KeepOnExit:
+		d.releasePorts()
 		if err := d.ld.Detach(); err != nil {
 			return fmt.Errorf("detach: %w", err)
 		}

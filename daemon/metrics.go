@@ -26,6 +26,8 @@ type metrics struct {
 	// podsResolved counts pod and container cgroups whose identity the
 	// runtime reported and which were put in force.
 	podsResolved prometheus.Counter
+	// reserveFailed counts reservations of restricted ports that failed.
+	reserveFailed prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -53,7 +55,10 @@ func newMetrics() *metrics {
 	m.podsResolved = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "bindguard_pod_identities_resolved_total", Help: "Pod and container cgroups whose identity the container runtime reported and that were put in force.",
 	})
-	m.reg.MustRegister(m.reloads, m.events, m.entries, m.generation, m.ownersResolved, m.attachLost, m.podsResolved)
+	m.reserveFailed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "bindguard_port_reservation_failures_total", Help: "Times the restricted ports could not be kept out of the kernel's autobind (ip_local_reserved_ports).",
+	})
+	m.reg.MustRegister(m.reloads, m.events, m.entries, m.generation, m.ownersResolved, m.attachLost, m.podsResolved, m.reserveFailed)
 	return m
 }
 

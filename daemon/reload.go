@@ -53,6 +53,7 @@ func (d *Daemon) Reload(why string) {
 // logs it.
 func (d *Daemon) applied(c *policy.Compiled, res *loader.ApplyResult) {
 	d.origins.set(res.Generation, c.Origins)
+	d.reservePorts(c, d.applyOptions().Mode)
 	d.metrics.entries.Set(float64(res.Entries))
 	d.metrics.generation.Set(float64(res.Generation))
 	d.log.WithFields(logrus.Fields{

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -265,5 +266,44 @@ func TestAutobindRestrictedPort(t *testing.T) {
 	ev := d.waitLog("autobind event", func(m map[string]any) bool { return m["reason"] == "autobind" })
 	if ev["port"] != float64(43500) || ev["verdict"] != "deny" {
 		t.Errorf("autobind event = %v", ev)
+	}
+}
+
+// In enforce mode the daemon keeps restricted ports out of the kernel's
+// autobind, so IP_LOCAL_PORT_RANGE [P, P] finds no port at all, and it
+// gives the sysctl back exactly as it was when it stops.
+func TestReservedPortsWhileEnforcing(t *testing.T) {
+	const sysctl = "/proc/sys/net/ipv4/ip_local_reserved_ports"
+	before, err := os.ReadFile(sysctl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.WriteFile(sysctl, before, 0o644) })
+	e := newEnv(t)
+	// 40123: inside the default ephemeral range (32768-60999).
+	e.writeRegistry(`entries:
+  - port: 40123
+    process: owned
+    owners: [{cgroup: "%CG%/owner"}]
+`)
+	state := filepath.Join(t.TempDir(), "reserved")
+	d := e.start("enforce", "--reserve-state", state)
+	d.waitLog("reservation", func(m map[string]any) bool { return m["reserved"] != nil })
+	now, _ := os.ReadFile(sysctl)
+	if !strings.Contains(","+strings.TrimSpace(string(now))+",", ",40123,") && !strings.Contains(string(now), "40123") {
+		t.Fatalf("ip_local_reserved_ports = %q while enforcing, want 40123 in it", now)
+	}
+	b := testutils.StartBinder(t, e.child("intruder"), testutils.BinderOptions{})
+	if p, err := b.Autobind("tcp", "4", any4, 40123); err == nil {
+		t.Errorf("autobind onto a reserved restricted port got %d", p)
+	}
+	o := testutils.StartBinder(t, e.child("owner"), testutils.BinderOptions{})
+	if err := o.Bind("tcp", "4", any4, 40123); err != nil {
+		t.Errorf("the owner's explicit bind of its reserved port: %v", err)
+	}
+	d.stop(syscall.SIGTERM)
+	after, _ := os.ReadFile(sysctl)
+	if string(after) != string(before) {
+		t.Errorf("ip_local_reserved_ports = %q after the daemon stopped, was %q", after, before)
 	}
 }

@@ -35,6 +35,7 @@ func runCompile(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	warnAutobind(c, stderr)
 	if f.output == "json" {
 		return c.WriteJSON(stdout)
 	}
