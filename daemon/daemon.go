@@ -153,6 +153,7 @@ func (d *Daemon) start() (err error) {
 			return err
 		}
 		d.onShutdown(d.pods.close)
+		d.metrics.reg.MustRegister(d.pods.collectors()...)
 		// Pods that exist already go into the first policy as pending.
 		d.pods.scan()
 	}

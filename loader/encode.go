@@ -48,7 +48,6 @@ func (b *setBits) or(o setBits) {
 	}
 }
 func (b setBits) has(s int) bool { return b[s/64]&(1<<(s%64)) != 0 }
-func (b setBits) empty() bool    { return b == setBits{} }
 
 // Unresolved is an owner whose cgroup does not exist (yet); the rule is in
 // force without it, and the owner joins when its cgroup appears.

@@ -212,11 +212,3 @@ func InCgroup(path, ancestor string) bool {
 }
 
 func cleanCgroup(p string) string { return path.Clean("/" + p) }
-
-// cgroupDepth is the number of components of a clean registry path ("/" is 0).
-func cgroupDepth(p string) int {
-	if p == "/" {
-		return 0
-	}
-	return strings.Count(p, "/")
-}
