@@ -61,7 +61,7 @@ clean:
 # qemu-system-x86, busybox-static, cpio; downloads are cached). KERNEL is 5.10
 # (below the minimum: checks that `run` refuses), 6.1 or 6.12. See docs/kernels.md.
 VMTEST_CI_KERNEL  ?= 6.1
-VMTEST_CI_TIMEOUT ?= 600
+VMTEST_CI_TIMEOUT ?= 900
 .PHONY: vmtest vmtest-ci vmtest-all
 vmtest:
 	@[ -n "$(KERNEL)" ] || { echo "usage: make vmtest KERNEL=5.10|6.1|6.12" >&2; exit 2; }

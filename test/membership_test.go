@@ -35,8 +35,12 @@ func TestInheritedOwnerAtMkdir(t *testing.T) {
 	expect(t, b, []bindCase{{"not below the owner", "tcp", "4", any4, 43200, unix.EPERM}})
 
 	dir := owner
+	per := 10
+	if testing.Short() {
+		per = 2
+	}
 	for depth := 1; depth <= 20; depth++ {
-		for i := 0; i < 10; i++ {
+		for i := 0; i < per; i++ {
 			c := filepath.Join(dir, fmt.Sprintf("n%d", i))
 			if err := os.Mkdir(c, 0o755); err != nil {
 				t.Fatal(err)
@@ -100,7 +104,10 @@ func TestCgroupChurnUnderOwners(t *testing.T) {
 	}()
 
 	churn := testutils.StartBinder(t, e.child("steady"), testutils.BinderOptions{})
-	const n = 5000
+	n := 5000
+	if testing.Short() { // the VM runner: software emulation, same code paths
+		n = 300
+	}
 	for i := 0; i < n; i++ {
 		parent, port, other := a, uint16(43001), uint16(43002)
 		if i%2 == 1 {
