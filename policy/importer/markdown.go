@@ -12,10 +12,25 @@ import (
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/bindguard/bindguard/policy"
 )
 
-// MaxInput is the largest markdown document Markdown reads.
-const MaxInput = 16 << 20
+// Limits that bound what an import holds in memory by its input: a row
+// that names many ports repeats its other cells in every entry, so the cells
+// and the entries are bounded too, not only the input.
+const (
+	// MaxInput is the largest markdown document Markdown reads.
+	MaxInput = 4 << 20
+	// MaxEntries is the most entries (and removed ports) one import makes.
+	MaxEntries = 65536
+	// MaxNotes is the longest notes an entry gets; longer notes are cut,
+	// and say so.
+	MaxNotes = 1024
+	// MaxOutput is the largest registry an import writes: that of a
+	// registry file policy.Load reads.
+	MaxOutput = policy.MaxFileSize
+)
 
 // Registry is the imported registry in the shape of a registry file.
 type Registry struct {
@@ -107,13 +122,30 @@ func Markdown(name string, r io.Reader) (*Result, error) {
 		Metadata:   Metadata{Name: strings.TrimSpace(name)},
 	}}}
 	c.run(splitLines(data))
+	if c.tooMany != 0 {
+		return nil, fmt.Errorf("import markdown: line %d: the document lists more than %d ports, the most one import makes", c.tooMany, MaxEntries)
+	}
 	if c.tables == 0 {
 		return nil, errors.New("import markdown: no pipe table with a Port column found")
 	}
 	if c.res.Registry.Metadata.Source == "" {
 		c.res.Registry.Metadata.Source = c.title
 	}
+	if size := c.res.size(); size > MaxOutput {
+		return nil, fmt.Errorf("import markdown: the registry would be about %d bytes, over the %d bytes a registry file may hold; split the document", size, MaxOutput)
+	}
 	return c.res, nil
+}
+
+// size estimates the registry's YAML: each entry's fields and some syntax.
+func (r *Result) size() int {
+	n := 0
+	for _, list := range [][]Entry{r.Registry.Entries, r.Registry.Removed} {
+		for _, e := range list {
+			n += 96 + len(e.Process) + len(e.Team) + len(e.Since) + len(e.RemovedIn) + len(e.Notes)
+		}
+	}
+	return n
 }
 
 // splitLines splits the input into lines, making it valid UTF-8 and dropping
@@ -136,6 +168,8 @@ type converter struct {
 	title    string
 	headings []heading
 	tables   int // tables with a Port column
+	// tooMany is the line at which the entries went over MaxEntries.
+	tooMany int
 }
 
 var (
@@ -427,6 +461,9 @@ func (c *converter) table(headerLine int, header string, rows []string) {
 	c.tables++
 	for k, raw := range rows {
 		line := headerLine + 2 + k
+		if c.tooMany != 0 {
+			return
+		}
 		cells := splitRow(raw)
 		empty := true
 		for _, cell := range cells {
@@ -437,15 +474,19 @@ func (c *converter) table(headerLine int, header string, rows []string) {
 		}
 		ents, removed, why := convertRow(ctx, headers, cols, cells)
 		if why != "" {
-			c.warnf(line, "row not imported: %s: %s", why, strings.TrimSpace(raw))
+			c.warnf(line, "row not imported: %s: %s", why, excerpt(raw))
 			c.res.comments = append(c.res.comments, comment{
 				line: line, removed: removed,
-				text: fmt.Sprintf("line %d: not imported (%s): %s", line, why, strings.TrimSpace(raw)),
+				text: fmt.Sprintf("line %d: not imported (%s): %s", line, why, excerpt(raw)),
 			})
 			continue
 		}
 		for i := range ents {
 			ents[i].Line = line
+		}
+		if len(c.res.Registry.Entries)+len(c.res.Registry.Removed)+len(ents) > MaxEntries {
+			c.tooMany = line
+			return
 		}
 		if removed {
 			c.res.Registry.Removed = append(c.res.Registry.Removed, ents...)
@@ -574,6 +615,9 @@ func convertRow(ctx context, headers []string, cols []column, raw []string) (ent
 		protos = []string{"tcp"}
 	}
 
+	if len(splitPieces(portCell, MaxEntries+1)) > MaxEntries {
+		return nil, removed, fmt.Sprintf("the port cell lists more than %d ports", MaxEntries)
+	}
 	ports, unparsed := parsePortCell(portCell)
 	if len(ports) == 0 {
 		if portCell == "" {
@@ -599,6 +643,7 @@ func convertRow(ctx context, headers []string, cols []column, raw []string) (ent
 		}
 		localhost = false
 	}
+	baseNotes := cutNotes(base.String())
 	for _, p := range ports {
 		e := Entry{
 			Port:     p.port,
@@ -619,14 +664,42 @@ func convertRow(ctx context, headers []string, cols []column, raw []string) (ent
 		if localhost {
 			e.Bind = "localhost"
 		}
-		n := append(notes(nil), base...)
+		// One string for every port of the row, unless a port has a remark.
+		e.Notes = baseNotes
 		if p.remark != "" {
+			n := append(notes(nil), base...)
 			n.addf("port %v: %s", p.port, p.remark)
+			e.Notes = cutNotes(n.String())
 		}
-		e.Notes = n.String()
 		ents = append(ents, e)
 	}
 	return ents, removed, ""
+}
+
+// excerpt is a row as quoted in a warning: at most 200 bytes of it.
+func excerpt(raw string) string {
+	raw = strings.TrimSpace(raw)
+	if len(raw) <= 200 {
+		return raw
+	}
+	end := 200
+	for end > 0 && !utf8.RuneStart(raw[end]) {
+		end--
+	}
+	return fmt.Sprintf("%s … (%d more bytes)", raw[:end], len(raw)-end)
+}
+
+// cutNotes cuts notes longer than MaxNotes at a rune boundary, and says so.
+func cutNotes(s string) string {
+	if len(s) <= MaxNotes {
+		return s
+	}
+	const mark = " … (cut by bindguard import)"
+	end := MaxNotes - len(mark)
+	for end > 0 && !utf8.RuneStart(s[end]) {
+		end--
+	}
+	return strings.Clone(s[:end]) + mark
 }
 
 func protocolValue(ps []string) any {
@@ -698,7 +771,7 @@ var portPieceRE = regexp.MustCompile(`(?i)^(?:(tcp|udp)(?:\s*(?:/|or|and|&)\s*(t
 func parsePortCell(cell string) (ports []portSpec, unparsed string) {
 	cell = strings.NewReplacer("–", "-", "—", "-", "‒", "-", "−", "-").Replace(cell)
 	var bad []string
-	for _, piece := range splitPieces(cell) {
+	for _, piece := range splitPieces(cell, MaxEntries) {
 		m := portPieceRE.FindStringSubmatch(piece)
 		if m == nil {
 			bad = append(bad, piece)
@@ -730,8 +803,8 @@ func parsePortCell(cell string) (ports []portSpec, unparsed string) {
 }
 
 // splitPieces splits a port cell on commas, semicolons, line breaks and the
-// word "and", outside parentheses.
-func splitPieces(cell string) []string {
+// word "and", outside parentheses. It stops after limit pieces.
+func splitPieces(cell string, limit int) []string {
 	var out []string
 	var b strings.Builder
 	depth := 0
@@ -742,6 +815,9 @@ func splitPieces(cell string) []string {
 		b.Reset()
 	}
 	for _, r := range cell {
+		if len(out) >= limit {
+			return out
+		}
 		switch {
 		case r == '(':
 			depth++
