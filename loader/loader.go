@@ -120,21 +120,9 @@ func New(cfg Config) (_ *Loader, err error) {
 
 	opts := ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{}}
 	if cfg.PinPath != "" {
-		mounted, err := ensurePinDir(cfg.PinPath)
-		if err != nil {
+		if opts.MapReplacements, err = l.openPins(spec); err != nil {
 			return nil, err
 		}
-		if l.lock, err = lockPinPath(cfg.PinPath); err != nil {
-			return nil, err
-		}
-		if mounted != "" {
-			cfg.logf("mounted a bpf file system at %s; in a private mount namespace (a container without the host's /sys/fs/bpf, a unit with PrivateMounts) it and the pins go away with this process", mounted)
-		}
-		replacements, err := l.pinnedReplacements(spec)
-		if err != nil {
-			return nil, err
-		}
-		opts.MapReplacements = replacements
 	}
 	err = spec.LoadAndAssign(&l.objs, &opts)
 	// The collection took its own references to replacements.
@@ -150,6 +138,22 @@ func New(cfg Config) (_ *Loader, err error) {
 	}
 	l.generation = l.stateGeneration()
 	return l, nil
+}
+
+// openPins creates and locks the pin directory, then opens the maps an
+// earlier daemon pinned there, if they can be reused.
+func (l *Loader) openPins(spec *ebpf.CollectionSpec) (map[string]*ebpf.Map, error) {
+	mounted, err := ensurePinDir(l.cfg.PinPath)
+	if err != nil {
+		return nil, err
+	}
+	if l.lock, err = lockPinPath(l.cfg.PinPath); err != nil {
+		return nil, err
+	}
+	if mounted != "" {
+		l.cfg.logf("mounted a bpf file system at %s; in a private mount namespace (a container without the host's /sys/fs/bpf, a unit with PrivateMounts) it and the pins go away with this process", mounted)
+	}
+	return l.pinnedReplacements(spec)
 }
 
 // pinnedReplacements opens the maps an earlier daemon pinned, when they are

@@ -196,6 +196,11 @@ func TestDetachWhileRunningIsVisible(t *testing.T) {
 	if _, code := bindguard(t, "status", "--pin-path", e.pinPath); code == 0 {
 		t.Error("status exits 0 after detach")
 	}
+	// Stopping a daemon whose links someone else detached is no error.
+	d.stop(syscall.SIGTERM)
+	if code := d.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("exit code %d after an outside detach:\n%s", code, tail(d.output(), 10))
+	}
 }
 
 // TestReloadFromFIFO: a registry replaced by a FIFO blocked the reload in

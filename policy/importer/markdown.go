@@ -509,18 +509,18 @@ func (n *notes) addf(format string, args ...any) { n.add(fmt.Sprintf(format, arg
 
 func (n notes) String() string { return strings.Join(n, "; ") }
 
-// convertRow turns one row into entries. removed says which list the row
-// belongs to; why is non-empty when the row cannot become an entry.
-func convertRow(ctx context, headers []string, cols []column, raw []string) (ents []Entry, removed bool, why string) {
-	var (
-		portCell, protoCell, process, description string
-		team, since, removedIn                    string
-		cpOnly                                    = ctx.cpOnly
-		localhost                                 = ctx.localhost
-		extra, tail                               notes
-		noteText                                  string
-	)
-	removed = ctx.removed
+// rowCells are the cells of one row, by meaning.
+type rowCells struct {
+	port, proto, process, description string
+	team, since, removedIn, notes     string
+	cpOnly, localhost, removed        bool
+	// extra holds cells that have no field, as notes.
+	extra notes
+}
+
+// readCells sorts a row's cells by column; the context gives the defaults.
+func readCells(ctx context, headers []string, cols []column, raw []string) rowCells {
+	r := rowCells{cpOnly: ctx.cpOnly, localhost: ctx.localhost, removed: ctx.removed}
 	for i, rawCell := range raw {
 		cell := cleanCell(rawCell)
 		if i >= len(cols) || cols[i] != colPort {
@@ -529,136 +529,147 @@ func convertRow(ctx context, headers []string, cols []column, raw []string) (ent
 		}
 		if i >= len(cols) {
 			if cell != "" {
-				extra.addf("extra cell: %s", cell)
+				r.extra.addf("extra cell: %s", cell)
 			}
 			continue
 		}
-		switch cols[i] {
-		case colPort:
-			portCell = cell
-		case colProtocol:
-			protoCell = cell
-		case colProcess:
-			process = cell
-		case colDescription:
-			description = cell
-		case colTeam:
-			team = cell
-		case colSince:
-			since = cell
-		case colRemoved:
-			removedIn = cell
-			if cell != "" && !isNo(cell) {
-				removed = true
-			}
-		case colNotes:
-			noteText = cell
-		case colControlPlane:
-			switch {
-			case isYes(cell):
-				cpOnly = true
-			case isNo(cell):
-			default:
-				extra.addf("unparsed %s cell: %s", strings.ToLower(headers[i]), cell)
-			}
-		case colLocalhost:
-			switch {
-			case isYes(cell):
-				localhost = true
-			case isNo(cell):
-			default:
-				extra.addf("unparsed %s cell: %s", strings.ToLower(headers[i]), cell)
-			}
-		case colBind:
-			switch strings.ToLower(cell) {
-			case "localhost", "loopback", "127.0.0.1", "::1", "[::1]", "lo":
-				localhost = true
-			case "", "any", "all", "*", "0.0.0.0", "::", "[::]", "-":
-			default:
-				extra.addf("%s: %s", strings.ToLower(headers[i]), cell)
-			}
+		r.set(cols[i], strings.ToLower(headers[i]), cell)
+	}
+	if cpOnlyRE.MatchString(r.notes) {
+		r.cpOnly = true
+	}
+	if localOnlyRE.MatchString(r.notes) {
+		r.localhost = true
+	}
+	if r.process == "" {
+		r.process, r.description = r.description, ""
+	}
+	return r
+}
+
+// set files one cell under its column; header is the column's name.
+func (r *rowCells) set(col column, header, cell string) {
+	switch col {
+	case colPort:
+		r.port = cell
+	case colProtocol:
+		r.proto = cell
+	case colProcess:
+		r.process = cell
+	case colDescription:
+		r.description = cell
+	case colTeam:
+		r.team = cell
+	case colSince:
+		r.since = cell
+	case colRemoved:
+		r.removedIn = cell
+		if cell != "" && !isNo(cell) {
+			r.removed = true
+		}
+	case colNotes:
+		r.notes = cell
+	case colControlPlane:
+		r.yesNo(&r.cpOnly, header, cell)
+	case colLocalhost:
+		r.yesNo(&r.localhost, header, cell)
+	case colBind:
+		switch strings.ToLower(cell) {
+		case "localhost", "loopback", "127.0.0.1", "::1", "[::1]", "lo":
+			r.localhost = true
+		case "", "any", "all", "*", "0.0.0.0", "::", "[::]", "-":
 		default:
-			if cell != "" {
-				extra.addf("%s: %s", strings.ToLower(headers[i]), cell)
-			}
+			r.extra.addf("%s: %s", header, cell)
+		}
+	default:
+		if cell != "" {
+			r.extra.addf("%s: %s", header, cell)
 		}
 	}
-	if cpOnlyRE.MatchString(noteText) {
-		cpOnly = true
-	}
-	if localOnlyRE.MatchString(noteText) {
-		localhost = true
-	}
-	if process == "" {
-		process, description = description, ""
-	}
-	if process == "" {
-		return nil, removed, "no process, service or description"
-	}
+}
 
+// yesNo sets *flag for a yes cell, leaves it for a no, and keeps anything
+// else in the notes.
+func (r *rowCells) yesNo(flag *bool, header, cell string) {
+	switch {
+	case isYes(cell):
+		*flag = true
+	case isNo(cell):
+	default:
+		r.extra.addf("unparsed %s cell: %s", header, cell)
+	}
+}
+
+// convertRow turns one row into entries. removed says which list the row
+// belongs to; why is non-empty when the row cannot become an entry.
+func convertRow(ctx context, headers []string, cols []column, raw []string) (ents []Entry, removed bool, why string) {
+	r := readCells(ctx, headers, cols, raw)
+	if r.process == "" {
+		return nil, r.removed, "no process, service or description"
+	}
+	var tail notes
 	// The protocol column may name a transport (TCP, UDP, TCP/UDP) or an
 	// application protocol (HTTPS, IPsec) that is kept in notes.
 	protos := ctx.protocols
-	if protoCell != "" {
-		p, rest, unsupported := parseProtocolCell(protoCell)
+	if r.proto != "" {
+		p, rest, unsupported := parseProtocolCell(r.proto)
 		if unsupported != "" {
-			return nil, removed, fmt.Sprintf("protocol %s is not tcp or udp", unsupported)
+			return nil, r.removed, fmt.Sprintf("protocol %s is not tcp or udp", unsupported)
 		}
 		if p != nil {
 			protos = p
 		}
 		if rest {
-			tail.addf("protocol: %s", protoCell)
+			tail.addf("protocol: %s", r.proto)
 		}
 	}
 	if protos == nil {
 		protos = []string{"tcp"}
 	}
-
-	if len(splitPieces(portCell, MaxEntries+1)) > MaxEntries {
-		return nil, removed, fmt.Sprintf("the port cell lists more than %d ports", MaxEntries)
+	if len(splitPieces(r.port, MaxEntries+1)) > MaxEntries {
+		return nil, r.removed, fmt.Sprintf("the port cell lists more than %d ports", MaxEntries)
 	}
-	ports, unparsed := parsePortCell(portCell)
+	ports, unparsed := parsePortCell(r.port)
 	if len(ports) == 0 {
-		if portCell == "" {
-			return nil, removed, "no port"
+		if r.port == "" {
+			return nil, r.removed, "no port"
 		}
-		return nil, removed, "unparsed port cell: " + portCell
+		return nil, r.removed, "unparsed port cell: " + r.port
 	}
 	if unparsed != "" {
 		tail.addf("unparsed port cell: %s", unparsed)
 	}
+	return r.entries(ports, protos, tail), r.removed, ""
+}
 
+// entries makes one entry per port of the row.
+func (r *rowCells) entries(ports []portSpec, protos []string, tail notes) []Entry {
 	var base notes
-	base.add(noteText)
-	if description != "" {
-		base.addf("description: %s", description)
+	base.add(r.notes)
+	if r.description != "" {
+		base.addf("description: %s", r.description)
 	}
-	base = append(base, extra...)
+	base = append(base, r.extra...)
 	base = append(base, tail...)
-	if removed && localhost {
+	localhost := r.localhost
+	if r.removed && localhost {
 		// Removed entries have no bind field; keep the fact.
-		if !localOnlyRE.MatchString(noteText) {
+		if !localOnlyRE.MatchString(r.notes) {
 			base.add("localhost-only")
 		}
 		localhost = false
 	}
 	baseNotes := cutNotes(base.String())
+	ents := make([]Entry, 0, len(ports))
 	for _, p := range ports {
-		e := Entry{
-			Port:     p.port,
-			Protocol: protocolValue(protos),
-			Process:  process,
-			Team:     team,
-			Since:    since,
-		}
-		if removed {
-			e.RemovedIn = removedIn
+		e := Entry{Port: p.port, Protocol: protocolValue(protos), Process: r.process, Team: r.team, Since: r.since}
+		if r.removed {
+			e.RemovedIn = r.removedIn
 		}
 		if p.protos != nil {
 			e.Protocol = protocolValue(p.protos)
 		}
-		if cpOnly {
+		if r.cpOnly {
 			e.NodeSelector = map[string]string{ControlPlaneLabel: ControlPlaneValue}
 		}
 		if localhost {
@@ -673,7 +684,7 @@ func convertRow(ctx context, headers []string, cols []column, raw []string) (ent
 		}
 		ents = append(ents, e)
 	}
-	return ents, removed, ""
+	return ents
 }
 
 // excerpt is a row as quoted in a warning: at most 200 bytes of it.
