@@ -783,6 +783,11 @@ func parsePortCell(cell string) (ports []portSpec, unparsed string) {
 	cell = strings.NewReplacer("–", "-", "—", "-", "‒", "-", "−", "-").Replace(cell)
 	var bad []string
 	for _, piece := range splitPieces(cell, MaxEntries) {
+		// Most pieces are a bare port: no regular expression for those.
+		if n, err := strconv.Atoi(piece); err == nil && piece[0] != '+' && piece[0] != '-' && n >= 1 && n <= 65535 {
+			ports = append(ports, portSpec{port: n})
+			continue
+		}
 		m := portPieceRE.FindStringSubmatch(piece)
 		if m == nil {
 			bad = append(bad, piece)
