@@ -193,6 +193,9 @@ func TestDetachWhileRunningIsVisible(t *testing.T) {
 	d.waitLog("self-check", func(m map[string]any) bool {
 		return strings.HasPrefix(fmt.Sprint(m["msg"]), "bind programs are no longer attached")
 	})
+	if _, body := httpGet(t, "http://"+addr+"/metrics"); strings.Contains(body, "\nbindguard_attachment_lost_total 0\n") || !strings.Contains(body, "\nbindguard_attachment_lost_total ") {
+		t.Errorf("the self-check's lost attachment is not counted")
+	}
 	if _, code := bindguard(t, "status", "--pin-path", e.pinPath); code == 0 {
 		t.Error("status exits 0 after detach")
 	}
