@@ -37,6 +37,14 @@ type Config struct {
 	// CheckInterval is how often the daemon checks that its links are still
 	// attached; 0 means DefaultCheckInterval.
 	CheckInterval time.Duration
+	// CRISocket is the container runtime's socket; "" detects it, "none"
+	// turns pod identity off (pods are then judged as pending pods).
+	CRISocket string
+	// Kubepods are kubelet's kubepods cgroups (registry paths); empty:
+	// DefaultKubepods below the attach cgroup.
+	Kubepods []string
+	// PodPorts: pods may bind only the ports their containers declare.
+	PodPorts bool
 }
 
 // DefaultCheckInterval is how often a running daemon checks, by default,
@@ -66,6 +74,8 @@ type Daemon struct {
 	wasLost bool
 	// cleanup runs on shutdown, last added first.
 	cleanup []func()
+	// pods follows kubelet's pods; nil when pod identity is off.
+	pods *podTracker
 }
 
 // Run loads the registry, puts the policy in force, attaches, and then logs
@@ -131,6 +141,14 @@ func (d *Daemon) start() (err error) {
 	if st, err := os.Stat(attach); err != nil || !st.IsDir() {
 		return fmt.Errorf("attach cgroup %s: no such cgroup below %s", d.cfg.Cgroup, d.cg.Root)
 	}
+	if d.cfg.CRISocket != "none" {
+		if d.pods, err = newPodTracker(d); err != nil {
+			return err
+		}
+		d.onShutdown(d.pods.close)
+		// Pods that exist already go into the first policy as pending.
+		d.pods.scan()
+	}
 	if err := d.load(attach, compiled); err != nil {
 		return err
 	}
@@ -166,13 +184,22 @@ func (d *Daemon) load(attach string, compiled *policy.Compiled) (err error) {
 		CgroupPath:    attach,
 		PinPath:       d.cfg.PinPath,
 		AllNetns:      d.cfg.AllNetns,
+		UnitRoot:      d.cfg.Cgroup,
 		EventInterval: d.cfg.EventInterval,
 		Logf:          func(f string, a ...any) { d.log.Warnf(f, a...) },
 	})
 	if err != nil {
 		return err
 	}
-	res, err := d.ld.Apply(compiled, d.cfg.Mode, d.cg)
+	// The tracepoints first: from then on every new cgroup inherits its
+	// parent's membership in the kernel, so none created while Apply writes
+	// memberships is missed. Their events wait in the ring for the reader.
+	if err := d.ld.WatchCgroups(); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	res, err := d.ld.Apply(compiled, d.applyOptions(), d.sources())
+	d.mu.Unlock()
 	if err != nil {
 		return err
 	}

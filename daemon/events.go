@@ -57,10 +57,6 @@ func (d *Daemon) startReaders() error {
 		defer d.readers.Done()
 		readLoop(d, "event", d.ld.ReadEvent, d.logEvent)
 	}()
-	if err := d.ld.WatchCgroups(); err != nil {
-		d.log.WithError(err).Warn("owners whose cgroups appear later are resolved only on reload")
-		return nil
-	}
 	d.readers.Add(1)
 	go func() {
 		defer d.readers.Done()
@@ -69,12 +65,7 @@ func (d *Daemon) startReaders() error {
 			d.cgroupEvent(ev, &lost)
 		})
 	}()
-	// A cgroup created between the policy's resolution and the tracepoint's
-	// attach would otherwise be missed.
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	_, err := d.ld.ResolveOwners(d.cg)
-	return err
+	return nil
 }
 
 // readLoop hands every record read to handle until shutdown. It checks for
@@ -103,43 +94,47 @@ func readLoop[T any](d *Daemon, what string, read func() (T, error), handle func
 	}
 }
 
-// cgroupEvent puts owners in force as their cgroups appear, and drops them
-// as they go. When events were lost, it re-resolves every owner.
+// cgroupEvent puts owners that appear later in force, and repairs a
+// membership the kernel could not copy. When events were lost, it rewrites
+// every membership of the policy in force.
 func (d *Daemon) cgroupEvent(ev loader.CgroupEvent, lost *uint64) {
 	switch ev.Op {
 	case loader.CgroupMkdir:
-		rel := ev.Path
-		if rel == "" {
-			var err error
-			if rel, err = d.cgroupPath(ev.ID); err != nil {
+		if ev.Path == "" {
+			rel, err := d.cgroupPath(ev.ID)
+			if err != nil {
 				return // gone already
 			}
+			ev.Path = rel
 		}
 		d.mu.Lock()
-		n, err := d.ld.CgroupCreated(ev.ID, rel)
+		wrote, err := d.ld.CgroupCreated(ev)
 		d.mu.Unlock()
+		if d.pods != nil {
+			d.pods.created(ev.Path)
+		}
 		if err != nil {
-			d.log.WithError(err).WithField("cgroup", rel).Error("put owner in force")
-		} else if n > 0 {
+			d.log.WithError(err).WithField("cgroup", ev.Path).Error("put owner in force")
+		} else if wrote {
 			d.metrics.ownersResolved.Inc()
-			d.log.WithFields(logrus.Fields{"cgroup": rel, "cgroup_id": ev.ID, "rules": n}).Info("owner cgroup appeared: in force")
+			d.log.WithFields(logrus.Fields{"cgroup": ev.Path, "cgroup_id": ev.ID, "repaired": ev.CopyFailed}).Info("owner cgroup appeared: in force")
 		}
 	case loader.CgroupRmdir:
 		d.mu.Lock()
-		n := d.ld.CgroupRemoved(ev.ID)
+		d.ld.CgroupRemoved(ev)
 		d.mu.Unlock()
-		if n > 0 {
-			d.log.WithFields(logrus.Fields{"cgroup_id": ev.ID, "entries": n}).Info("owner cgroup removed")
+		if d.pods != nil && ev.Path != "" {
+			d.pods.removed(ev.Path)
 		}
 	}
 	if n, err := d.ld.CgroupEventsLost(); err == nil && n != *lost {
-		d.log.WithField("lost", n-*lost).Warn("cgroup events were lost; re-resolving every owner")
+		d.log.WithField("lost", n-*lost).Warn("cgroup events were lost; rewriting every owner membership")
 		*lost = n
 		d.mu.Lock()
-		_, err := d.ld.ResolveOwners(d.cg)
+		_, err := d.ld.RefreshMembers(d.sources())
 		d.mu.Unlock()
 		if err != nil {
-			d.log.WithError(err).Error("re-resolve owners")
+			d.log.WithError(err).Error("rewrite owner memberships")
 		}
 	}
 }
@@ -185,12 +180,15 @@ func (d *Daemon) logEvent(ev loader.Event) {
 	}
 	if p, err := d.cg.Path(ev.CgroupID); err == nil {
 		f["cgroup"] = p
-		if u := cgroups.Unit(p); u != "" {
+		// Only the system manager's unit: a look-alike in a delegated
+		// subtree is named by its path, not as the unit it imitates.
+		if u, _, ok := cgroups.UnitOf(d.cfg.Cgroup, p); ok {
 			f["unit"] = u
 		}
 		if c := cgroups.Container(p); c != "" {
-			f["container"] = c
+			f["container_id"] = c
 		}
+		d.decoratePod(f, p)
 	} else {
 		f["cgroup"] = ""
 	}
@@ -206,4 +204,24 @@ func (d *Daemon) logEvent(ev loader.Event) {
 		msg = "bind denied"
 	}
 	d.log.WithFields(f).WithTime(ev.Time).Warn(msg)
+}
+
+// decoratePod names the pod a binder runs in: namespace, pod, container
+// and pod_uid, or pod_pending while the runtime has not told.
+func (d *Daemon) decoratePod(f logrus.Fields, cgroup string) {
+	if d.pods == nil {
+		return
+	}
+	pod := d.pods.identity(cgroup)
+	switch {
+	case pod == nil:
+	case pod.Pending:
+		f["pod_uid"] = pod.UID
+		f["pod_pending"] = true
+	default:
+		f["namespace"], f["pod"], f["pod_uid"] = pod.Namespace, pod.Name, pod.UID
+		if pod.Container != "" {
+			f["container"] = pod.Container
+		}
+	}
 }

@@ -23,6 +23,9 @@ type metrics struct {
 	ownersResolved prometheus.Counter
 	// attachLost counts self-checks that found the programs detached.
 	attachLost prometheus.Counter
+	// podsResolved counts pod and container cgroups whose identity the
+	// runtime reported and which were put in force.
+	podsResolved prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -47,7 +50,10 @@ func newMetrics() *metrics {
 	m.attachLost = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "bindguard_attachment_lost_total", Help: "Periodic self-checks that found the bind programs no longer attached to the cgroup.",
 	})
-	m.reg.MustRegister(m.reloads, m.events, m.entries, m.generation, m.ownersResolved, m.attachLost)
+	m.podsResolved = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "bindguard_pod_identities_resolved_total", Help: "Pod and container cgroups whose identity the container runtime reported and that were put in force.",
+	})
+	m.reg.MustRegister(m.reloads, m.events, m.entries, m.generation, m.ownersResolved, m.attachLost, m.podsResolved)
 	return m
 }
 
@@ -61,7 +67,7 @@ var (
 	descDenied  = prometheus.NewDesc("bindguard_binds_denied_total", "Violations denied with EPERM, by reason.", []string{"reason"}, nil)
 	descDropped = prometheus.NewDesc("bindguard_events_dropped_total", "Events lost because the ring buffer was full.", nil, nil)
 	descSupp    = prometheus.NewDesc("bindguard_events_suppressed_total", "Events folded by rate limiting.", nil, nil)
-	descAttach  = prometheus.NewDesc("bindguard_attached", "1 when the kernel says both bind programs are attached to the cgroup, 0 when not (binds are not judged).", nil, nil)
+	descAttach  = prometheus.NewDesc("bindguard_attached", "1 when the kernel says every bind program is attached to the cgroup, 0 when not (binds are not judged).", nil, nil)
 )
 
 func (k kernelCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -121,7 +127,7 @@ func (d *Daemon) serveMetrics(addr string) (stop func(), err error) {
 	return func() { srv.Close() }, nil
 }
 
-// healthz is ok only while the kernel says both programs are attached.
+// healthz is ok only while the kernel says every program is attached.
 func (d *Daemon) healthz(w http.ResponseWriter, _ *http.Request) {
 	if err := d.ld.CheckAttached(); err != nil {
 		http.Error(w, "bind programs not attached: "+err.Error(), http.StatusServiceUnavailable)

@@ -35,7 +35,7 @@ func (d *Daemon) Reload(why string) {
 	c, err := d.compile()
 	if err == nil {
 		var res *loader.ApplyResult
-		if res, err = d.ld.Apply(c, d.cfg.Mode, d.cg); err == nil {
+		if res, err = d.ld.Apply(c, d.applyOptions(), d.sources()); err == nil {
 			d.metrics.reloads.WithLabelValues("ok").Inc()
 			d.logApplied(c, res)
 			return
@@ -64,4 +64,18 @@ func (d *Daemon) logApplied(c *policy.Compiled, res *loader.ApplyResult) {
 		d.log.WithFields(logrus.Fields{"port": u.Port, "protocol": u.Protocol.String(), "owner": u.Owner}).
 			WithError(u.Err).Warn("owner not resolved: its cgroup does not exist; the port stays restricted to the other owners")
 	}
+}
+
+// applyOptions are the node-wide switches of the policy.
+func (d *Daemon) applyOptions() loader.ApplyOptions {
+	return loader.ApplyOptions{Mode: d.cfg.Mode, PodPorts: d.cfg.PodPorts}
+}
+
+// sources are where the loader resolves owners.
+func (d *Daemon) sources() loader.Sources {
+	src := loader.Sources{Cgroups: d.cg}
+	if d.pods != nil {
+		src.Pods = d.pods
+	}
+	return src
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -16,38 +17,50 @@ type ApplyResult struct {
 	Generation uint32
 	Entries    int
 	Rules      int
-	Unresolved []Unresolved
-	// Fill is the time spent writing the new maps and installing them in the
-	// idle slot, Swap the time of the switch itself (one array write), Settle
-	// the wait until no bind can still be judged by the old slot.
+	// Sets is the number of owner sets, Members the cgroups whose
+	// membership was written for the new policy.
+	Sets, Members int
+	Unresolved    []Unresolved
+	// Fill is the time spent writing the new maps and memberships and
+	// installing them in the idle slot, Swap the time of the switch itself
+	// (one array write), Settle the wait until no bind can still be judged
+	// by the old slot.
 	Fill, Swap, Settle time.Duration
+}
+
+// ApplyOptions are the node-wide switches of a policy.
+type ApplyOptions struct {
+	Mode policy.Mode
+	// PodPorts: pods may bind only the ports they declare (--pod-ports=require).
+	PodPorts bool
 }
 
 // slot is the pair of maps of one policy.
 type slot struct {
-	rules, owners *ebpf.Map
+	rules, pairs *ebpf.Map
 }
 
 func (s *slot) close() {
 	if s.rules != nil {
 		s.rules.Close()
 	}
-	if s.owners != nil {
-		s.owners.Close()
+	if s.pairs != nil {
+		s.pairs.Close()
 	}
 	*s = slot{}
 }
 
-// Apply writes a compiled policy into the idle slot's new maps and switches
-// bg_active to it with one write: every bind is judged by the old policy or
-// by the new one, never by a mix, a partial or an empty map. On any error the
-// policy in force stays.
-func (l *Loader) Apply(c *policy.Compiled, mode policy.Mode, r Resolver) (*ApplyResult, error) {
+// Apply writes a compiled policy into the idle slot's new maps, writes every
+// owner cgroup's membership for that slot, and switches bg_active to it with
+// one write: every bind is judged by the old policy or by the new one, never
+// by a mix, a partial or an empty map. On any error the policy in force stays.
+// Callers serialise Apply with every other method that changes memberships.
+func (l *Loader) Apply(c *policy.Compiled, o ApplyOptions, src Sources) (*ApplyResult, error) {
 	if l.closed {
 		return nil, errors.New("apply policy: loader is closed")
 	}
 	gen := l.generation + 1
-	enc, err := Encode(c, mode, gen, r)
+	enc, err := encode(c, gen, encodeOptions{mode: o.Mode, podPorts: o.PodPorts})
 	if err != nil {
 		return nil, fmt.Errorf("apply policy: %w", err)
 	}
@@ -58,6 +71,10 @@ func (l *Loader) Apply(c *policy.Compiled, mode policy.Mode, r Resolver) (*Apply
 	next := (active ^ 1) & 1
 
 	start := time.Now()
+	plan, unresolved, err := l.plan(enc, src)
+	if err != nil {
+		return nil, fmt.Errorf("apply policy: %w", err)
+	}
 	fresh, err := l.newSlot(enc)
 	if err != nil {
 		return nil, fmt.Errorf("apply policy: %w", err)
@@ -68,9 +85,14 @@ func (l *Loader) Apply(c *policy.Compiled, mode policy.Mode, r Resolver) (*Apply
 		fresh.close()
 		return nil, fmt.Errorf("apply policy: install rules: %w", err)
 	}
-	if err := l.objs.BgOwners.Put(next, fresh.owners); err != nil {
+	if err := l.objs.BgPairs.Put(next, fresh.pairs); err != nil {
 		fresh.close()
-		return nil, fmt.Errorf("apply policy: install owners: %w", err)
+		return nil, fmt.Errorf("apply policy: install pairs: %w", err)
+	}
+	store := l.store()
+	if err := store.writeAll(plan, next, gen); err != nil {
+		fresh.close()
+		return nil, fmt.Errorf("apply policy: memberships: %w", err)
 	}
 	fill := time.Since(start)
 
@@ -85,7 +107,7 @@ func (l *Loader) Apply(c *policy.Compiled, mode policy.Mode, r Resolver) (*Apply
 	// next Apply may overwrite that slot. Replacing a map-in-map entry (here
 	// with the same map) returns only after an RCU grace period.
 	start = time.Now()
-	if err := l.objs.BgOwners.Put(next, fresh.owners); err != nil {
+	if err := l.objs.BgPairs.Put(next, fresh.pairs); err != nil {
 		return nil, fmt.Errorf("apply policy: settle: %w", err)
 	}
 	settle := time.Since(start)
@@ -93,16 +115,18 @@ func (l *Loader) Apply(c *policy.Compiled, mode policy.Mode, r Resolver) (*Apply
 	l.slots[next].close()
 	l.slots[next] = fresh
 	l.active = next
-	l.owners = enc.owners
+	l.enc = enc
+	l.plan_ = plan
+	l.opts = o
 	l.generation = gen
 
 	if err := l.updateState(func(st *bindguardBgStatus) {
 		st.Layout = LayoutVersion
 		st.Generation = gen
 		st.AppliedUnixNs = uint64(time.Now().UnixNano())
-		st.Entries = uint32(enc.Entries())
-		st.Rules = uint32(enc.Rules)
-		st.Mode = boolByte(mode == policy.ModeEnforce)
+		st.Entries = uint32(enc.entries())
+		st.Rules = uint32(enc.rules)
+		st.Mode = modeByte(o.Mode)
 		st.AllNetns = boolByte(l.cfg.AllNetns)
 		st.ReloadsOk++
 		if d, err := hex.DecodeString(c.Digest); err == nil {
@@ -111,11 +135,20 @@ func (l *Loader) Apply(c *policy.Compiled, mode policy.Mode, r Resolver) (*Apply
 	}); err != nil {
 		return nil, err
 	}
-	return &ApplyResult{Generation: gen, Entries: enc.Entries(), Rules: enc.Rules, Unresolved: enc.Unresolved, Fill: fill, Swap: swap, Settle: settle}, nil
+	return &ApplyResult{Generation: gen, Entries: enc.entries(), Rules: enc.rules, Sets: len(enc.sets),
+		Members: store.written, Unresolved: unresolved, Fill: fill, Swap: swap, Settle: settle}, nil
 }
 
-// newSlot creates and fills the maps of one policy.
-func (l *Loader) newSlot(enc *Encoded) (_ slot, err error) {
+func modeByte(m policy.Mode) uint8 {
+	if m == policy.ModeEnforce {
+		return uint8(bindguardBgModeBG_MODE_ENFORCE)
+	}
+	return uint8(bindguardBgModeBG_MODE_AUDIT)
+}
+
+// newSlot creates and fills the maps of one policy: rules, uid pairs, and
+// the declared ports of the pods known now.
+func (l *Loader) newSlot(enc *encoded) (_ slot, err error) {
 	var s slot
 	defer func() {
 		if err != nil {
@@ -125,14 +158,22 @@ func (l *Loader) newSlot(enc *Encoded) (_ slot, err error) {
 	if s.rules, err = ebpf.NewMap(l.spec.Maps[bindguardMapBgRules].InnerMap.Copy()); err != nil {
 		return s, fmt.Errorf("create rules map: %w", err)
 	}
-	if s.owners, err = ebpf.NewMap(l.spec.Maps[bindguardMapBgOwners].InnerMap.Copy()); err != nil {
-		return s, fmt.Errorf("create owners map: %w", err)
+	if s.pairs, err = ebpf.NewMap(l.spec.Maps[bindguardMapBgPairs].InnerMap.Copy()); err != nil {
+		return s, fmt.Errorf("create pairs map: %w", err)
 	}
-	if err := putAll(s.rules, enc.RuleIdx, enc.RuleVals); err != nil {
+	if err := putAll(s.rules, enc.ruleIdx, enc.ruleVals); err != nil {
 		return s, fmt.Errorf("write rules: %w", err)
 	}
-	if err := putAll(s.owners, enc.OwnerKeys, enc.OwnerVals); err != nil {
-		return s, fmt.Errorf("write owners: %w", err)
+	keys := append(slices.Clone(enc.pairKeys), l.pods.pairs()...)
+	if len(keys) > PairsMaxEntries {
+		return s, fmt.Errorf("policy and pods need %d pair entries, more than the kernel map's %d", len(keys), PairsMaxEntries)
+	}
+	ones := make([]uint8, len(keys))
+	for i := range ones {
+		ones[i] = 1
+	}
+	if err := putAll(s.pairs, keys, ones); err != nil {
+		return s, fmt.Errorf("write pairs: %w", err)
 	}
 	return s, nil
 }

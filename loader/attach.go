@@ -14,17 +14,26 @@ import (
 	"github.com/bindguard/bindguard/cgroups"
 )
 
-// hooks are the two attach points, in the order of Loader.links.
-var hooks = [2]struct {
+// hooks are the attach points, in the order of Loader.links.
+var hooks = [nHooks]struct {
 	name string
 	typ  ebpf.AttachType
 	pin  string
 }{
 	{"bind4", ebpf.AttachCGroupInet4Bind, pinBind4},
 	{"bind6", ebpf.AttachCGroupInet6Bind, pinBind6},
+	{"post_bind4", ebpf.AttachCGroupInet4PostBind, pinPostBind4},
+	{"post_bind6", ebpf.AttachCGroupInet6PostBind, pinPostBind6},
 }
 
-// Attach attaches bind4 and bind6 to the configured cgroup. When an earlier
+const nHooks = 4
+
+// hookPrograms are the loaded programs, in the order of hooks.
+func (o *objects) hookPrograms() [nHooks]*ebpf.Program {
+	return [nHooks]*ebpf.Program{o.Bind4, o.Bind6, o.PostBind4, o.PostBind6}
+}
+
+// Attach attaches bind4, bind6, post_bind4 and post_bind6 to the configured cgroup. When an earlier
 // daemon's links are pinned, it replaces their programs in place with
 // link.Update instead: the hook is never empty. Call Apply first, so no bind
 // is judged against an empty policy.
@@ -68,19 +77,19 @@ func (l *Loader) Attach() error {
 
 // attachment is an Attach under way: what it made, and what it replaces.
 type attachment struct {
-	links [2]link.Link
+	links [nHooks]link.Link
 	// fresh[i] is set when links[i] is a new link, not an old one taken over.
-	fresh [2]bool
+	fresh [nHooks]bool
 	// old[i] is an earlier daemon's link that links[i] replaces.
-	old      [2]link.Link
+	old      [nHooks]link.Link
 	tookOver bool
 	// pinned[i] is set once links[i] is pinned in place of old[i].
-	pinned [2]bool
+	pinned [nHooks]bool
 }
 
 // attachBoth takes over each pinned link or attaches a new one next to it.
 func (l *Loader) attachBoth(a *attachment, cgID uint64) error {
-	progs := [2]*ebpf.Program{l.objs.BindguardBind4, l.objs.BindguardBind6}
+	progs := l.objs.hookPrograms()
 	for i, h := range hooks {
 		if l.cfg.PinPath != "" {
 			p := filepath.Join(l.cfg.PinPath, h.pin)
@@ -216,16 +225,7 @@ func (l *Loader) takeOver(old link.Link, prog *ebpf.Program, cgID uint64) error 
 
 // pinMaps pins every shared map, replacing pins of an older layout.
 func (l *Loader) pinMaps() error {
-	maps := map[string]*ebpf.Map{
-		bindguardMapBgRules:     l.objs.BgRules,
-		bindguardMapBgOwners:    l.objs.BgOwners,
-		bindguardMapBgActive:    l.objs.BgActive,
-		bindguardMapBgCounters:  l.objs.BgCounters,
-		bindguardMapBgEvents:    l.objs.BgEvents,
-		bindguardMapBgRatelimit: l.objs.BgRatelimit,
-		bindguardMapBgState:     l.objs.BgState,
-	}
-	for name, m := range maps {
+	for name, m := range l.objs.pinned() {
 		p := filepath.Join(l.cfg.PinPath, name)
 		if !l.freshMaps {
 			if _, err := os.Stat(p); err == nil {

@@ -43,7 +43,7 @@ func newAttached(t *testing.T, abs, pins string, fs *cgroups.FS) *loader.Loader 
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Apply(compiled(), policy.ModeEnforce, fs); err != nil {
+	if _, err := l.Apply(compiled(), loader.ApplyOptions{Mode: policy.ModeEnforce}, loader.Sources{Cgroups: fs}); err != nil {
 		l.Close()
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestAttachFailureKeepsEarlierLinks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Apply(compiled(), policy.ModeEnforce, fs); err != nil {
+	if _, err := b.Apply(compiled(), loader.ApplyOptions{Mode: policy.ModeEnforce}, loader.Sources{Cgroups: fs}); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Attach(); err == nil {

@@ -21,6 +21,12 @@ const (
 	ReasonOwner      = Reason(bindguardBgReasonBG_REASON_OWNER)
 	ReasonAddress    = Reason(bindguardBgReasonBG_REASON_ADDRESS)
 	ReasonRemoved    = Reason(bindguardBgReasonBG_REASON_REMOVED)
+	// ReasonPodUndeclared: the binder's pod does not declare the port.
+	ReasonPodUndeclared = Reason(bindguardBgReasonBG_REASON_POD_UNDECLARED)
+	// ReasonPodPending: the binder's pod identity is not known yet (audited, never denied).
+	ReasonPodPending = Reason(bindguardBgReasonBG_REASON_POD_PENDING)
+	// ReasonAutobind: bind(0) got a port this binder may not bind.
+	ReasonAutobind = Reason(bindguardBgReasonBG_REASON_AUTOBIND)
 )
 
 func (r Reason) String() string {
@@ -35,12 +41,18 @@ func (r Reason) String() string {
 		return "address"
 	case ReasonRemoved:
 		return "removed"
+	case ReasonPodUndeclared:
+		return "pod-undeclared"
+	case ReasonPodPending:
+		return "pod-pending"
+	case ReasonAutobind:
+		return "autobind"
 	}
 	return fmt.Sprintf("reason(%d)", uint8(r))
 }
 
 // Reasons lists the violation reasons in counter order.
-var Reasons = []Reason{ReasonUndeclared, ReasonOwner, ReasonAddress, ReasonRemoved}
+var Reasons = []Reason{ReasonUndeclared, ReasonOwner, ReasonAddress, ReasonRemoved, ReasonPodUndeclared, ReasonPodPending, ReasonAutobind}
 
 // Event is one reported violation.
 type Event struct {

@@ -19,14 +19,18 @@ import (
 // DefaultPinPath is where links and maps are pinned unless told otherwise.
 const DefaultPinPath = "/sys/fs/bpf/bindguard"
 
-// Pin names below the pin directory.
+// Pin names below the pin directory, in the order of Loader.links.
 const (
-	pinBind4 = "link_bind4"
-	pinBind6 = "link_bind6"
+	pinBind4     = "link_bind4"
+	pinBind6     = "link_bind6"
+	pinPostBind4 = "link_post_bind4"
+	pinPostBind6 = "link_post_bind6"
 )
 
-// pinnedMaps are the maps pinned (and taken over) by name.
-var pinnedMaps = []string{bindguardMapBgRules, bindguardMapBgOwners, bindguardMapBgActive, bindguardMapBgCounters, bindguardMapBgEvents, bindguardMapBgRatelimit, bindguardMapBgState}
+var linkPins = [4]string{pinBind4, pinBind6, pinPostBind4, pinPostBind6}
+
+// allPinnedMaps are every map name either variant pins, for removal.
+var allPinnedMaps = append(pinnedMapNames(MembersStorage), membersMapName(MembersHash))
 
 // Config says where and how to load.
 type Config struct {
@@ -37,6 +41,11 @@ type Config struct {
 	PinPath string
 	// AllNetns judges binds in every network namespace, not just the host's.
 	AllNetns bool
+	// UnitRoot is the registry path below which `unit:` owners are the
+	// system manager's units (slices, then the unit): the attach cgroup.
+	UnitRoot string
+	// Members chooses where memberships live; MembersAuto probes.
+	Members Members
 	// EventInterval is the minimum time between two events for the same
 	// (cgroup, port, protocol, reason); 0 reports every violation.
 	EventInterval time.Duration
@@ -48,12 +57,12 @@ type Config struct {
 // See the package documentation for which methods may run concurrently.
 type Loader struct {
 	cfg  Config
-	objs bindguardObjects
+	objs objects
 	// mu guards links, objs and closed for the methods that may run
 	// concurrently with the others: Counters and CheckAttached.
 	mu sync.Mutex
-	// links[0] is bind4, links[1] is bind6.
-	links [2]link.Link
+	// links are bind4, bind6, post_bind4, post_bind6 (linkPins).
+	links [4]link.Link
 	// cgID is the id of the cgroup Attach attached to.
 	cgID uint64
 	// lock is the pin directory, flock'ed for the Loader's life.
@@ -63,8 +72,14 @@ type Loader struct {
 	tracepoints  []link.Link
 	cgroupEvents *ringbuf.Reader
 	cgroupRec    ringbuf.Record
-	// owners indexes the owner entries of the policy in force.
-	owners ownerIndex
+	// enc is the policy in force, plan_ its principals on this node, opts
+	// its switches; src is where owners are resolved; pods numbers the
+	// pods whose declared ports are in the pairs maps.
+	enc   *encoded
+	plan_ memberPlan
+	opts  ApplyOptions
+	src   Sources
+	pods  podIDs
 	// spec is the parsed object, for the inner map templates.
 	spec *ebpf.CollectionSpec
 	// slots are the maps of the two policies this Loader wrote (the outer
@@ -101,6 +116,14 @@ func New(cfg Config) (_ *Loader, err error) {
 		}
 	}()
 
+	if cfg.UnitRoot == "" {
+		l.cfg.UnitRoot = "/"
+	}
+	members, err := chooseMembers(cfg.Members)
+	if err != nil {
+		return nil, err
+	}
+	l.objs.members = members
 	spec, err := loadBindguard()
 	if err != nil {
 		return nil, fmt.Errorf("load bpf spec: %w", err)
@@ -124,7 +147,7 @@ func New(cfg Config) (_ *Loader, err error) {
 			return nil, err
 		}
 	}
-	err = spec.LoadAndAssign(&l.objs, &opts)
+	objs, err := loadObjects(spec, members, &opts)
 	// The collection took its own references to replacements.
 	for _, m := range opts.MapReplacements {
 		m.Close()
@@ -136,6 +159,7 @@ func New(cfg Config) (_ *Loader, err error) {
 		}
 		return nil, fmt.Errorf("load bpf programs: %w", err)
 	}
+	l.objs = *objs
 	l.generation = l.stateGeneration()
 	return l, nil
 }
@@ -167,7 +191,7 @@ func (l *Loader) pinnedReplacements(spec *ebpf.CollectionSpec) (map[string]*ebpf
 		}
 	}
 	var missing []string
-	for _, name := range pinnedMaps {
+	for _, name := range pinnedMapNames(l.objs.members) {
 		m, err := ebpf.LoadPinnedMap(filepath.Join(l.cfg.PinPath, name), nil)
 		if errors.Is(err, os.ErrNotExist) {
 			missing = append(missing, name)
@@ -275,7 +299,6 @@ func (l *Loader) Close() error {
 		l.slots[i].close()
 	}
 	errs = append(errs, l.objs.Close())
-	l.objs = bindguardObjects{}
 	if l.lock != nil {
 		errs = append(errs, l.lock.Close()) // releases the flock
 		l.lock = nil
@@ -336,7 +359,7 @@ func (l *Loader) ownsPinDir() bool {
 // process holds the links open.
 func RemovePins(dir string) error {
 	var errs []error
-	for _, name := range []string{pinBind4, pinBind6} {
+	for _, name := range append(linkPins[:], pinMkdir, pinRmdir) {
 		p := filepath.Join(dir, name)
 		ln, err := link.LoadPinnedLink(p, nil)
 		if err == nil {
@@ -350,7 +373,7 @@ func RemovePins(dir string) error {
 			errs = append(errs, err)
 		}
 	}
-	for _, name := range pinnedMaps {
+	for _, name := range allPinnedMaps {
 		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}

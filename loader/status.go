@@ -27,9 +27,9 @@ type Status struct {
 	LastError      string
 	Digest         string
 	Counters       *Counters
-	// Links says, for bind4 and bind6, whether the pinned link is attached
-	// to the cgroup the state names. Enforcement is in force only if both are.
-	Links [2]LinkStatus
+	// Links says, for each hook (bind4, bind6, post_bind4, post_bind6), whether its pinned link is attached
+	// to the cgroup the state names. Enforcement is in force only if all are.
+	Links [nHooks]LinkStatus
 }
 
 // LinkStatus is what the kernel says of one pinned link.
@@ -40,8 +40,15 @@ type LinkStatus struct {
 	Problem string
 }
 
-// Attached reports whether both links are attached.
-func (s *Status) Attached() bool { return s.Links[0].Attached && s.Links[1].Attached }
+// Attached reports whether every link is attached.
+func (s *Status) Attached() bool {
+	for _, l := range s.Links {
+		if !l.Attached {
+			return false
+		}
+	}
+	return true
+}
 
 // ReadStatus reads the status and counters from the maps pinned under dir,
 // without any daemon.
@@ -142,7 +149,7 @@ func linkAttached(ln link.Link, prog *ebpf.Program, cgID uint64) error {
 	return nil
 }
 
-// CheckAttached asks the kernel whether both of this Loader's links are
+// CheckAttached asks the kernel whether all of this Loader's links are
 // still attached to its cgroup with its programs; before Attach, it says
 // they are not. Safe to call from any goroutine.
 func (l *Loader) CheckAttached() error {
@@ -151,7 +158,7 @@ func (l *Loader) CheckAttached() error {
 	if l.closed {
 		return errors.New("loader is closed")
 	}
-	progs := [2]*ebpf.Program{l.objs.BindguardBind4, l.objs.BindguardBind6}
+	progs := l.objs.hookPrograms()
 	var errs []error
 	for i, ln := range l.links {
 		if ln == nil {

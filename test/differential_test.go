@@ -105,23 +105,32 @@ type diffWorld struct {
 	addrs4  []netip.Addr
 	addrs6  []netip.Addr
 	binders []*diffBinder
+	labels  map[string]string // the node's labels, which selectors are judged against
 }
 
 func diffRound(t *testing.T, seed uint64, round int, mode string, attempts int) int {
 	w := &diffWorld{t: t, e: newEnv(t), rng: rand.New(rand.NewPCG(seed, uint64(round))), seed: seed, round: round}
+	w.labels = map[string]string{
+		"node-role.kubernetes.io/" + pick(w.rng, []string{"worker", "control-plane"}): "",
+		"topology.kubernetes.io/zone": pick(w.rng, []string{"a", "b", "c"}),
+	}
 	w.makeTree()
 	w.e.writeRegistry(w.makeRegistry())
 	reg, err := policy.Load(w.e.registry)
 	if err != nil {
 		t.Fatalf("seed %d round %d: generated registry does not load: %v", seed, round, err)
 	}
-	c, err := policy.Compile(reg, nil)
+	c, err := policy.Compile(reg, w.labels)
 	if err != nil {
 		body, _ := os.ReadFile(w.e.registry)
 		t.Fatalf("seed %d round %d: generated registry does not compile: %v\n%s", seed, round, err, body)
 	}
 	// Owners resolve while the daemon starts, so the tree is complete first.
-	w.e.start(mode, "--event-interval", "1h")
+	args := []string{"--event-interval", "1h"}
+	for k, v := range w.labels {
+		args = append(args, "--node-label", k+"="+v)
+	}
+	w.e.start(mode, args...)
 	w.startBinders()
 	w.addresses()
 
@@ -132,6 +141,7 @@ func diffRound(t *testing.T, seed uint64, round int, mode string, attempts int) 
 	defer fsys.Close()
 	exists, units := map[string]bool{}, map[string][]string{}
 	opts := policy.DecideOptions{
+		UnitRoot: w.e.cgRel,
 		Exists: func(p string) bool {
 			e, ok := exists[p]
 			if !ok {
@@ -145,9 +155,11 @@ func diffRound(t *testing.T, seed uint64, round int, mode string, attempts int) 
 			p, ok := units[u]
 			if !ok {
 				var err error
-				if p, err = fsys.FindUnit(u); err != nil {
+				found, err := fsys.FindSystemUnits(w.e.cgRel, []string{u})
+				if err != nil {
 					t.Fatal(err)
 				}
+				p = found[u]
 				units[u] = p
 			}
 			return p
@@ -156,7 +168,7 @@ func diffRound(t *testing.T, seed uint64, round int, mode string, attempts int) 
 
 	type tally struct {
 		verdict policy.Verdict
-		reason  string
+		reason  policy.Reason
 	}
 	tallies := map[tally]int{}
 	outcomes := map[string]int{}
@@ -165,7 +177,7 @@ func diffRound(t *testing.T, seed uint64, round int, mode string, attempts int) 
 	for i := 0; i < attempts && len(mismatches) < diffMaxMismatches; i++ {
 		b := w.binders[w.rng.IntN(len(w.binders))]
 		port, proto, family, addr := w.attempt()
-		a := policy.BindAttempt{Port: port, Protocol: proto, Family: family, Address: addr,
+		a := policy.BindAttempt{Port: port, Protocol: proto, Family: policy.Family(family), Address: addr,
 			Cgroup: b.cgroup, UID: b.uid, HostNetns: b.hostNetns}
 		d := policy.Decide(c, pmode, a, opts)
 		tallies[tally{d.Verdict, d.Reason}]++
@@ -208,9 +220,9 @@ func diffRound(t *testing.T, seed uint64, round int, mode string, attempts int) 
 	}
 	want := fmt.Sprintf("checks %d allowed %d", attempts, tallies[tally{policy.Allow, ""}])
 	got := fmt.Sprintf("checks %d allowed %d", st.Checks, st.Allowed)
-	for _, r := range []string{policy.ReasonUndeclared, policy.ReasonOwner, policy.ReasonAddress, policy.ReasonRemoved} {
+	for _, r := range []policy.Reason{policy.ReasonUndeclared, policy.ReasonOwner, policy.ReasonAddress, policy.ReasonRemoved} {
 		want += fmt.Sprintf(" %s audited %d denied %d", r, tallies[tally{policy.Audit, r}], tallies[tally{policy.Deny, r}])
-		got += fmt.Sprintf(" %s audited %d denied %d", r, st.Audited[r], st.Denied[r])
+		got += fmt.Sprintf(" %s audited %d denied %d", r, st.Audited[string(r)], st.Denied[string(r)])
 	}
 	if got != want {
 		t.Errorf("seed %d round %d (replay with BINDGUARD_DIFF_SEED=%d): kernel counters disagree with policy.Decide:\nkernel: %s\nDecide: %s",
@@ -267,6 +279,11 @@ func (w *diffWorld) makeTree() {
 		chain = child(chain, pick(w.rng, names))
 		add(chain)
 	}
+	// The unit where the system manager puts it (slices below the attach
+	// cgroup), and look-alikes elsewhere that must not count as the unit.
+	add("system.slice")
+	add("system.slice/sub.slice")
+	add(child(pick(w.rng, []string{"system.slice", "system.slice/sub.slice"}), w.unit))
 	for range 2 {
 		for {
 			p := pick(w.rng, w.tree)
@@ -329,6 +346,9 @@ func (w *diffWorld) makeRegistry() string {
 		}
 		if w.rng.IntN(100) < 15 {
 			entries.WriteString("    mode: audit\n")
+		}
+		if w.rng.IntN(100) < 30 {
+			entries.WriteString("    nodeSelector:\n" + pick(w.rng, diffSelectors))
 		}
 		if w.rng.IntN(2) == 0 {
 			entries.WriteString("    owners:\n")
@@ -394,6 +414,18 @@ func (w *diffWorld) makeRegistry() string {
 		body += "removed:\n" + removed.String()
 	}
 	return body
+}
+
+// diffSelectors are node selectors, in both forms and with every operator,
+// that some of the nodes a round draws match and others do not.
+var diffSelectors = []string{
+	"      topology.kubernetes.io/zone: a\n",
+	"      node-role.kubernetes.io/worker: \"\"\n",
+	"      matchExpressions: [{key: node-role.kubernetes.io/control-plane, operator: Exists}]\n",
+	"      matchExpressions: [{key: node-role.kubernetes.io/control-plane, operator: DoesNotExist}]\n",
+	"      matchExpressions: [{key: topology.kubernetes.io/zone, operator: In, values: [a, b]}]\n",
+	"      matchExpressions: [{key: topology.kubernetes.io/zone, operator: NotIn, values: [a]}]\n",
+	"      matchLabels: {topology.kubernetes.io/zone: c}\n      matchExpressions: [{key: node-role.kubernetes.io/worker, operator: Exists}]\n",
 }
 
 // owner returns one random owner item.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -251,6 +252,13 @@ func (d *daemon) waitLog(what string, match func(map[string]any) bool) map[strin
 }
 
 // events returns the violation records logged so far.
+// logs returns every JSON log line read so far.
+func (d *daemon) logs() []map[string]any {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.lines)
+}
+
 func (d *daemon) events() []map[string]any {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -34,6 +34,9 @@ type runFlags struct {
 	metricsAddr   string
 	noWatch       bool
 	checkInterval time.Duration
+	criSocket     string
+	kubepods      []string
+	podPorts      string
 }
 
 func (f *runFlags) register(fs *pflag.FlagSet) {
@@ -51,6 +54,9 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on [host]:port (loopback when no host); off when empty")
 	fs.BoolVar(&f.noWatch, "no-watch", false, "do not reload when registry files change (SIGHUP still reloads)")
 	fs.DurationVar(&f.checkInterval, "check-interval", daemon.DefaultCheckInterval, "how often to ask the kernel whether the programs are still attached")
+	fs.StringVar(&f.criSocket, "cri-socket", "", "container runtime (CRI) socket for pod identity: a path or unix:///path; \"\" detects containerd's or CRI-O's; \"none\" turns pod identity off")
+	fs.StringArrayVar(&f.kubepods, "kubepods-cgroup", nil, "kubelet's kubepods cgroup, relative to the cgroup2 root (repeatable; default kubepods and kubepods.slice below --cgroup)")
+	fs.StringVar(&f.podPorts, "pod-ports", "ignore", "ignore, or require: a pod may bind only the ports its containers declare (reason pod-undeclared)")
 }
 
 func newLogger(format, level string, w io.Writer) (*logrus.Logger, error) {
@@ -104,6 +110,10 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return &exitError{code: 2, msg: "run: " + err.Error()}
 	}
+	podPorts, err := policy.ParsePodPortsMode(f.podPorts)
+	if err != nil {
+		return &exitError{code: 2, msg: "run: --pod-ports: " + err.Error()}
+	}
 	log, err := newLogger(f.logFormat, f.logLevel, stderr)
 	if err != nil {
 		return &exitError{code: 2, msg: "run: " + err.Error()}
@@ -124,6 +134,9 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		MetricsAddr:   f.metricsAddr,
 		Watch:         !f.noWatch,
 		CheckInterval: f.checkInterval,
+		CRISocket:     f.criSocket,
+		Kubepods:      f.kubepods,
+		PodPorts:      podPorts == policy.PodPortsRequire,
 	}, log)
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
