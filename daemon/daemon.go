@@ -131,7 +131,9 @@ func (c *Config) complete() error {
 }
 
 // start puts the policy in force and starts everything serve relies on.
-// Whatever it started is undone by shutdown, also when it fails half-way.
+// Whatever it started is undone by shutdown, also when it fails half-way:
+// a step that needs undoing registers it with onShutdown. A signal that
+// arrives meanwhile waits for serve.
 func (d *Daemon) start() (err error) {
 	compiled, err := d.compile()
 	if err != nil {
@@ -211,7 +213,7 @@ func (d *Daemon) load(attach string, compiled *policy.Compiled) (err error) {
 	if err != nil {
 		return err
 	}
-	d.applied(compiled, res)
+	d.logApplied(compiled, res)
 	if err := d.ld.Attach(); err != nil {
 		return err
 	}

@@ -72,7 +72,7 @@ var (
 	descDenied  = prometheus.NewDesc("bindguard_binds_denied_total", "Violations denied with EPERM, by reason.", []string{"reason"}, nil)
 	descDropped = prometheus.NewDesc("bindguard_events_dropped_total", "Events lost because the ring buffer was full.", nil, nil)
 	descSupp    = prometheus.NewDesc("bindguard_events_suppressed_total", "Events folded by rate limiting.", nil, nil)
-	descAttach  = prometheus.NewDesc("bindguard_attached", "1 when the kernel says both bind programs are attached to the cgroup, 0 when not (binds are not judged).", nil, nil)
+	descAttach  = prometheus.NewDesc("bindguard_attached", "1 when the kernel says every bind program is attached to the cgroup, 0 when not (binds are not judged).", nil, nil)
 )
 
 func (k kernelCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -132,7 +132,7 @@ func (d *Daemon) serveMetrics(addr string) (stop func(), err error) {
 	return func() { srv.Close() }, nil
 }
 
-// healthz is ok only while the kernel says both programs are attached.
+// healthz is ok only while the kernel says every program is attached.
 func (d *Daemon) healthz(w http.ResponseWriter, _ *http.Request) {
 	if err := d.ld.CheckAttached(); err != nil {
 		http.Error(w, "bind programs not attached: "+err.Error(), http.StatusServiceUnavailable)
