@@ -33,6 +33,7 @@ const (
 var (
 	_ = [1]struct{}{}[PairsMaxEntries-policy.MaxMapEntries]
 	_ = [setWords*64 - OwnerSets]struct{}{}
+	_ = [1]struct{}{}[OwnerSets-policy.MaxOwnerSets]
 )
 
 // ruleIndex is bg_rule_index from bpf/bindguard.h.
