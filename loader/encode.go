@@ -85,6 +85,9 @@ type podPrincipal struct {
 	sets  setBits
 }
 
+// generation is the policy generation the meta entry carries.
+func (e *encoded) generation() uint32 { return e.ruleVals[0].Origin }
+
 // entries is the number of map entries the policy holds besides memberships.
 func (e *encoded) entries() int { return len(e.ruleIdx) + len(e.pairKeys) }
 
