@@ -11,7 +11,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 )
@@ -70,8 +69,7 @@ type Loader struct {
 	events *Ring[bindguardBgEvent]
 	// tracepoints watch cgroup creation; cgroupEvents reads what they report.
 	tracepoints  []link.Link
-	cgroupEvents *ringbuf.Reader
-	cgroupRec    ringbuf.Record
+	cgroupEvents *Ring[bindguardBgCgroupEvent]
 	// enc is the policy in force, plan_ its principals on this node, opts
 	// its switches; src is where owners are resolved; pods numbers the
 	// pods whose declared ports are in the pairs maps.
