@@ -282,7 +282,11 @@ func sdModel(t *testing.T, e *env) func(op *sdOp, s scanSocket) bool {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { fs.Close() })
-	opts := policy.DecideOptions{FindUnit: func(u string) []string { p, _ := fs.FindUnit(u); return p }}
+	// Units as the daemon finds them: the system manager's, below the attach cgroup.
+	opts := policy.DecideOptions{UnitRoot: e.cgRel, FindUnit: func(u string) []string {
+		found, _ := fs.FindSystemUnits(e.cgRel, []string{u})
+		return found[u]
+	}}
 	return func(op *sdOp, s scanSocket) bool {
 		proto := policy.TCP
 		if s.Protocol == "udp" {

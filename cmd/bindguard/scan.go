@@ -84,7 +84,19 @@ func runScan(args []string, stdout, stderr io.Writer) error {
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(stderr, "bindguard: scan: not root: sockets of other users' processes show pid 0")
 	}
-	findings := scan.Judge(c, mode, l.Sockets, policy.DecideOptions{Exists: owners.exists, FindUnit: owners.findUnit})
+	// Units are the system manager's below the cgroup run attaches to:
+	// --cgroup here, as there; the cgroup2 root on a real host.
+	owners.unitRoot = "/"
+	if f.cgroup != "" {
+		owners.unitRoot = cgroups.ArgPath(f.cgroup)
+	}
+	for i := range l.Sockets {
+		l.Sockets[i].Unit = ""
+		if u, _, ok := cgroups.UnitOf(owners.unitRoot, l.Sockets[i].Cgroup); ok {
+			l.Sockets[i].Unit = u
+		}
+	}
+	findings := scan.Judge(c, mode, l.Sockets, policy.DecideOptions{Exists: owners.exists, FindUnit: owners.findUnit, UnitRoot: owners.unitRoot})
 	findings = f.keep(findings)
 	r := scan.Report{Mode: mode, Listing: l, Findings: findings, Summary: scan.Summarize(findings)}
 	if f.output == "json" {
