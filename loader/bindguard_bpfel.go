@@ -93,9 +93,8 @@ type bindguardBgKey struct {
 }
 
 type bindguardBgLastBind struct {
-	_    structs.HostLayout
-	Tid  uint32
-	Port uint32
+	_      structs.HostLayout
+	Cookie uint64
 }
 
 type bindguardBgLimits uint32
