@@ -321,10 +321,14 @@ static __always_inline int has_pair(struct policy *p, struct bg_key *k)
 	return pairs && bpf_map_lookup_elem(pairs, k);
 }
 
-/* uid_owns reports whether the task's real uid is an owner of the set. */
-static __always_inline int uid_owns(struct policy *p, __u16 set)
+/* uid_owns reports whether the task's real uid is an owner of the rule:
+ * the one uid the rule holds, or a pair of its set. */
+static __always_inline int uid_owns(struct policy *p, struct bg_value *rule)
 {
-	struct bg_key k = {.kind = BG_PAIR_UID, .set = set, .id = (__u32)bpf_get_current_uid_gid()};
+	__u32 uid = (__u32)bpf_get_current_uid_gid();
+	if (rule->uid)
+		return rule->uid == uid + 1;
+	struct bg_key k = {.kind = BG_PAIR_UID, .set = rule->set, .id = uid};
 	return has_pair(p, &k);
 }
 
@@ -358,7 +362,7 @@ static __always_inline __u8 violation(struct policy *p, struct bg_value *rule, _
 	if (flags & BG_RULE_OWNERS) {
 		ms = member_slot(member_of(storage), p);
 		looked = 1;
-		if (!in_set(ms, rule->set) && !((flags & BG_RULE_UID_OWNERS) && uid_owns(p, rule->set))) {
+		if (!in_set(ms, rule->set) && !((flags & BG_RULE_UID_OWNERS) && uid_owns(p, rule))) {
 			*msp = ms;
 			if ((flags & BG_RULE_POD_OWNERS) && (member_flags(ms) & BG_MEMBER_PENDING))
 				return BG_REASON_POD_PENDING;

@@ -100,7 +100,7 @@ type bindguardBgLastBind struct {
 type bindguardBgLimits uint32
 
 const (
-	bindguardBgLimitsBG_LAYOUT_VERSION      bindguardBgLimits = 3
+	bindguardBgLimitsBG_LAYOUT_VERSION      bindguardBgLimits = 4
 	bindguardBgLimitsBG_RULES_ENTRIES       bindguardBgLimits = 131072
 	bindguardBgLimitsBG_PAIRS_MAX_ENTRIES   bindguardBgLimits = 262144
 	bindguardBgLimitsBG_SLOTS               bindguardBgLimits = 2
@@ -229,6 +229,8 @@ type bindguardBgValue struct {
 	Flags  uint8
 	Pad    uint8
 	Set    uint16
+	Uid    uint32
+	Pad2   uint32
 }
 
 type bindguardBgVerdict uint32

@@ -146,6 +146,9 @@ func encode(c *policy.Compiled, generation uint32, o encodeOptions) (*encoded, e
 			if len(rule.Owners.UIDs) > 0 {
 				v.Flags |= ruleUIDOwners
 			}
+			if len(rule.Owners.UIDs) == 1 {
+				v.Uid = rule.Owners.UIDs[0] + 1 // checked in the rule itself
+			}
 			if len(rule.Owners.Pods) > 0 {
 				v.Flags |= rulePodOwners
 			}
@@ -177,8 +180,10 @@ func ruleValue(rule policy.Rule) bindguardBgValue {
 func (e *encoded) addSet(o policy.Owners, s int) {
 	e.sets = append(e.sets, o)
 	e.setRules = append(e.setRules, nil)
-	for _, uid := range o.UIDs {
-		e.pairKeys = append(e.pairKeys, bindguardBgKey{Kind: pairUID, Set: uint32(s), Id: uint64(uid)})
+	if len(o.UIDs) > 1 { // one uid lives in the rule (bg_value.uid)
+		for _, uid := range o.UIDs {
+			e.pairKeys = append(e.pairKeys, bindguardBgKey{Kind: pairUID, Set: uint32(s), Id: uint64(uid)})
+		}
 	}
 	for _, cg := range o.Cgroups {
 		b := e.byPath[cleanPath(cg)]
