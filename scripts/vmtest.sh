@@ -65,7 +65,7 @@ OUT=${VMTEST_OUT:-$ROOT/bin/vmtest/$KERNEL}
 TIMEOUT=${VMTEST_TIMEOUT:-2400}
 ACCEL=${VMTEST_ACCEL:-auto}
 RUN=${VMTEST_RUN:-}
-SKIP=${VMTEST_SKIP:-'^(TestPod|TestScanBusyNode|TestPrometheus|TestNode)'}
+SKIP=${VMTEST_SKIP:-'^(TestPod|TestDifferentialPods|TestScanBusyNode|TestPrometheus|TestNode)'}
 RUN_SUITE=${VMTEST_SUITE:-auto}
 if [ -z "${GO:-}" ]; then
   GO=go
