@@ -236,8 +236,7 @@ func (d *Daemon) Reload(why string) {
 }
 
 func (d *Daemon) logApplied(c *policy.Compiled, res *loader.ApplyResult) {
-	d.metrics.entries.Set(float64(res.Entries))
-	d.metrics.generation.Set(float64(res.Generation))
+	d.metrics.applied(c, res, d.cfg.Mode)
 	d.log.WithFields(logrus.Fields{
 		"generation": res.Generation, "rules": res.Rules, "entries": res.Entries,
 		"digest": c.Digest, "mode": string(d.cfg.Mode),
@@ -358,6 +357,7 @@ func (d *Daemon) logEvent(ev loader.Event) {
 		verdict = "deny"
 	}
 	d.metrics.events.WithLabelValues(verdict, ev.Reason.String()).Inc()
+	d.metrics.violations.count(ev, nil) // nil: pod identity is not wired yet
 	f := logrus.Fields{
 		"verdict":   verdict,
 		"reason":    ev.Reason.String(),
