@@ -9,7 +9,7 @@ COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 FUZZTIME ?= 30s
 
-.PHONY: all build generate check-generate test unit e2e fuzz lint run bench image clean
+.PHONY: all build generate check-generate test unit e2e fuzz lint run bench image image-oci clean
 
 all: build
 
@@ -50,6 +50,12 @@ bench: build
 image:
 	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make image: no container engine running here" >&2; exit 1; }
 	docker build -t bindguard:$(VERSION) --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) .
+
+# The image from the static binary alone, pulling nothing (scripts/image-oci):
+# bin/bindguard-image.tar, for `ctr -n k8s.io images import`, `docker load`
+# or `podman load`. `make image` is the Dockerfile build, for registries.
+image-oci: build
+	$(GO) run ./scripts/image-oci --binary $(BIN) --output bin/bindguard-image.tar --version $(VERSION) --commit $(COMMIT)
 
 clean:
 	rm -rf bin
