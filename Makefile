@@ -78,3 +78,13 @@ vmtest-ci:
 vmtest-all:
 	@rc=0; for k in 5.10 6.1 6.12; do GO=$(GO) scripts/vmtest.sh $$k || rc=1; done; \
 	  echo "== vmtest-all"; for k in 5.10 6.1 6.12; do tail -n 1 bin/vmtest/$$k/summary 2>/dev/null || echo "VMTEST-RESULT kernel=$$k result=ERROR"; done; exit $$rc
+
+# The shipped systemd unit under systemd as PID 1: a Debian bookworm VM
+# (mmdebstrap, cached with the kernels) on a vmtest kernel, running start,
+# reload, restart under a bind loop, stop, kill -9 and a unit binding an
+# undeclared port (scripts/vmtest-systemd.sh, test/vmsystemd). Needs root and
+# mmdebstrap. VMTEST_CAPS=1 also starts the unit without each capability.
+VMTEST_SYSTEMD_KERNEL ?= 6.1
+.PHONY: vmtest-systemd
+vmtest-systemd:
+	GO=$(GO) VMTEST_TIMEOUT=$(VMTEST_CI_TIMEOUT) scripts/vmtest-systemd.sh $(VMTEST_SYSTEMD_KERNEL)
