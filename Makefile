@@ -34,6 +34,8 @@ test: lint
 
 fuzz:
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./cgroups -run '^$$' -fuzz '^FuzzParseKube$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./cri -run '^$$' -fuzz '^FuzzParsePorts$$' -fuzztime $(FUZZTIME)
 
 lint:
 	$(GO) vet ./...

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what CI needs: Debian's clang, llvm-strip, bpftool and libbpf
 # headers to regenerate the BPF objects, systemd-analyze for the unit check,
-# and QEMU, busybox and cpio for the end-to-end suite on another kernel.
+# QEMU, busybox and cpio for the end-to-end suite on another kernel, and
+# containerd and runc for the pod identity tests.
 # Only what is missing is installed.
 set -euo pipefail
 need=()
@@ -20,6 +21,10 @@ command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 # The dashboard and rules are parsed by promtool; test/prometheus_test.go
 # runs a real Prometheus against two daemons (Debian's prometheus has both).
 command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
+# The cri tests run a real containerd with runc (internal/testbed/containerd);
+# containerd brings ctr, which imports the locally built images.
+command -v containerd >/dev/null || need+=(containerd)
+command -v runc >/dev/null || need+=(runc)
 if [ ${#need[@]} -gt 0 ]; then
   echo "ci-setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
