@@ -409,7 +409,7 @@ func stepCapabilities(t *testing.T) {
 			// The test runs in vmtest.service: does the event say so?
 			expectBind(t, undeclared, unix.EPERM)
 			ev := waitJournal(t, "the event", func(m map[string]any) bool { return m["msg"] == "bind denied" && m["port"] == float64(undeclared) })
-			t.Logf("without %s: the event's unit is %q", c.name, ev["unit"])
+			t.Logf("without %s: the event's unit is %v", c.name, ev["unit"])
 			if c.name == "CAP_DAC_READ_SEARCH" && ev["unit"] != nil {
 				t.Errorf("without %s the event still names the unit: the capability is not needed", c.name)
 			}
