@@ -405,6 +405,10 @@ func stepCapabilities(t *testing.T) {
 		if c.required && err == nil {
 			t.Errorf("without %s the unit started", c.name)
 		}
+		if res := show(t, "Result"); err != nil && res != "exit-code" {
+			// "timeout": ExecStartPost= waited for a daemon already gone.
+			t.Errorf("without %s: Result=%s, want exit-code", c.name, res)
+		}
 		if err == nil {
 			// The test runs in vmtest.service: does the event say so?
 			expectBind(t, undeclared, unix.EPERM)
