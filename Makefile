@@ -72,3 +72,10 @@ vmtest-ci:
 vmtest-all:
 	@rc=0; for k in 5.10 6.1 6.12; do GO=$(GO) scripts/vmtest.sh $$k || rc=1; done; \
 	  echo "== vmtest-all"; for k in 5.10 6.1 6.12; do tail -n 1 bin/vmtest/$$k/summary 2>/dev/null || echo "VMTEST-RESULT kernel=$$k result=ERROR"; done; exit $$rc
+
+# kube-apiserver and etcd for the API server test bed, built once per machine
+# into $(BINDGUARD_TESTBED_DIR) (default /var/cache/bindguard/testbed); CI runs
+# this through scripts/ci-setup.sh. See internal/testbed/apiserver.
+.PHONY: testbed
+testbed:
+	GO=$(GO) scripts/testbed/build-k8s.sh
