@@ -34,6 +34,8 @@ type Config struct {
 	MetricsAddr   string
 	// Watch reloads when a registry file or directory changes.
 	Watch bool
+	// Node, with a name, takes labels and the mode from the Node object (node.go).
+	Node NodeConfig
 }
 
 // Daemon enforces one registry until its context ends.
@@ -45,6 +47,7 @@ type Daemon struct {
 
 	mu      sync.Mutex // serialises reloads
 	metrics *metrics
+	node    *nodeState
 }
 
 // Run loads the registry, puts the policy in force, attaches, and then logs
@@ -65,6 +68,9 @@ func Run(ctx context.Context, cfg Config, log logrus.FieldLogger) (err error) {
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 
+	if err := d.initNode(ctx, sigs); err != nil {
+		return ignoreStopped(err)
+	}
 	compiled, err := d.compile()
 	if err != nil {
 		return err
@@ -104,7 +110,7 @@ func Run(ctx context.Context, cfg Config, log logrus.FieldLogger) (err error) {
 		}
 	}()
 
-	res, err := d.ld.Apply(compiled, cfg.Mode, d.cg)
+	res, err := d.ld.Apply(compiled, d.cfg.Mode, d.cg)
 	if err != nil {
 		return err
 	}
@@ -113,7 +119,7 @@ func Run(ctx context.Context, cfg Config, log logrus.FieldLogger) (err error) {
 		return err
 	}
 	log.WithFields(logrus.Fields{
-		"cgroup": cfg.Cgroup, "mode": string(cfg.Mode), "pin_path": cfg.PinPath,
+		"cgroup": cfg.Cgroup, "mode": string(d.cfg.Mode), "pin_path": cfg.PinPath,
 		"took_over": d.ld.TookOver(), "all_netns": cfg.AllNetns,
 	}).Info("bind programs attached")
 	if cfg.KeepOnExit {
@@ -163,6 +169,8 @@ func Run(ctx context.Context, cfg Config, log logrus.FieldLogger) (err error) {
 			return err
 		}
 	}
+
+	defer d.followNode(ctx)()
 
 	reload := make(chan string, 1)
 	if cfg.Watch {

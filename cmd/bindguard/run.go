@@ -33,14 +33,15 @@ type runFlags struct {
 	eventInterval time.Duration
 	metricsAddr   string
 	noWatch       bool
+	node          nodeFlags
 }
 
 func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&f.registry, "registry", nil, "registry file, directory of fragments, or builtin:NAME (repeatable)")
-	fs.StringVar(&f.mode, "mode", "audit", "audit (report violations) or enforce (refuse them with EPERM)")
+	fs.StringVar(&f.mode, "mode", "audit", "audit (report violations) or enforce (refuse them with EPERM); with --node-name, the Node label bindguard.io/mode overrides it")
 	fs.StringVar(&f.cgroup, "cgroup", "/", "cgroup to attach to, relative to the cgroup2 root")
 	fs.StringVar(&f.pinPath, "pin-path", loader.DefaultPinPath, "bpffs directory for pinned links and maps (\"\" pins nothing)")
-	fs.StringArrayVar(&f.labels, "node-label", nil, "this node's label key=value, for nodeSelectors (repeatable)")
+	fs.StringArrayVar(&f.labels, "node-label", nil, "this node's label key=value, for nodeSelectors (repeatable); with --node-name, added to the Node's labels and overriding them")
 	fs.StringVar(&f.logFormat, "log-format", "text", "json or text")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.readyFile, "ready-file", "", "file written once the programs are attached")
@@ -49,6 +50,7 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.eventInterval, "event-interval", 10*time.Second, "at most one event per interval per (cgroup, port, protocol, reason); 0 reports all")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on [host]:port (loopback when no host); off when empty")
 	fs.BoolVar(&f.noWatch, "no-watch", false, "do not reload when registry files change (SIGHUP still reloads)")
+	f.node.register(fs)
 }
 
 func newLogger(format, level string, w io.Writer) (*logrus.Logger, error) {
@@ -109,6 +111,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		EventInterval: f.eventInterval,
 		MetricsAddr:   f.metricsAddr,
 		Watch:         !f.noWatch,
+		Node:          f.node.config(),
 	}, log)
 	if err != nil {
 		return fmt.Errorf("run: %w", err)

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/bindguard/bindguard/cgroups"
+	"github.com/bindguard/bindguard/daemon"
 	"github.com/bindguard/bindguard/loader"
 )
 
@@ -39,6 +40,7 @@ type statusJSON struct {
 	Denied        map[string]uint64 `json:"denied"`
 	EventsDropped uint64            `json:"eventsDropped"`
 	Suppressed    uint64            `json:"eventsSuppressed"`
+	Node          *daemon.NodeState `json:"node,omitempty"`
 }
 
 func runStatus(args []string, stdout, stderr io.Writer) error {
@@ -46,6 +48,7 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	pinPath := fs.String("pin-path", loader.DefaultPinPath, "bpffs directory bindguard pinned to")
 	output := fs.StringP("output", "o", "text", "text or json")
+	nodeState := fs.String("node-state-file", defaultNodeStateFile, "the node state file `run --node-state-file` writes")
 	if err := fs.Parse(args); err != nil {
 		return &exitError{code: 2, msg: err.Error()}
 	}
@@ -77,6 +80,9 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 		}
 		fsys.Close()
 	}
+	if s.Node, err = readNodeState(*nodeState); err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
 	switch *output {
 	case "json":
 		enc := json.NewEncoder(stdout)
@@ -89,6 +95,9 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "attached to\t%s (cgroup id %d)\n", s.Cgroup, s.CgroupID)
 	fmt.Fprintf(tw, "mode\t%s\n", s.Mode)
+	if s.Node != nil {
+		printNodeState(tw, s.Node)
+	}
 	fmt.Fprintf(tw, "policy\tgeneration %d, %d rules, %d map entries, applied %s\n", s.Generation, s.Rules, s.Entries, s.Applied.Format(time.RFC3339))
 	fmt.Fprintf(tw, "registry digest\t%s\n", s.Digest)
 	fmt.Fprintf(tw, "reloads\t%d ok, %d failed\n", s.ReloadsOK, s.ReloadsFailed)
