@@ -3,7 +3,11 @@ package test
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -199,7 +203,8 @@ var (
 func TestNodeLabelsLive(t *testing.T) {
 	ne := newNodeEnv(t, map[string]string{cpLabel: "", modeLabel: "enforce"})
 	// --mode audit: the Node's mode label overrides it from the start.
-	d := ne.start("audit", ne.args()...)
+	d := ne.start("audit", ne.args("--metrics-addr", "127.0.0.1:0")...)
+	metricsAddr := d.waitLog("metrics address", func(m map[string]any) bool { return m["msg"] == "serving metrics" })["addr"].(string)
 	b := testutils.StartBinder(t, ne.child("svc"), testutils.BinderOptions{})
 	t.Run("control-plane node, enforce from the node label", func(t *testing.T) {
 		expect(t, b, cpVerdicts)
@@ -228,6 +233,15 @@ func TestNodeLabelsLive(t *testing.T) {
 		if s := ne.status(t); s.Mode != "audit" || s.Node.ModeSource != "flag" {
 			t.Errorf("status after removal: mode %s from %s", s.Mode, s.Node.ModeSource)
 		}
+		checkMetrics(t, metricsAddr, map[string]float64{
+			`bindguard_mode{mode="audit",source="flag"}`:                                              1,
+			`bindguard_mode{mode="enforce",source="node-label"}`:                                      -1, // absent
+			`bindguard_mode_changes_total{mode="audit",source="flag"}`:                                1,
+			`bindguard_mode_changes_total{mode="enforce",source="node-label"}`:                        0,
+			`bindguard_node_label{key="node-role.kubernetes.io/worker",source="node-label",value=""}`: 1,
+			`bindguard_node_updates_total{result="applied"}`:                                          2,
+			`bindguard_kube_api_reachable`:                                                            1,
+		})
 	})
 	t.Run("invalid mode label ignored", func(t *testing.T) {
 		since := relabel(t, ne.client, func(l map[string]string) { l[modeLabel] = "block" })
@@ -281,6 +295,30 @@ func checkNodeOutage(t *testing.T, ne *nodeEnv, d *daemon, b *testutils.Binder) 
 		t.Errorf("outage logged %d times, want once", n)
 	}
 	d.waitLog("recovery", func(m map[string]any) bool { return m["msg"] == "API server reachable again" })
+}
+
+// checkMetrics scrapes the daemon and compares; a want of -1 means absent.
+func checkMetrics(t *testing.T, addr string, want map[string]float64) {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for metric, w := range want {
+		m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(metric) + ` (\S+)$`).FindStringSubmatch(string(body))
+		switch {
+		case m == nil && w >= 0:
+			t.Errorf("no %s in\n%s", metric, body)
+		case m != nil && w < 0:
+			t.Errorf("%s present, want absent", metric)
+		case m != nil:
+			if got, _ := strconv.ParseFloat(m[1], 64); got != w {
+				t.Errorf("%s = %v, want %v", metric, got, w)
+			}
+		}
+	}
 }
 
 // TestNodeAPIDownAtStartNoPins: with no pinned policy and no API server, the
