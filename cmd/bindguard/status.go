@@ -48,7 +48,7 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	pinPath := fs.String("pin-path", loader.DefaultPinPath, "bpffs directory bindguard pinned to")
 	output := fs.StringP("output", "o", "text", "text or json")
-	nodeState := fs.String("node-state-file", defaultNodeStateFile, "the node state file `run --node-state-file` writes")
+	nodeState := fs.String("node-state-file", defaultNodeStateFile, "the node state file that run --node-state-file writes")
 	if err := fs.Parse(args); err != nil {
 		return &exitError{code: 2, msg: err.Error()}
 	}
