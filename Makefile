@@ -24,10 +24,11 @@ generate:
 check-generate: generate
 	git diff --exit-code -- loader/ internal/benchbpf/ || { echo "generated BPF objects are stale: run 'make generate' and commit" >&2; exit 1; }
 
-# The whole suite: lint, unit tests with -race, the privileged end-to-end
+# The whole suite (after building the API server test bed once per machine,
+# see the testbed target): lint, unit tests with -race, the privileged end-to-end
 # tests against the real kernel (they skip without root; CI is root and sets
 # BINDGUARD_REQUIRE_PRIVILEGED=1 so a skip fails), and the parser fuzz run.
-test: lint
+test: lint testbed
 	BINDGUARD_REQUIRE_PRIVILEGED=$${BINDGUARD_REQUIRE_PRIVILEGED:-$$( [ "$$(id -u)" = 0 ] && echo 1 )} \
 	  $(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fuzz
