@@ -39,7 +39,8 @@ type NodeConfig struct {
 	// then the in-cluster service account.
 	Kubeconfig string
 	// StateFile receives the labels and mode in force and their sources, as
-	// JSON, on every change; `bindguard status` reads it. Empty writes none.
+	// JSON, on every change, when Name is set; `bindguard status` reads it.
+	// Empty writes none.
 	StateFile string
 	UserAgent string
 	// MinBackoff and MaxBackoff bound API retries (defaults 500ms, 30s).
@@ -325,8 +326,8 @@ func (d *Daemon) labelSources() map[string]LabelState {
 // before any goroutine runs).
 func (d *Daemon) publishNode() {
 	path := d.cfg.Node.StateFile
-	if path == "" {
-		return
+	if path == "" || d.cfg.Node.Name == "" {
+		return // without a Node, --mode and --node-label say it all
 	}
 	s := NodeState{
 		NodeName: d.cfg.Node.Name, NodeKnown: d.node.node != nil, APIReachable: d.node.reachable,
