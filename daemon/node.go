@@ -341,7 +341,10 @@ func (d *Daemon) publishNode() {
 	}
 	b, _ := json.MarshalIndent(s, "", "  ")
 	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
-	err := os.WriteFile(tmp, append(b, '\n'), 0o644)
+	err := os.MkdirAll(filepath.Dir(path), 0o755)
+	if err == nil {
+		err = os.WriteFile(tmp, append(b, '\n'), 0o644)
+	}
 	if err == nil {
 		err = os.Rename(tmp, path)
 	}
