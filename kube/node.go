@@ -128,6 +128,9 @@ func (w *Watcher) watch(ctx context.Context, rv string) error {
 			FieldSelector: w.selector(), ResourceVersion: rv,
 			AllowWatchBookmarks: true, TimeoutSeconds: &timeout,
 		})
+		if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
+			return errRelist
+		}
 		if err != nil {
 			return fmt.Errorf("kube: watch node %s: %w", w.Name, err)
 		}
