@@ -24,10 +24,11 @@ generate:
 check-generate: generate
 	git diff --exit-code -- loader/ internal/benchbpf/ scan/ || { echo "generated BPF objects are stale: run 'make generate' and commit" >&2; exit 1; }
 
-# The whole suite: lint, unit tests with -race, the privileged end-to-end
+# The whole suite (after building the API server test bed once per machine,
+# see the testbed target): lint, unit tests with -race, the privileged end-to-end
 # tests against the real kernel (they skip without root; CI is root and sets
 # BINDGUARD_REQUIRE_PRIVILEGED=1 so a skip fails), and the parser fuzz run.
-test: lint
+test: lint testbed
 	BINDGUARD_REQUIRE_PRIVILEGED=$${BINDGUARD_REQUIRE_PRIVILEGED:-$$( [ "$$(id -u)" = 0 ] && echo 1 )} \
 	  $(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fuzz
@@ -91,3 +92,9 @@ VMTEST_SYSTEMD_KERNEL ?= 6.1
 .PHONY: vmtest-systemd
 vmtest-systemd:
 	GO=$(GO) VMTEST_TIMEOUT=$(VMTEST_CI_TIMEOUT) scripts/vmtest-systemd.sh $(VMTEST_SYSTEMD_KERNEL)
+# kube-apiserver and etcd for the API server test bed, built once per machine
+# into $(BINDGUARD_TESTBED_DIR) (default /var/cache/bindguard/testbed); CI runs
+# this through scripts/ci-setup.sh. See internal/testbed/apiserver.
+.PHONY: testbed
+testbed:
+	GO=$(GO) scripts/testbed/build-k8s.sh

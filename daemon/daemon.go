@@ -49,6 +49,8 @@ type Config struct {
 	// ReserveState is the file recording the ports bindguard added to
 	// ip_local_reserved_ports; "none" leaves the sysctl alone.
 	ReserveState string
+	// Node, with a name, takes labels and the mode from the Node object (node.go).
+	Node NodeConfig
 }
 
 // DefaultCheckInterval is how often a running daemon checks, by default,
@@ -82,6 +84,8 @@ type Daemon struct {
 	pods *podTracker
 	// reserver keeps restricted ports out of autobind; nil when off.
 	reserver *autobind.Reserver
+	// node follows this node's Node object; nil without --node-name.
+	node *nodeState
 }
 
 // Run loads the registry, puts the policy in force, attaches, and then logs
@@ -103,7 +107,7 @@ func Run(ctx context.Context, cfg Config, log logrus.FieldLogger) error {
 		cfg: cfg, log: log, metrics: newMetrics(), origins: newOrigins(),
 		reload: make(chan string, 1), stopping: make(chan struct{}),
 	}
-	err := d.start()
+	err := d.start(ctx, sigs)
 	if err == nil {
 		err = d.serve(ctx, sigs)
 	}
@@ -134,7 +138,12 @@ func (c *Config) complete() error {
 // Whatever it started is undone by shutdown, also when it fails half-way:
 // a step that needs undoing registers it with onShutdown. A signal that
 // arrives meanwhile waits for serve.
-func (d *Daemon) start() (err error) {
+func (d *Daemon) start(ctx context.Context, sigs <-chan os.Signal) (err error) {
+	// The node's labels and mode first: no bind is judged against a
+	// half-known node (see node.go for what happens while the API is away).
+	if err := d.initNode(ctx, sigs); err != nil {
+		return ignoreStopped(err)
+	}
 	compiled, err := d.compile()
 	if err != nil {
 		return err

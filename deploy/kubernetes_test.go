@@ -10,12 +10,14 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -33,13 +35,14 @@ type manifest struct {
 	file string
 	obj  runtime.Object
 	gvk  *schema.GroupVersionKind
+	raw  []byte // the YAML document as shipped
 }
 
 // strictDecoder decodes YAML into the official API types and fails on
 // unknown or duplicate fields as well as on type errors.
 func strictDecoder() runtime.Decoder {
 	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, rbacv1.AddToScheme} {
 		if err := add(scheme); err != nil {
 			panic(err)
 		}
@@ -68,7 +71,7 @@ func decodeAll(name string, r io.Reader) ([]manifest, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: document %d: %w", name, i, err)
 		}
-		out = append(out, manifest{file: name, obj: obj, gvk: gvk})
+		out = append(out, manifest{file: name, obj: obj, gvk: gvk, raw: doc})
 	}
 }
 
@@ -155,15 +158,22 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 			t.Errorf("%s: unexpected kind %s", m.file, m.gvk)
 			continue
 		}
-		if _, isNS := m.obj.(*corev1.Namespace); isNS {
+		switch m.obj.(type) {
+		case *corev1.Namespace:
 			if meta.Name != k.Namespace {
 				t.Errorf("%s: namespace %q, kustomization.yaml says %q", m.file, meta.Name, k.Namespace)
 			}
-		} else if meta.Namespace != k.Namespace {
-			t.Errorf("%s: %s %s is in namespace %q, want %q", m.file, m.gvk.Kind, meta.Name, meta.Namespace, k.Namespace)
+		case *rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding:
+			if meta.Namespace != "" {
+				t.Errorf("%s: %s %s is cluster-scoped but names namespace %q", m.file, m.gvk.Kind, meta.Name, meta.Namespace)
+			}
+		default:
+			if meta.Namespace != k.Namespace {
+				t.Errorf("%s: %s %s is in namespace %q, want %q", m.file, m.gvk.Kind, meta.Name, meta.Namespace, k.Namespace)
+			}
 		}
 	}
-	want := map[string]int{"Namespace": 1, "ServiceAccount": 1, "ConfigMap": 1, "DaemonSet": 2}
+	want := map[string]int{"Namespace": 1, "ServiceAccount": 1, "ConfigMap": 1, "DaemonSet": 1, "ClusterRole": 1, "ClusterRoleBinding": 1}
 	for kind, n := range want {
 		if count[kind] != n {
 			t.Errorf("%d %s objects, want %d", count[kind], kind, n)
@@ -183,6 +193,10 @@ func objectMeta(o runtime.Object) *metav1.ObjectMeta {
 	case *corev1.ConfigMap:
 		return &o.ObjectMeta
 	case *appsv1.DaemonSet:
+		return &o.ObjectMeta
+	case *rbacv1.ClusterRole:
+		return &o.ObjectMeta
+	case *rbacv1.ClusterRoleBinding:
 		return &o.ObjectMeta
 	}
 	return nil
@@ -207,8 +221,8 @@ func TestKustomizeBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ms) != 5 {
-		t.Errorf("kubectl kustomize rendered %d objects, want 5", len(ms))
+	if len(ms) != 6 {
+		t.Errorf("kubectl kustomize rendered %d objects, want 6", len(ms))
 	}
 }
 
@@ -224,49 +238,82 @@ func pick[T runtime.Object](all []manifest) []T {
 
 var wantCaps = []corev1.Capability{"BPF", "DAC_READ_SEARCH", "NET_ADMIN", "PERFMON", "SYS_ADMIN", "SYS_RESOURCE"}
 
-// TestDaemonSets checks each DaemonSet against what bindguard needs and the
-// other objects it refers to.
-func TestDaemonSets(t *testing.T) {
+// TestDaemonSet checks the one DaemonSet against what bindguard needs and
+// the other objects it refers to.
+func TestDaemonSet(t *testing.T) {
 	_, all := shipped(t)
 	dss := pick[*appsv1.DaemonSet](all)
 	cms := pick[*corev1.ConfigMap](all)
 	sas := pick[*corev1.ServiceAccount](all)
-	if len(dss) != 2 || len(cms) != 1 || len(sas) != 1 {
-		t.Fatalf("want 2 DaemonSets, 1 ConfigMap, 1 ServiceAccount")
+	if len(dss) != 1 || len(cms) != 1 || len(sas) != 1 {
+		t.Fatalf("want 1 DaemonSet, 1 ConfigMap, 1 ServiceAccount")
 	}
-	flags := runFlags(t)
-	roles := map[string]bool{}
-	for _, ds := range dss {
-		t.Run(ds.Name, func(t *testing.T) {
-			role := ds.Labels["bindguard.io/role"]
-			roles[role] = true
-			checkDaemonSet(t, ds, role, flags, cms[0], sas[0])
-		})
-	}
-	if !roles["control-plane"] || !roles["worker"] {
-		t.Errorf("roles %v: want one DaemonSet for control-plane and one for worker", roles)
-	}
+	checkDaemonSet(t, dss[0], runFlags(t), cms[0], sas[0])
 }
 
-func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet, role string, flags map[string]bool, cm *corev1.ConfigMap, sa *corev1.ServiceAccount) {
+func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet, flags map[string]bool, cm *corev1.ConfigMap, sa *corev1.ServiceAccount) {
 	where := ds.Name
-	if ds.Name != "bindguard-"+role {
-		t.Errorf("%s: role label %q, want name bindguard-%s", where, role, role)
-	}
 	for k, v := range ds.Spec.Selector.MatchLabels {
 		if ds.Spec.Template.Labels[k] != v {
 			t.Errorf("%s: selector %s=%s does not match the pod template's labels", where, k, v)
 		}
 	}
-	if ds.Spec.Selector.MatchLabels["bindguard.io/role"] != role {
-		t.Errorf("%s: selector must include bindguard.io/role=%s, or the DaemonSets would fight over pods", where, role)
-	}
 	us := ds.Spec.UpdateStrategy
 	if us.Type != appsv1.RollingUpdateDaemonSetStrategyType || us.RollingUpdate == nil || us.RollingUpdate.MaxUnavailable == nil {
 		t.Errorf("%s: want a RollingUpdate strategy with maxUnavailable", where)
 	}
-
 	pod := ds.Spec.Template.Spec
+	checkPodPlacement(t, where, pod, sa)
+	if len(pod.Containers) != 1 {
+		t.Fatalf("%s: want one container", where)
+	}
+	c := pod.Containers[0]
+	if len(c.Args) == 0 || c.Args[0] != "run" || len(c.Command) != 0 {
+		t.Fatalf("%s: want args `run ...` and the image's entrypoint", where)
+	}
+	got := parseRunArgs(t, where, flags, c.Args[1:])
+	if _, err := policy.ParseMode(one(t, where, got, "mode")); err != nil {
+		t.Errorf("%s: %v", where, err)
+	}
+	if one(t, where, got, "keep-on-exit") != "true" {
+		t.Errorf("%s: want --keep-on-exit, so that restarts leave no gap", where)
+	}
+	if lf := one(t, where, got, "log-format"); lf != "json" {
+		t.Errorf("%s: --log-format %q, want json", where, lf)
+	}
+	if _, ok := got["node-label"]; ok {
+		t.Errorf("%s: --node-label: one DaemonSet serves every node, whose labels come from its Node object", where)
+	}
+	checkNodeName(t, where, c, got)
+	mounted := checkMounts(t, where, c, pod)
+	if v := mounted[one(t, where, got, "registry")]; v.ConfigMap == nil || v.ConfigMap.Name != cm.Name {
+		t.Errorf("%s: --registry is not the mount of ConfigMap %s", where, cm.Name)
+	}
+	for _, f := range []string{"ready-file", "node-state-file"} {
+		if v := mounted[filepath.Dir(one(t, where, got, f))]; v.EmptyDir == nil {
+			t.Errorf("%s: --%s is not in an emptyDir mount (the root file system is read-only)", where, f)
+		}
+	}
+	if _, ok := got["pin-path"]; ok {
+		t.Errorf("%s: --pin-path: keep the default, below the mounted /sys/fs/bpf", where)
+	}
+	port := checkMetricsPort(t, where, c, got)
+	for _, labels := range []map[string]string{{"node-role.kubernetes.io/control-plane": ""}, {}} {
+		checkRegistry(t, cm, labels, port)
+	}
+	checkSecurity(t, where, c)
+}
+
+// checkPodPlacement: every node, the host network, the service account.
+func checkPodPlacement(t *testing.T, where string, pod corev1.PodSpec, sa *corev1.ServiceAccount) {
+	if len(pod.NodeSelector) != 0 || pod.Affinity != nil {
+		t.Errorf("%s: selects nodes; one DaemonSet must run on every node", where)
+	}
+	if !slices.ContainsFunc(pod.Tolerations, func(tl corev1.Toleration) bool {
+		return tl.Key == "" && tl.Operator == corev1.TolerationOpExists && tl.Effect == ""
+	}) {
+		t.Errorf("%s: want a toleration of every taint (operator Exists, no key, no effect)", where)
+	}
 	if !pod.HostNetwork {
 		t.Errorf("%s: hostNetwork must be true: the daemon judges its own network namespace", where)
 	}
@@ -279,65 +326,41 @@ func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet, role string, flags map[s
 	if pod.ServiceAccountName != sa.Name {
 		t.Errorf("%s: service account %q, shipped %q", where, pod.ServiceAccountName, sa.Name)
 	}
-	switch role {
-	case "control-plane":
-		if _, ok := pod.NodeSelector["node-role.kubernetes.io/control-plane"]; !ok {
-			t.Errorf("%s: want nodeSelector node-role.kubernetes.io/control-plane", where)
-		}
-		for _, key := range []string{"node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master"} {
-			if !slices.ContainsFunc(pod.Tolerations, func(tl corev1.Toleration) bool {
-				return tl.Key == key && tl.Operator == corev1.TolerationOpExists && tl.Effect == corev1.TaintEffectNoSchedule
-			}) {
-				t.Errorf("%s: want a toleration of %s:NoSchedule", where, key)
-			}
-		}
-	case "worker":
-		if pod.Affinity == nil && len(pod.NodeSelector) == 0 {
-			t.Errorf("%s: selects every node, control-plane ones included", where)
-		}
-	default:
-		t.Errorf("%s: unknown role %q", where, role)
+	if pod.AutomountServiceAccountToken == nil || !*pod.AutomountServiceAccountToken {
+		t.Errorf("%s: the pod must mount its token to read its Node", where)
 	}
+	if sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
+		t.Errorf("ServiceAccount %s: automountServiceAccountToken must be false; the DaemonSet's pod asks for it", sa.Name)
+	}
+}
 
-	if len(pod.Containers) != 1 {
-		t.Fatalf("%s: want one container", where)
+// checkNodeName: --node-name is the pod's spec.nodeName, from the downward API.
+func checkNodeName(t *testing.T, where string, c corev1.Container, got map[string][]string) {
+	name := one(t, where, got, "node-name")
+	if !strings.HasPrefix(name, "$(") || !strings.HasSuffix(name, ")") {
+		t.Errorf("%s: --node-name %q, want $(VAR) of an env var from the downward API", where, name)
+		return
 	}
-	c := pod.Containers[0]
-	if len(c.Args) == 0 || c.Args[0] != "run" || len(c.Command) != 0 {
-		t.Fatalf("%s: want args `run ...` and the image's entrypoint", where)
-	}
-	got := parseRunArgs(t, where, flags, c.Args[1:])
-	if len(c.Args) < 5 || c.Args[3] != "--mode" {
-		t.Errorf("%s: want --mode as args[3] and its value as args[4]: docs/rollout.md patches them by index", where)
-	}
-	if _, err := policy.ParseMode(one(t, where, got, "mode")); err != nil {
-		t.Errorf("%s: %v", where, err)
-	}
-	if one(t, where, got, "keep-on-exit") != "true" {
-		t.Errorf("%s: want --keep-on-exit, so that restarts leave no gap", where)
-	}
-	if lf := one(t, where, got, "log-format"); lf != "json" {
-		t.Errorf("%s: --log-format %q, want json", where, lf)
-	}
-	if nl := one(t, where, got, "node-label"); nl != "role=$(NODE_ROLE)" {
-		t.Errorf("%s: --node-label %q, want role=$(NODE_ROLE)", where, nl)
-	}
-	env := map[string]string{}
+	v := strings.TrimSuffix(strings.TrimPrefix(name, "$("), ")")
 	for _, e := range c.Env {
-		env[e.Name] = e.Value
+		if e.Name == v {
+			if e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "spec.nodeName" || e.Value != "" {
+				t.Errorf("%s: env %s must come from fieldRef spec.nodeName", where, v)
+			}
+			return
+		}
 	}
-	if env["NODE_ROLE"] != role {
-		t.Errorf("%s: NODE_ROLE=%q, want %q", where, env["NODE_ROLE"], role)
-	}
+	t.Errorf("%s: --node-name names env %s, which the container does not set", where, v)
+}
 
-	// Volumes and mounts: the registry ConfigMap, the ready file's emptyDir,
-	// the node's bpffs and cgroup2 hierarchy.
+// checkMounts: the registry ConfigMap, the emptyDir for the ready and state
+// files, the node's bpffs and cgroup2 hierarchy. It returns mount path to volume.
+func checkMounts(t *testing.T, where string, c corev1.Container, pod corev1.PodSpec) map[string]corev1.Volume {
 	vols := map[string]corev1.Volume{}
 	for _, v := range pod.Volumes {
 		vols[v.Name] = v
 	}
-	mounted := map[string]corev1.Volume{} // mount path -> volume
-	privileged := c.SecurityContext != nil && c.SecurityContext.Privileged != nil && *c.SecurityContext.Privileged
+	mounted := map[string]corev1.Volume{}
 	for _, m := range c.VolumeMounts {
 		v, ok := vols[m.Name]
 		if !ok {
@@ -345,27 +368,22 @@ func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet, role string, flags map[s
 			continue
 		}
 		mounted[m.MountPath] = v
-		// The API server refuses this (ValidateVolumeMounts); strict decoding does not.
-		if m.MountPropagation != nil && *m.MountPropagation == corev1.MountPropagationBidirectional && !privileged {
+		// The API server refuses this (ValidateVolumeMounts), as the
+		// server-side apply test shows; say why here too.
+		if m.MountPropagation != nil && *m.MountPropagation == corev1.MountPropagationBidirectional {
 			t.Errorf("%s: mount %s: Bidirectional propagation needs a privileged container", where, m.MountPath)
 		}
-	}
-	if v := mounted[one(t, where, got, "registry")]; v.ConfigMap == nil || v.ConfigMap.Name != cm.Name {
-		t.Errorf("%s: --registry is not the mount of ConfigMap %s", where, cm.Name)
-	}
-	if v := mounted[filepath.Dir(one(t, where, got, "ready-file"))]; v.EmptyDir == nil {
-		t.Errorf("%s: --ready-file is not in an emptyDir mount (the root file system is read-only)", where)
 	}
 	for _, p := range []string{"/sys/fs/bpf", "/sys/fs/cgroup"} {
 		if v := mounted[p]; v.HostPath == nil || v.HostPath.Path != p {
 			t.Errorf("%s: want the node's %s mounted at %s", where, p, p)
 		}
 	}
-	if _, ok := got["pin-path"]; ok {
-		t.Errorf("%s: --pin-path: keep the default, below the mounted /sys/fs/bpf", where)
-	}
+	return mounted
+}
 
-	// The metrics port: container and host port, probed, and declared.
+// checkMetricsPort: container and host port, probed. It returns the port.
+func checkMetricsPort(t *testing.T, where string, c corev1.Container, got map[string][]string) uint16 {
 	port := metricsPort(t, where, one(t, where, got, "metrics-addr"))
 	var metrics *corev1.ContainerPort
 	for i, p := range c.Ports {
@@ -379,13 +397,15 @@ func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet, role string, flags map[s
 		(rp.HTTPGet.Port.String() != metrics.Name && rp.HTTPGet.Port.IntValue() != int(port)) {
 		t.Errorf("%s: want a readinessProbe on /healthz of the metrics port", where)
 	}
-	checkRegistry(t, cm, map[string]string{"role": role}, port)
+	return port
+}
 
+func checkSecurity(t *testing.T, where string, c corev1.Container) {
 	sc := c.SecurityContext
 	if sc == nil || sc.Capabilities == nil {
 		t.Fatalf("%s: no securityContext capabilities", where)
 	}
-	if privileged {
+	if sc.Privileged != nil && *sc.Privileged {
 		t.Errorf("%s: must not be privileged", where)
 	}
 	add := slices.Clone(sc.Capabilities.Add)
@@ -416,45 +436,26 @@ func checkRegistry(t *testing.T, cm *corev1.ConfigMap, labels map[string]string,
 	}
 }
 
-// TestDaemonSetsAgree checks that the two DaemonSets differ only in what
-// makes them one per role.
-func TestDaemonSetsAgree(t *testing.T) {
+// TestRBACIsLeast checks the shipped role grants reading nodes and nothing
+// else, and that the binding gives it to the DaemonSet's service account.
+func TestRBACIsLeast(t *testing.T) {
 	_, all := shipped(t)
-	dss := pick[*appsv1.DaemonSet](all)
-	if len(dss) != 2 {
-		t.Fatalf("want 2 DaemonSets")
+	roles := pick[*rbacv1.ClusterRole](all)
+	bindings := pick[*rbacv1.ClusterRoleBinding](all)
+	sas := pick[*corev1.ServiceAccount](all)
+	if len(roles) != 1 || len(bindings) != 1 || len(sas) != 1 {
+		t.Fatalf("want 1 ClusterRole, 1 ClusterRoleBinding, 1 ServiceAccount")
 	}
-	var norm [2][]byte
-	for i, ds := range dss {
-		d := ds.DeepCopy()
-		d.Name = ""
-		delete(d.Labels, "bindguard.io/role")
-		delete(d.Spec.Selector.MatchLabels, "bindguard.io/role")
-		delete(d.Spec.Template.Labels, "bindguard.io/role")
-		d.Spec.UpdateStrategy.RollingUpdate = nil
-		p := &d.Spec.Template.Spec
-		p.NodeSelector, p.Affinity, p.Tolerations = nil, nil, nil
-		for j := range p.Containers {
-			for k := range p.Containers[j].Env {
-				if p.Containers[j].Env[k].Name == "NODE_ROLE" {
-					p.Containers[j].Env[k].Value = ""
-				}
-			}
-		}
-		b, err := yaml.Marshal(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		norm[i] = b
+	want := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}}}
+	if r := roles[0]; !reflect.DeepEqual(r.Rules, want) || r.AggregationRule != nil {
+		t.Errorf("ClusterRole %s: rules %+v, want exactly %+v", r.Name, r.Rules, want)
 	}
-	if !bytes.Equal(norm[0], norm[1]) {
-		a, b := strings.Split(string(norm[0]), "\n"), strings.Split(string(norm[1]), "\n")
-		for i := 0; i < min(len(a), len(b)); i++ {
-			if a[i] != b[i] {
-				t.Fatalf("%s and %s differ beyond their role (line %d of the normalized objects):\n  %s\n  %s",
-					dss[0].Name, dss[1].Name, i+1, a[i], b[i])
-			}
-		}
-		t.Fatalf("%s and %s differ beyond their role", dss[0].Name, dss[1].Name)
+	b := bindings[0]
+	if b.RoleRef != (rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: roles[0].Name}) {
+		t.Errorf("ClusterRoleBinding %s: roleRef %+v", b.Name, b.RoleRef)
+	}
+	wantSub := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sas[0].Name, Namespace: sas[0].Namespace}}
+	if !reflect.DeepEqual(b.Subjects, wantSub) {
+		t.Errorf("ClusterRoleBinding %s: subjects %+v, want %+v", b.Name, b.Subjects, wantSub)
 	}
 }

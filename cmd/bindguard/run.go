@@ -40,14 +40,15 @@ type runFlags struct {
 	kubepods      []string
 	podPorts      string
 	reserveState  string
+	node          nodeFlags
 }
 
 func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&f.registry, "registry", nil, "registry file, directory of fragments, or builtin:NAME (repeatable)")
-	fs.StringVar(&f.mode, "mode", "audit", "audit (report violations) or enforce (refuse them with EPERM)")
+	fs.StringVar(&f.mode, "mode", "audit", "audit (report violations) or enforce (refuse them with EPERM); with --node-name, the Node label bindguard.io/mode overrides it")
 	fs.StringVar(&f.cgroup, "cgroup", "/", "cgroup to attach to: a path below the cgroup2 mount (/sys/fs/cgroup/x) or relative to its root (x, /x)")
 	fs.StringVar(&f.pinPath, "pin-path", loader.DefaultPinPath, "bpffs directory for pinned links and maps (\"\" pins nothing)")
-	fs.StringArrayVar(&f.labels, "node-label", nil, "this node's label key=value, for nodeSelectors (repeatable)")
+	fs.StringArrayVar(&f.labels, "node-label", nil, "this node's label key=value, for nodeSelectors (repeatable); with --node-name, added to the Node's labels and overriding them")
 	fs.StringVar(&f.logFormat, "log-format", "text", "json or text")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.readyFile, "ready-file", "", "file written once the programs are attached")
@@ -61,6 +62,7 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&f.kubepods, "kubepods-cgroup", nil, "kubelet's kubepods cgroup, relative to the cgroup2 root (repeatable; default kubepods and kubepods.slice below --cgroup)")
 	fs.StringVar(&f.reserveState, "reserve-state", autobind.DefaultStateFile, "in enforce mode, keep the registry's restricted ports out of the kernel's autobind (net.ipv4.ip_local_reserved_ports), recording the ports added in this file; \"none\" leaves the sysctl alone")
 	fs.StringVar(&f.podPorts, "pod-ports", "ignore", "ignore, or require: a pod may bind only the ports its containers declare (reason pod-undeclared)")
+	f.node.register(fs)
 }
 
 func newLogger(format, level string, w io.Writer) (*logrus.Logger, error) {
@@ -142,6 +144,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		Kubepods:      f.kubepods,
 		PodPorts:      podPorts == policy.PodPortsRequire,
 		ReserveState:  f.reserveState,
+		Node:          f.node.config(),
 	}, log)
 	if err != nil {
 		return fmt.Errorf("run: %w", err)

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/bindguard/bindguard/cgroups"
+	"github.com/bindguard/bindguard/daemon"
 	"github.com/bindguard/bindguard/loader"
 )
 
@@ -44,8 +45,9 @@ type statusJSON struct {
 	OtherProto uint64 `json:"otherProto"`
 	// Attached is what the kernel says: both pinned links attached to the
 	// cgroup. When false, binds are not judged, whatever the rest says.
-	Attached bool         `json:"attached"`
-	Links    []linkStatus `json:"links"`
+	Attached bool              `json:"attached"`
+	Links    []linkStatus      `json:"links"`
+	Node     *daemon.NodeState `json:"node,omitempty"`
 }
 
 type linkStatus struct {
@@ -56,12 +58,14 @@ type linkStatus struct {
 
 type statusFlags struct {
 	pinFlags
-	output string
+	output    string
+	nodeState string
 }
 
 func (f *statusFlags) register(fs *pflag.FlagSet) {
 	f.pinFlags.register(fs)
 	fs.StringVarP(&f.output, "output", "o", "text", "text or json")
+	fs.StringVar(&f.nodeState, "node-state-file", defaultNodeStateFile, "the node state file that run --node-state-file writes")
 }
 
 func runStatus(args []string, stdout, stderr io.Writer) error {
@@ -107,7 +111,9 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 		}
 		fsys.Close()
 	}
-	err = nil
+	if s.Node, err = readNodeState(f.nodeState); err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
 	switch *output {
 	case "json":
 		enc := json.NewEncoder(stdout)
@@ -135,6 +141,9 @@ func printStatus(stdout io.Writer, s statusJSON) error {
 		}
 	}
 	fmt.Fprintf(tw, "mode\t%s\n", s.Mode)
+	if s.Node != nil {
+		printNodeState(tw, s.Node)
+	}
 	fmt.Fprintf(tw, "policy\tgeneration %d, %d rules, %d map entries, applied %s\n", s.Generation, s.Rules, s.Entries, s.Applied.Format(time.RFC3339))
 	fmt.Fprintf(tw, "registry digest\t%s\n", s.Digest)
 	fmt.Fprintf(tw, "reloads\t%d ok, %d failed\n", s.ReloadsOK, s.ReloadsFailed)
