@@ -174,6 +174,9 @@ func (d *Daemon) start(ctx context.Context, sigs <-chan os.Signal) (err error) {
 	if err := d.startReaders(); err != nil {
 		return err
 	}
+	// The Node watch once the policy is in force: a label change is then
+	// applied like a reload.
+	d.onShutdown(d.followNode(ctx))
 	if d.cfg.MetricsAddr != "" {
 		stop, err := d.serveMetrics(d.cfg.MetricsAddr)
 		if err != nil {
