@@ -264,6 +264,9 @@ func (ck *checker) pod(p *corev1.Pod) ([]Finding, error) {
 			f.Verdict, f.Detail = warn, unjudged(warn, p.Spec.NodeName)
 		default:
 			judge(c, p, ctr.Name, cp.HostIP, &f)
+			if f.Verdict == Undeclared {
+				f.Detail += elsewhere(ck.reg, f.Port, f.Protocol)
+			}
 		}
 		out = append(out, f)
 	})
@@ -318,6 +321,28 @@ func judge(c *policy.Compiled, p *corev1.Pod, container, hostIP string, f *Findi
 	default:
 		f.Verdict = OK
 	}
+}
+
+// elsewhere says which entry declares the port for other nodes, if one
+// does: an undeclared port is most often a nodeSelector that does not match
+// the node's labels.
+func elsewhere(reg *policy.Registry, port uint16, proto string) string {
+	want := policy.TCP
+	if proto == "udp" {
+		want = policy.UDP
+	}
+	for _, list := range [][]policy.Entry{reg.Entries, reg.Removed} {
+		for _, e := range list {
+			protos := e.Protocols
+			if len(protos) == 0 {
+				protos = []policy.Protocol{policy.TCP}
+			}
+			if port >= e.Ports.Lo && port <= e.Ports.Hi && slices.Contains(protos, want) {
+				return fmt.Sprintf("; %s (%s) declares it for other nodes: its nodeSelector does not match this node's labels", e.Pos.FileLine(), e.Process)
+			}
+		}
+	}
+	return ""
 }
 
 // podOwns reports whether a pod: owner of the rule matches the pod and the

@@ -193,7 +193,7 @@ func describe(data []byte, err error, fresh any) error {
 		return fmt.Errorf("field %s: given more than once", fe.FieldPath())
 	}
 	if isSyntax, off := kjson.SyntaxErrorOffset(err); isSyntax {
-		line, col := lineCol(data, off)
+		line, col := lineCol(data, off-1) // the offset is past the bad byte
 		return fmt.Errorf("line %d column %d: invalid JSON: %s", line, col, strings.TrimPrefix(err.Error(), "json: "))
 	}
 	if fresh != nil {
