@@ -2,7 +2,7 @@
 GO       ?= go
 BIN      ?= bin/bindguard
 REGISTRY ?= builtin:openshift
-LABELS   ?= --node-label role=worker
+LABELS   ?= --node-label node-role.kubernetes.io/worker=
 MODE     ?= audit
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)

@@ -5,35 +5,47 @@
  * task below the attach cgroup against the host port registry.
  *
  * The verdict, in order (policy.Decide in Go is the reference and must agree):
- *   1. port 0 (ephemeral)                        -> allow
+ *   1. port 0 (ephemeral)                         -> allow (post_bind judges where it landed)
  *   2. not TCP, MPTCP or UDP                      -> allow
  *   3. socket outside the host netns (unless all_netns) -> allow
- *   4. no rule for (proto, port)                 -> undeclared
- *   5. rule is a removed port                    -> removed
- *   6. rule has owners, none matches the task    -> owner
+ *   4. no rule for (proto, port)                  -> undeclared
+ *   5. rule is a removed port                     -> removed
+ *   6. rule has owners, the task is none of them  -> owner (pod-pending for a pending pod and pod owners)
  *   7. rule is localhost-only, address is not loopback -> address
- *   8.                                           -> allow
- * Step 3 is taken only once 4-7 found a violation: a bind that violates
+ *   8. --pod-ports=require, a pod that does not declare the port -> pod-undeclared (pod-pending)
+ *   9.                                            -> allow
+ * Step 3 is taken only once 4-8 found a violation: a bind that violates
  * nothing is allowed in any namespace, so the allowed path skips the helper.
  * A violation is audited (bind proceeds) when the node or the rule is in
- * audit mode, denied (EPERM) otherwise, and reported on the ring buffer.
+ * audit mode or the reason is pod-pending, denied (EPERM) otherwise, and
+ * reported on the ring buffer.
  *
- * The cost of a check does not depend on the registry size: the rule is an
- * array element indexed by (protocol, port); owner-restricted ports add one
- * hash lookup for the uid (when uids are listed) and one per cgroup level at
- * which an owner of that port exists.
+ * The cost of a check depends neither on the registry size nor on where the
+ * owners sit: the rule is an array element indexed by (protocol, port); an
+ * owner-restricted port adds one lookup of the task cgroup's membership
+ * (cgroup storage, or a hash by cgroup id before 6.2) and a bit test, and a
+ * uid lookup only when uids are listed and the cgroup is not a member.
+ *
+ * Two variants of every program are built from the same code: *_stg use
+ * BPF_MAP_TYPE_CGRP_STORAGE (6.2+), *_hash a hash keyed by cgroup id. The
+ * loader loads one variant.
  */
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
 
 #include "bindguard.h"
 
 #define BG_IPPROTO_TCP 6
 #define BG_IPPROTO_UDP 17
 #define BG_IPPROTO_MPTCP 262
+#define BG_NSEC_PER_SEC 1000000000ULL
+
+/* Linux 6.2's map type; older uapi headers (Debian 12's) do not name it. */
+#define BG_MAP_TYPE_CGRP_STORAGE 32
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -53,13 +65,13 @@ struct bg_rules_map {
 	__type(value, struct bg_value);
 };
 
-/* One slot's owners: key = struct bg_key (a cgroup or uid for a port), value = struct bg_value. */
-struct bg_owners_map {
+/* One slot's pairs: key = struct bg_key (a uid owner of a set, a port a pod declares), value = 1. */
+struct bg_pairs_map {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, BG_OWNERS_MAX_ENTRIES);
+	__uint(max_entries, BG_PAIRS_MAX_ENTRIES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct bg_key);
-	__type(value, struct bg_value);
+	__type(value, __u8);
 };
 
 /* Slot -> rules array of that slot's policy. */
@@ -70,13 +82,13 @@ struct {
 	__array(values, struct bg_rules_map);
 } bg_rules SEC(".maps");
 
-/* Slot -> owners hash of that slot's policy. */
+/* Slot -> pairs hash of that slot's policy. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
 	__uint(max_entries, BG_SLOTS);
 	__type(key, __u32);
-	__array(values, struct bg_owners_map);
-} bg_owners SEC(".maps");
+	__array(values, struct bg_pairs_map);
+} bg_pairs SEC(".maps");
 
 /* Key 0 -> the slot in force (0 or 1). Flipping it is the whole switch to a new policy. */
 struct {
@@ -85,6 +97,23 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } bg_active SEC(".maps");
+
+/* Cgroup -> struct bg_member, in the cgroup's own storage (6.2+). */
+struct {
+	__uint(type, BG_MAP_TYPE_CGRP_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct bg_member);
+} bg_members SEC(".maps");
+
+/* Cgroup id -> struct bg_member, where the kernel has no cgroup storage. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BG_MEMBERS_MAX_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct bg_member);
+} bg_members_hash SEC(".maps");
 
 /* Counters: key = enum bg_counter, value = per-CPU count. */
 struct {
@@ -108,6 +137,32 @@ struct {
 	__type(value, struct bg_rl_value);
 } bg_ratelimit SEC(".maps");
 
+/* Per-cgroup event budget: key = cgroup id, value = struct bg_bucket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct bg_bucket);
+} bg_buckets SEC(".maps");
+
+/*
+ * The port each thread asked bind() for, per CPU: bind4/6 write it, and
+ * post_bind tells a bind(0) from an explicit bind by it. A thread that
+ * migrates between the two hooks is taken for an explicit bind (judged
+ * already), never for an autobind.
+ */
+struct bg_last_bind {
+	__u32 tid;
+	__u32 port;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bg_last_bind);
+} bg_last_bind SEC(".maps");
+
 /* The daemon's record of the policy in force (struct bg_status); not read here. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -129,217 +184,23 @@ struct {
 const struct bg_event *unused_bg_event __attribute__((unused));
 const struct bg_key *unused_bg_key __attribute__((unused));
 const struct bg_value *unused_bg_value __attribute__((unused));
+const struct bg_member *unused_bg_member __attribute__((unused));
 const enum bg_limits *unused_bg_limits __attribute__((unused));
-const enum bg_kind *unused_bg_kind __attribute__((unused));
+const enum bg_pair_kind *unused_bg_pair_kind __attribute__((unused));
 const enum bg_proto *unused_bg_proto __attribute__((unused));
+const enum bg_family *unused_bg_family __attribute__((unused));
+const enum bg_mode *unused_bg_mode __attribute__((unused));
 const enum bg_rule_flags *unused_bg_rule_flags __attribute__((unused));
 const enum bg_meta_flags *unused_bg_meta_flags __attribute__((unused));
+const enum bg_member_flags *unused_bg_member_flags __attribute__((unused));
 const enum bg_reason *unused_bg_reason __attribute__((unused));
 const enum bg_verdict *unused_bg_verdict __attribute__((unused));
 const enum bg_counter *unused_bg_counter __attribute__((unused));
 const struct bg_cgroup_event *unused_bg_cgroup_event __attribute__((unused));
 const enum bg_cgroup_op *unused_bg_cgroup_op __attribute__((unused));
 
-static __always_inline void count(__u32 idx)
-{
-	__u64 *c = bpf_map_lookup_elem(&bg_counters, &idx);
-	if (c)
-		*c += 1;
-}
-
-/* owner_matches reports whether the task's uid or one of its cgroup ancestors owns (proto, port). */
-static __always_inline int owner_matches(__u32 slot, const struct bg_value *rule, __u8 proto, __u16 port)
-{
-	void *owners = bpf_map_lookup_elem(&bg_owners, &slot);
-	if (!owners)
-		return 0;
-
-	struct bg_key k = {.kind = BG_KIND_UID, .proto = proto, .port = port};
-	if (rule->flags & BG_RULE_UID_OWNERS) {
-		k.id = (__u32)bpf_get_current_uid_gid();
-		if (bpf_map_lookup_elem(owners, &k))
-			return 1;
-	}
-
-	k.kind = BG_KIND_CGROUP;
-	__u32 lo = rule->min_depth, hi = rule->max_depth;
-	for (__u32 i = 0; i <= BG_MAX_CGROUP_DEPTH; i++) {
-		__u32 level = lo + i;
-		if (level > hi || level > BG_MAX_CGROUP_DEPTH)
-			break;
-		k.id = bpf_get_current_ancestor_cgroup_id(level);
-		if (!k.id) /* the task is shallower than level */
-			break;
-		if (bpf_map_lookup_elem(owners, &k))
-			return 1;
-	}
-	return 0;
-}
-
-/* emit reports a violation, at most once per interval per (cgroup, port, proto, reason). */
-static __always_inline void emit(struct bpf_sock_addr *ctx, __u8 family, __u16 port, __u8 proto,
-				 __u8 reason, __u8 verdict, __u32 origin, __u32 generation, __u64 netns)
-{
-	__u64 now = bpf_ktime_get_boot_ns();
-	__u64 cgid = bpf_get_current_cgroup_id();
-	__u32 suppressed = 0;
-
-	if (bg_event_interval_ns) {
-		struct bg_rl_key rk = {.cgroup_id = cgid, .port = port, .proto = proto, .reason = reason};
-		struct bg_rl_value *rv = bpf_map_lookup_elem(&bg_ratelimit, &rk);
-		if (rv && now - rv->last_ns < bg_event_interval_ns) {
-			__sync_fetch_and_add(&rv->suppressed, 1);
-			count(BG_CNT_SUPPRESSED);
-			return;
-		}
-		if (rv) {
-			/* Not an atomic exchange (that needs kernel 5.12): a count racing
-			 * in between is lost from the event, never from BG_CNT_SUPPRESSED. */
-			suppressed = rv->suppressed;
-			rv->suppressed = 0;
-			rv->last_ns = now;
-		} else {
-			struct bg_rl_value nv = {.last_ns = now};
-			bpf_map_update_elem(&bg_ratelimit, &rk, &nv, BPF_ANY);
-		}
-	}
-
-	struct bg_event *e = bpf_ringbuf_reserve(&bg_events, sizeof(*e), 0);
-	if (!e) {
-		count(BG_CNT_EVENTS_DROPPED);
-		return;
-	}
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u64 uid_gid = bpf_get_current_uid_gid();
-
-	e->ts_ns = now;
-	e->cgroup_id = cgid;
-	e->netns_cookie = netns;
-	e->pid = pid_tgid >> 32;
-	e->tid = (__u32)pid_tgid;
-	e->uid = (__u32)uid_gid;
-	e->gid = uid_gid >> 32;
-	e->origin = origin;
-	e->generation = generation;
-	e->suppressed = suppressed;
-	e->port = port;
-	e->proto = proto;
-	e->family = family;
-	e->reason = reason;
-	e->verdict = verdict;
-	e->pad[0] = 0;
-	e->pad[1] = 0;
-	if (family == 4) {
-		__u32 *a = (__u32 *)e->addr;
-		a[0] = ctx->user_ip4;
-		a[1] = 0;
-		a[2] = 0;
-		a[3] = 0;
-	} else {
-		__u32 *a = (__u32 *)e->addr;
-		a[0] = ctx->user_ip6[0];
-		a[1] = ctx->user_ip6[1];
-		a[2] = ctx->user_ip6[2];
-		a[3] = ctx->user_ip6[3];
-	}
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	bpf_ringbuf_submit(e, 0);
-}
-
-/* judge returns the program's verdict: 1 lets the bind proceed, 0 makes it fail with EPERM. */
-static __always_inline int judge(struct bpf_sock_addr *ctx, __u8 family, int loopback)
-{
-	__u16 port = bpf_ntohs((__u16)ctx->user_port);
-	if (!port) {
-		count(BG_CNT_EPHEMERAL);
-		goto allow;
-	}
-
-	__u8 proto;
-	switch (ctx->protocol) {
-	case BG_IPPROTO_TCP:
-	case BG_IPPROTO_MPTCP:
-		proto = BG_PROTO_TCP;
-		break;
-	case BG_IPPROTO_UDP:
-		proto = BG_PROTO_UDP;
-		break;
-	default:
-		count(BG_CNT_OTHER_PROTO);
-		goto allow;
-	}
-
-	__u32 zero = 0;
-	__u32 *active = bpf_map_lookup_elem(&bg_active, &zero);
-	if (!active)
-		goto no_policy;
-	/* Read the slot once: everything below is judged by this slot's maps. */
-	__u32 slot = *active & 1;
-	void *rules = bpf_map_lookup_elem(&bg_rules, &slot);
-	if (!rules)
-		goto no_policy;
-	__u32 idx = bg_rule_index(proto, port);
-	struct bg_value *rule = bpf_map_lookup_elem(rules, &idx);
-	if (!rule)
-		goto no_policy;
-
-	__u8 flags = rule->flags, reason;
-	if (!(flags & BG_RULE_DECLARED))
-		reason = BG_REASON_UNDECLARED;
-	else if (flags & BG_RULE_REMOVED)
-		reason = BG_REASON_REMOVED;
-	else if ((flags & BG_RULE_OWNERS) && !owner_matches(slot, rule, proto, port))
-		reason = BG_REASON_OWNER;
-	else if ((flags & BG_RULE_LOCALHOST) && !loopback)
-		reason = BG_REASON_ADDRESS;
-	else
-		goto allow;
-
-	/* A violation: the slow path. */
-	__u64 netns = bpf_get_netns_cookie(ctx); /* once: the event carries it too */
-	if (!bg_all_netns && bg_host_netns_cookie && netns != bg_host_netns_cookie) {
-		count(BG_CNT_OTHER_NETNS);
-		goto allow;
-	}
-	__u32 meta_idx = 0;
-	struct bg_value *meta = bpf_map_lookup_elem(rules, &meta_idx);
-	if (!meta)
-		goto no_policy;
-	int audit = (meta->flags & BG_META_AUDIT) || (flags & BG_RULE_AUDIT);
-	__u8 verdict = audit ? BG_VERDICT_AUDIT : BG_VERDICT_DENY;
-	count((audit ? BG_CNT_AUDIT : BG_CNT_DENY) + reason - 1);
-	emit(ctx, family, port, proto, reason, verdict, (flags & BG_RULE_DECLARED) ? rule->origin : 0, meta->origin, netns);
-	return audit;
-
-no_policy:
-	count(BG_CNT_NO_POLICY);
-allow:
-	count(BG_CNT_ALLOWED);
-	return 1;
-}
-
-SEC("cgroup/bind4")
-int bindguard_bind4(struct bpf_sock_addr *ctx)
-{
-	__u32 ip = bpf_ntohl(ctx->user_ip4);
-	return judge(ctx, 4, (ip >> 24) == 127);
-}
-
-SEC("cgroup/bind6")
-int bindguard_bind6(struct bpf_sock_addr *ctx)
-{
-	__u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1], a2 = ctx->user_ip6[2], a3 = ctx->user_ip6[3];
-	int loopback;
-
-	if (a0 == 0 && a1 == 0 && a2 == bpf_htonl(0xffff)) /* ::ffff:a.b.c.d judged as a.b.c.d */
-		loopback = (bpf_ntohl(a3) >> 24) == 127;
-	else
-		loopback = a0 == 0 && a1 == 0 && a2 == 0 && a3 == bpf_htonl(1);
-	return judge(ctx, 6, loopback);
-}
-
 /*
- * Cgroup lifecycle. Only the fields read here are declared; CO-RE relocates
+ * Kernel types. Only the fields read here are declared; CO-RE relocates
  * them against the running kernel's BTF.
  */
 struct kernfs_node {
@@ -350,41 +211,609 @@ struct cgroup_root {
 	int hierarchy_id;
 } __attribute__((preserve_access_index));
 
+struct cgroup;
+
+struct cgroup_subsys_state {
+	struct cgroup *cgroup;
+	struct cgroup_subsys_state *parent;
+} __attribute__((preserve_access_index));
+
 struct cgroup {
+	struct cgroup_subsys_state self;
 	struct kernfs_node *kn;
 	struct cgroup_root *root;
 } __attribute__((preserve_access_index));
 
-static __always_inline int cgroup_event(struct bpf_raw_tracepoint_args *ctx, __u32 op)
-{
-	struct cgroup *cgrp = (struct cgroup *)ctx->args[0];
+struct css_set {
+	struct cgroup *dfl_cgrp;
+} __attribute__((preserve_access_index));
 
-	/* hierarchy 0 is cgroup2; cgroup v1 hierarchies are not ours */
-	if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0)
+struct task_struct {
+	struct css_set *cgroups;
+} __attribute__((preserve_access_index));
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *c = bpf_map_lookup_elem(&bg_counters, &idx);
+	if (c)
+		*c += 1;
+}
+
+/* The judging policy: its slot, rules, meta entry. */
+struct policy {
+	__u32 slot;
+	void *rules;
+	struct bg_value *meta;
+};
+
+/* load_policy reads the slot in force once; everything is judged by that slot's maps. */
+static __always_inline int load_policy(struct policy *p)
+{
+	__u32 zero = 0;
+	__u32 *active = bpf_map_lookup_elem(&bg_active, &zero);
+	if (!active)
 		return 0;
+	p->slot = *active & 1;
+	p->rules = bpf_map_lookup_elem(&bg_rules, &p->slot);
+	if (!p->rules)
+		return 0;
+	p->meta = bpf_map_lookup_elem(p->rules, &zero);
+	return p->meta != 0;
+}
+
+/* lookup_rule returns the rule for (proto, port); an undeclared port has an all-zero rule. */
+static __always_inline struct bg_value *lookup_rule(struct policy *p, __u8 proto, __u16 port)
+{
+	__u32 idx = bg_rule_index(proto, port);
+	return bpf_map_lookup_elem(p->rules, &idx);
+}
+
+/* proto_of maps the socket protocol to enum bg_proto, or 0 for one not judged. */
+static __always_inline __u8 proto_of(__u32 protocol)
+{
+	switch (protocol) {
+	case BG_IPPROTO_TCP:
+	case BG_IPPROTO_MPTCP:
+		return BG_PROTO_TCP;
+	case BG_IPPROTO_UDP:
+		return BG_PROTO_UDP;
+	}
+	return 0;
+}
+
+/* member_of returns the current task's cgroup membership, or NULL. */
+static __always_inline struct bg_member *member_of(int storage)
+{
+	if (storage) {
+		struct task_struct *t = bpf_get_current_task_btf();
+		return bpf_cgrp_storage_get(&bg_members, t->cgroups->dfl_cgrp, 0, 0);
+	}
+	__u64 id = bpf_get_current_cgroup_id();
+	return bpf_map_lookup_elem(&bg_members_hash, &id);
+}
+
+/* member_slot returns the membership's part for the judging policy, or NULL when stale. */
+static __always_inline struct bg_member_slot *member_slot(struct bg_member *m, struct policy *p)
+{
+	if (!m)
+		return 0;
+	struct bg_member_slot *ms = &m->slot[p->slot & 1];
+	if (ms->generation != p->meta->origin)
+		return 0;
+	/* Keep the compiler from folding the NULL test of the result into the
+	 * generation compare: the verifier must see a pointer tested for NULL. */
+	barrier_var(ms);
+	return ms;
+}
+
+/* in_set reports whether the membership holds owner set `set`. */
+static __always_inline int in_set(struct bg_member_slot *ms, __u16 set)
+{
+	if (!ms || set >= BG_OWNER_SETS)
+		return 0;
+	return (ms->bits[(set >> 6) & (BG_SET_WORDS - 1)] >> (set & 63)) & 1;
+}
+
+/* has_pair looks a pair up in the judging slot's pairs map. */
+static __always_inline int has_pair(struct policy *p, struct bg_key *k)
+{
+	void *pairs = bpf_map_lookup_elem(&bg_pairs, &p->slot);
+	return pairs && bpf_map_lookup_elem(pairs, k);
+}
+
+/* uid_owns reports whether the task's real uid is an owner of the set. */
+static __always_inline int uid_owns(struct policy *p, __u16 set)
+{
+	struct bg_key k = {.kind = BG_PAIR_UID, .set = set, .id = (__u32)bpf_get_current_uid_gid()};
+	return has_pair(p, &k);
+}
+
+/* pod_declares reports whether the pod of the membership declares (proto, port). */
+static __always_inline int pod_declares(struct policy *p, struct bg_member_slot *ms, __u8 proto, __u16 port)
+{
+	struct bg_key k = {.kind = BG_PAIR_POD_PORT, .proto = proto, .port = port, .id = ms->pod};
+	return has_pair(p, &k);
+}
+
+static __always_inline __u16 member_flags(struct bg_member_slot *ms)
+{
+	return ms ? ms->flags : 0;
+}
+
+/*
+ * violation returns the reason a bind of (proto, port) breaks the rule, or
+ * BG_REASON_NONE. The membership is looked up only for owner-restricted
+ * rules and pod-port checks; *msp returns it when it was.
+ */
+static __always_inline __u8 violation(struct policy *p, struct bg_value *rule, __u8 proto, __u16 port,
+				      int loopback, int storage, struct bg_member_slot **msp)
+{
+	__u8 flags = rule->flags;
+	if (!(flags & BG_RULE_DECLARED))
+		return BG_REASON_UNDECLARED;
+	if (flags & BG_RULE_REMOVED)
+		return BG_REASON_REMOVED;
+	struct bg_member_slot *ms = 0;
+	int looked = 0;
+	if (flags & BG_RULE_OWNERS) {
+		ms = member_slot(member_of(storage), p);
+		looked = 1;
+		if (!in_set(ms, rule->set) && !((flags & BG_RULE_UID_OWNERS) && uid_owns(p, rule->set))) {
+			*msp = ms;
+			if ((flags & BG_RULE_POD_OWNERS) && (member_flags(ms) & BG_MEMBER_PENDING))
+				return BG_REASON_POD_PENDING;
+			return BG_REASON_OWNER;
+		}
+	}
+	if ((flags & BG_RULE_LOCALHOST) && !loopback)
+		return BG_REASON_ADDRESS;
+	if (p->meta->flags & BG_META_POD_PORTS) {
+		if (!looked)
+			ms = member_slot(member_of(storage), p);
+		*msp = ms;
+		__u16 mf = member_flags(ms);
+		if (mf & BG_MEMBER_PENDING)
+			return BG_REASON_POD_PENDING;
+		if ((mf & BG_MEMBER_POD) && !pod_declares(p, ms, proto, port))
+			/* pod id 0: the pod's declared ports are not known yet */
+			return ms->pod ? BG_REASON_POD_UNDECLARED : BG_REASON_POD_PENDING;
+	}
+	return BG_REASON_NONE;
+}
+
+/*
+ * rate_limited reports whether the event for this key is folded into a
+ * later one: by the per-key interval, or by the cgroup's token bucket. It
+ * returns in *suppressed what earlier events of the key this one carries.
+ */
+static __always_inline int rate_limited(__u64 cgid, __u16 port, __u8 proto, __u8 reason, __u64 now, __u32 *suppressed)
+{
+	struct bg_rl_key rk = {.cgroup_id = cgid, .port = port, .proto = proto, .reason = reason};
+	struct bg_rl_value *rv = bpf_map_lookup_elem(&bg_ratelimit, &rk);
+	if (rv && now - rv->last_ns < bg_event_interval_ns)
+		goto fold;
+
+	/* The cgroup's bucket (GCRA), whatever the key. */
+	const __u64 step = BG_NSEC_PER_SEC / BG_EVENTS_PER_SEC;
+	struct bg_bucket *b = bpf_map_lookup_elem(&bg_buckets, &cgid);
+	if (b) {
+		__u64 tat = b->tat > now ? b->tat : now;
+		if (tat - now > (BG_EVENT_BURST - 1) * step) {
+			count(BG_CNT_THROTTLED);
+			goto fold;
+		}
+		b->tat = tat + step;
+	} else {
+		struct bg_bucket nb = {.tat = now + step};
+		bpf_map_update_elem(&bg_buckets, &cgid, &nb, BPF_ANY);
+	}
+
+	if (rv) {
+		/* Not an atomic exchange (that needs kernel 5.12): a count racing
+		 * in between is lost from the event, never from BG_CNT_SUPPRESSED. */
+		*suppressed = rv->suppressed;
+		rv->suppressed = 0;
+		rv->last_ns = now;
+	} else {
+		struct bg_rl_value nv = {.last_ns = now};
+		bpf_map_update_elem(&bg_ratelimit, &rk, &nv, BPF_ANY);
+	}
+	return 0;
+
+fold:
+	if (rv)
+		__sync_fetch_and_add(&rv->suppressed, 1);
+	else {
+		/* Held back by the bucket before the key was ever seen: start the
+		 * key's count so the next event carries this one. */
+		struct bg_rl_value nv = {.last_ns = 0, .suppressed = 1};
+		bpf_map_update_elem(&bg_ratelimit, &rk, &nv, BPF_NOEXIST);
+	}
+	count(BG_CNT_SUPPRESSED);
+	return 1;
+}
+
+/* What fill_event needs to know of one violation. */
+struct violation {
+	__u64 netns;
+	__u32 origin;
+	__u32 generation;
+	__u16 port;
+	__u16 member_flags;
+	__u8 proto;
+	__u8 family;
+	__u8 reason;
+	__u8 verdict;
+	__u32 addr[4]; /* network byte order */
+};
+
+static __always_inline void fill_event(struct bg_event *e, const struct violation *v, __u64 now, __u64 cgid, __u32 suppressed)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+
+	e->ts_ns = now;
+	e->cgroup_id = cgid;
+	e->netns_cookie = v->netns;
+	e->pid = pid_tgid >> 32;
+	e->tid = (__u32)pid_tgid;
+	e->uid = (__u32)uid_gid;
+	e->gid = uid_gid >> 32;
+	e->origin = v->origin;
+	e->generation = v->generation;
+	e->suppressed = suppressed;
+	e->port = v->port;
+	e->proto = v->proto;
+	e->family = v->family;
+	e->reason = v->reason;
+	e->verdict = v->verdict;
+	e->member_flags = v->member_flags;
+	__builtin_memcpy(e->addr, v->addr, sizeof(e->addr));
+	e->pad = 0;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+}
+
+/* report counts a violation and sends its event, unless rate limiting folds it. */
+static __always_inline void report(const struct violation *v)
+{
+	count((v->verdict == BG_VERDICT_AUDIT ? BG_CNT_AUDIT : BG_CNT_DENY) + v->reason - 1);
+
+	__u64 now = bpf_ktime_get_boot_ns();
+	__u64 cgid = bpf_get_current_cgroup_id();
+	__u32 suppressed = 0;
+	if (bg_event_interval_ns && rate_limited(cgid, v->port, v->proto, v->reason, now, &suppressed))
+		return;
+
+	struct bg_event *e = bpf_ringbuf_reserve(&bg_events, sizeof(*e), 0);
+	if (!e) {
+		count(BG_CNT_EVENTS_DROPPED);
+		return;
+	}
+	fill_event(e, v, now, cgid, suppressed);
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* in_scope reports whether a socket's network namespace is judged. */
+static __always_inline int in_scope(__u64 netns)
+{
+	return bg_all_netns || !bg_host_netns_cookie || netns == bg_host_netns_cookie;
+}
+
+/* verdict_of says whether a violation is audited or denied. */
+static __always_inline __u8 verdict_of(struct policy *p, struct bg_value *rule, __u8 reason)
+{
+	int audit = (p->meta->flags & BG_META_AUDIT) || (rule->flags & BG_RULE_AUDIT) ||
+		    reason == BG_REASON_POD_PENDING;
+	return audit ? BG_VERDICT_AUDIT : BG_VERDICT_DENY;
+}
+
+static __always_inline void remember_bind(__u16 port)
+{
+	__u32 zero = 0;
+	struct bg_last_bind *lb = bpf_map_lookup_elem(&bg_last_bind, &zero);
+	if (lb) {
+		lb->tid = (__u32)bpf_get_current_pid_tgid();
+		lb->port = port;
+	}
+}
+
+/* judge returns the program's verdict: 1 lets the bind proceed, 0 makes it fail with EPERM. */
+static __always_inline int judge(struct bpf_sock_addr *ctx, __u8 family, int loopback, int storage)
+{
+	__u16 port = bpf_ntohs((__u16)ctx->user_port);
+	remember_bind(port);
+	if (!port) {
+		count(BG_CNT_EPHEMERAL);
+		goto allow;
+	}
+	__u8 proto = proto_of(ctx->protocol);
+	if (!proto) {
+		count(BG_CNT_OTHER_PROTO);
+		goto allow;
+	}
+	struct policy p;
+	if (!load_policy(&p))
+		goto no_policy;
+	struct bg_value *rule = lookup_rule(&p, proto, port);
+	if (!rule)
+		goto no_policy;
+	struct bg_member_slot *ms = 0;
+	__u8 reason = violation(&p, rule, proto, port, loopback, storage, &ms);
+	if (reason == BG_REASON_NONE)
+		goto allow;
+
+	/* A violation: the slow path. */
+	struct violation v = {
+		.netns = bpf_get_netns_cookie(ctx), /* once: the event carries it too */
+		.origin = (rule->flags & BG_RULE_DECLARED) ? rule->origin : 0,
+		.generation = p.meta->origin,
+		.port = port,
+		.member_flags = member_flags(ms),
+		.proto = proto,
+		.family = family,
+		.reason = reason,
+		.verdict = verdict_of(&p, rule, reason),
+	};
+	if (!in_scope(v.netns)) {
+		count(BG_CNT_OTHER_NETNS);
+		goto allow;
+	}
+	if (family == BG_FAMILY_INET) {
+		v.addr[0] = ctx->user_ip4;
+	} else {
+		v.addr[0] = ctx->user_ip6[0];
+		v.addr[1] = ctx->user_ip6[1];
+		v.addr[2] = ctx->user_ip6[2];
+		v.addr[3] = ctx->user_ip6[3];
+	}
+	report(&v);
+	return v.verdict == BG_VERDICT_AUDIT;
+
+no_policy:
+	count(BG_CNT_NO_POLICY);
+allow:
+	count(BG_CNT_ALLOWED);
+	return 1;
+}
+
+static __always_inline int loopback6(struct bpf_sock_addr *ctx)
+{
+	__u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1], a2 = ctx->user_ip6[2], a3 = ctx->user_ip6[3];
+
+	if (a0 == 0 && a1 == 0 && a2 == bpf_htonl(0xffff)) /* ::ffff:a.b.c.d judged as a.b.c.d */
+		return (bpf_ntohl(a3) >> 24) == 127;
+	return a0 == 0 && a1 == 0 && a2 == 0 && a3 == bpf_htonl(1);
+}
+
+SEC("cgroup/bind4")
+int bindguard_bind4_stg(struct bpf_sock_addr *ctx)
+{
+	return judge(ctx, BG_FAMILY_INET, (bpf_ntohl(ctx->user_ip4) >> 24) == 127, 1);
+}
+
+SEC("cgroup/bind6")
+int bindguard_bind6_stg(struct bpf_sock_addr *ctx)
+{
+	return judge(ctx, BG_FAMILY_INET6, loopback6(ctx), 1);
+}
+
+SEC("cgroup/bind4")
+int bindguard_bind4_hash(struct bpf_sock_addr *ctx)
+{
+	return judge(ctx, BG_FAMILY_INET, (bpf_ntohl(ctx->user_ip4) >> 24) == 127, 0);
+}
+
+SEC("cgroup/bind6")
+int bindguard_bind6_hash(struct bpf_sock_addr *ctx)
+{
+	return judge(ctx, BG_FAMILY_INET6, loopback6(ctx), 0);
+}
+
+/*
+ * post_bind: after bind() took a port, and only for a bind(0) whose port the
+ * kernel chose (bind4/6 judged every explicit one), judge the port it got.
+ * A kernel-chosen port is never undeclared (that is what ephemeral ports
+ * are); it violates when the registry restricts it and this binder may not
+ * bind it: owners, localhost-only, removed. Autobinds that do not go through
+ * bind() (listen, connect, sendto) reach no hook: the daemon keeps restricted
+ * ports out of the kernel's choice with ip_local_reserved_ports.
+ */
+static __always_inline int post_bind(struct bpf_sock *sk, __u8 family, int loopback, int storage)
+{
+	__u32 zero = 0;
+	struct bg_last_bind *lb = bpf_map_lookup_elem(&bg_last_bind, &zero);
+	if (!lb || lb->port != 0 || lb->tid != (__u32)bpf_get_current_pid_tgid())
+		return 1; /* an explicit bind: judged by bind4/6 */
+	lb->port = 0xffff0000; /* consumed */
+	__u8 proto = proto_of(sk->protocol);
+	if (!proto)
+		return 1;
+	__u16 port = (__u16)sk->src_port;
+	struct policy p;
+	if (!load_policy(&p))
+		return 1;
+	struct bg_value *rule = lookup_rule(&p, proto, port);
+	if (!rule || !(rule->flags & BG_RULE_DECLARED))
+		return 1;
+	struct bg_member_slot *ms = 0;
+	__u8 reason = violation(&p, rule, proto, port, loopback, storage, &ms);
+	if (reason == BG_REASON_NONE || reason == BG_REASON_POD_PENDING)
+		return 1;
+	struct violation v = {
+		.netns = bpf_get_netns_cookie(sk),
+		.origin = rule->origin,
+		.generation = p.meta->origin,
+		.port = port,
+		.member_flags = member_flags(ms),
+		.proto = proto,
+		.family = family,
+		.reason = BG_REASON_AUTOBIND,
+		.verdict = verdict_of(&p, rule, reason),
+	};
+	if (!in_scope(v.netns))
+		return 1;
+	if (family == BG_FAMILY_INET) {
+		v.addr[0] = sk->src_ip4;
+	} else {
+		v.addr[0] = sk->src_ip6[0];
+		v.addr[1] = sk->src_ip6[1];
+		v.addr[2] = sk->src_ip6[2];
+		v.addr[3] = sk->src_ip6[3];
+	}
+	report(&v);
+	return v.verdict == BG_VERDICT_AUDIT;
+}
+
+static __always_inline int sk_loopback6(struct bpf_sock *sk)
+{
+	__u32 a0 = sk->src_ip6[0], a1 = sk->src_ip6[1], a2 = sk->src_ip6[2], a3 = sk->src_ip6[3];
+
+	if (a0 == 0 && a1 == 0 && a2 == bpf_htonl(0xffff))
+		return (bpf_ntohl(a3) >> 24) == 127;
+	return a0 == 0 && a1 == 0 && a2 == 0 && a3 == bpf_htonl(1);
+}
+
+SEC("cgroup/post_bind4")
+int bindguard_post_bind4_stg(struct bpf_sock *sk)
+{
+	return post_bind(sk, BG_FAMILY_INET, (bpf_ntohl(sk->src_ip4) >> 24) == 127, 1);
+}
+
+SEC("cgroup/post_bind6")
+int bindguard_post_bind6_stg(struct bpf_sock *sk)
+{
+	return post_bind(sk, BG_FAMILY_INET6, sk_loopback6(sk), 1);
+}
+
+SEC("cgroup/post_bind4")
+int bindguard_post_bind4_hash(struct bpf_sock *sk)
+{
+	return post_bind(sk, BG_FAMILY_INET, (bpf_ntohl(sk->src_ip4) >> 24) == 127, 0);
+}
+
+SEC("cgroup/post_bind6")
+int bindguard_post_bind6_hash(struct bpf_sock *sk)
+{
+	return post_bind(sk, BG_FAMILY_INET6, sk_loopback6(sk), 0);
+}
+
+/*
+ * Cgroup lifecycle. At mkdir, before any task can enter the new cgroup, it
+ * inherits its parent's membership (SPAWN_PENDING turns into PENDING), so a
+ * cgroup below an owner is an owner from its first instant. The daemon is
+ * told of every mkdir and rmdir, to resolve owners that appear later (units,
+ * cgroup paths, pods) and to repair a copy that failed.
+ */
+static __always_inline void inherit(struct bg_member *child, const struct bg_member *parent)
+{
+	*child = *parent;
+	for (int s = 0; s < BG_SLOTS; s++) {
+		__u16 f = parent->slot[s].flags;
+		if (f & BG_MEMBER_SPAWN_PENDING)
+			child->slot[s].flags = (f & ~(BG_MEMBER_SPAWN_PENDING | BG_MEMBER_POD)) | BG_MEMBER_PENDING;
+	}
+}
+
+static __always_inline int copy_membership(struct cgroup *cgrp, struct cgroup *parent, int storage)
+{
+	if (storage) {
+		struct bg_member *pm = bpf_cgrp_storage_get(&bg_members, parent, 0, 0);
+		if (!pm)
+			return 0;
+		struct bg_member *cm = bpf_cgrp_storage_get(&bg_members, cgrp, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!cm)
+			return -1;
+		inherit(cm, pm);
+		return 0;
+	}
+	__u64 pid = parent->kn->id, cid = cgrp->kn->id;
+	struct bg_member *pm = bpf_map_lookup_elem(&bg_members_hash, &pid);
+	if (!pm)
+		return 0;
+	/* Created with the parent's value, then fixed up in place: the
+	 * directory is not active yet, so nothing reads it in between. */
+	if (bpf_map_update_elem(&bg_members_hash, &cid, pm, BPF_ANY))
+		return -1;
+	struct bg_member *cm = bpf_map_lookup_elem(&bg_members_hash, &cid);
+	if (!cm)
+		return -1;
+	inherit(cm, pm);
+	return 0;
+}
+
+static __always_inline void cgroup_event(struct cgroup *cgrp, struct cgroup *parent, const char *path, __u32 op, int failed)
+{
 	struct bg_cgroup_event *e = bpf_ringbuf_reserve(&bg_cgroup_events, sizeof(*e), 0);
 	if (!e) {
 		/* The daemon re-resolves every owner when it sees this grow. */
 		__sync_fetch_and_add(&bg_cgroup_events_lost, 1);
-		return 0;
+		return;
 	}
-	e->id = BPF_CORE_READ(cgrp, kn, id);
+	e->id = cgrp->kn->id;
+	e->parent_id = parent ? parent->kn->id : 0;
 	e->op = op;
-	e->path_len = bpf_probe_read_kernel_str(e->path, sizeof(e->path), (const char *)ctx->args[1]);
+	e->copy_failed = failed;
+	e->path_len = bpf_probe_read_kernel_str(e->path, sizeof(e->path), path);
+	e->pad = 0;
 	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline struct cgroup *parent_of(struct cgroup *cgrp)
+{
+	struct cgroup_subsys_state *css = cgrp->self.parent;
+	return css ? css->cgroup : 0;
+}
+
+static __always_inline int on_mkdir(struct cgroup *cgrp, const char *path, int storage)
+{
+	/* hierarchy 0 is cgroup2; cgroup v1 hierarchies are not ours */
+	if (cgrp->root->hierarchy_id != 0)
+		return 0;
+	struct cgroup *parent = parent_of(cgrp);
+	int failed = 0;
+	if (parent && copy_membership(cgrp, parent, storage)) {
+		count(BG_CNT_MEMBER_COPY_FAILED);
+		failed = 1;
+	}
+	cgroup_event(cgrp, parent, path, BG_CGROUP_MKDIR, failed);
 	return 0;
 }
 
-SEC("raw_tracepoint/cgroup_mkdir")
-int bindguard_cgroup_mkdir(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline int on_rmdir(struct cgroup *cgrp, const char *path, int storage)
 {
-	return cgroup_event(ctx, BG_CGROUP_MKDIR);
+	if (cgrp->root->hierarchy_id != 0)
+		return 0;
+	if (!storage) {
+		/* Cgroup storage goes with the cgroup; the hash entry must be freed. */
+		__u64 id = cgrp->kn->id;
+		bpf_map_delete_elem(&bg_members_hash, &id);
+	}
+	cgroup_event(cgrp, 0, path, BG_CGROUP_RMDIR, 0);
+	return 0;
 }
 
-SEC("raw_tracepoint/cgroup_rmdir")
-int bindguard_cgroup_rmdir(struct bpf_raw_tracepoint_args *ctx)
+SEC("tp_btf/cgroup_mkdir")
+int BPF_PROG(bindguard_cgroup_mkdir_stg, struct cgroup *cgrp, const char *path)
 {
-	return cgroup_event(ctx, BG_CGROUP_RMDIR);
+	return on_mkdir(cgrp, path, 1);
+}
+
+SEC("tp_btf/cgroup_mkdir")
+int BPF_PROG(bindguard_cgroup_mkdir_hash, struct cgroup *cgrp, const char *path)
+{
+	return on_mkdir(cgrp, path, 0);
+}
+
+SEC("tp_btf/cgroup_rmdir")
+int BPF_PROG(bindguard_cgroup_rmdir_stg, struct cgroup *cgrp, const char *path)
+{
+	return on_rmdir(cgrp, path, 1);
+}
+
+SEC("tp_btf/cgroup_rmdir")
+int BPF_PROG(bindguard_cgroup_rmdir_hash, struct cgroup *cgrp, const char *path)
+{
+	return on_rmdir(cgrp, path, 0);
 }
 
 /*

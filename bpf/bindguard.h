@@ -18,17 +18,25 @@
 /* Sizes and versions. An enum rather than #defines so bpf2go exports them to Go. */
 enum bg_limits {
 	/* Bump when any struct or constant here changes meaning or shape. */
-	BG_LAYOUT_VERSION = 2,
+	BG_LAYOUT_VERSION = 3,
 	/* Entries of one rules array: one per (protocol, port), see bg_rule_index. */
 	BG_RULES_ENTRIES = 2 << 16,
-	/* Capacity of one owners map. The Go side checks a compiled policy
-	 * against it before anything loads. */
-	BG_OWNERS_MAX_ENTRIES = 1 << 18,
+	/* Capacity of one pairs map (uid owners and pods' declared ports). The
+	 * Go side checks a compiled policy against it before anything loads. */
+	BG_PAIRS_MAX_ENTRIES = 1 << 18,
 	/* Policy slots: one in force, one being prepared. */
 	BG_SLOTS = 2,
-	/* Owners are looked up at cgroup levels 0 (the cgroup2 root) up to this
-	 * one. A task deeper than this still matches an owner at or above it. */
-	BG_MAX_CGROUP_DEPTH = 16,
+	/* Owner sets one policy may name (bg_value.set), and the 64-bit words
+	 * of a membership bitmap that hold them. */
+	BG_OWNER_SETS = 512,
+	BG_SET_WORDS = 8,
+	/* Capacity of the membership hash used where the kernel has no cgroup
+	 * storage (before 6.2): cgroups that are, or are below, an owner. */
+	BG_MEMBERS_MAX_ENTRIES = 1 << 16,
+	/* Events a cgroup may emit in a burst, and then per second (the
+	 * per-cgroup token bucket that bounds a flood whatever its keys). */
+	BG_EVENT_BURST = 32,
+	BG_EVENTS_PER_SEC = 16,
 };
 
 /* bg_key.proto, bg_event.proto. MPTCP sockets are judged as TCP. */
@@ -37,88 +45,147 @@ enum bg_proto {
 	BG_PROTO_UDP = 2,
 };
 
+/* bg_event.family: the socket's address family. */
+enum bg_family {
+	BG_FAMILY_INET = 4,  /* AF_INET, judged by bind4 */
+	BG_FAMILY_INET6 = 6, /* AF_INET6, judged by bind6 (a v4-mapped address too) */
+};
+
+/* bg_status.mode, and what the meta entry's BG_META_AUDIT flag encodes. */
+enum bg_mode {
+	BG_MODE_AUDIT = 0,
+	BG_MODE_ENFORCE = 1,
+};
+
 /*
- * A policy is a pair of maps, held in slot s of bg_rules and bg_owners; the
+ * A policy is a pair of maps, held in slot s of bg_rules and bg_pairs; the
  * one-entry array bg_active names the slot in force. A reload fills the other
  * slot, then flips bg_active with one write: a bind reads the slot once and
- * is judged wholly by that slot's rules and owners.
+ * is judged wholly by that slot's rules, pairs and memberships.
  *
  * The rules array is indexed by bg_rule_index(proto, port) and holds a
  * struct bg_value per (protocol, port): a direct index, no hashing, the same
  * cost at any registry size. An all-zero value (no BG_RULE_DECLARED) is an
  * undeclared port. Index 0 (TCP port 0, which is never judged) holds the
- * policy's meta entry instead.
+ * policy's meta entry instead: its origin is the policy's generation.
  *
- * The owners map is a hash from struct bg_key to struct bg_value.
+ * Owners. Every distinct owner list of the registry (cgroups, units, pods)
+ * is an owner set, numbered 0..BG_OWNER_SETS-1; a rule with owners names its
+ * set in bg_value.set. Each cgroup that is an owner, or lies below one,
+ * carries a struct bg_member (per-cgroup storage, or the members hash before
+ * 6.2) whose bitmap for the slot says which sets it belongs to. The owner
+ * check is one lookup of the current cgroup's membership and a bit test,
+ * whatever the depth and however many owners there are. A new cgroup
+ * inherits its parent's membership in the kernel, at mkdir, before any task
+ * can enter it. uid owners are pairs {BG_PAIR_UID, set, uid} in bg_pairs.
  *
  * Worked example, a registry with
  *   - {port: 2379, protocol: tcp, owners: [{cgroup: /system.slice/etcd.service}, {uid: 0}]}
- * and /system.slice/etcd.service having cgroup id 4242 compiles to:
- *   rules[bg_rule_index(TCP, 2379) = 2379]         = {origin=1, flags=DECLARED|OWNERS|UID_OWNERS, min_depth=2, max_depth=2}
- *   owners[{kind=CGROUP, proto=TCP, port=2379, id=4242}] = {origin=1}
- *   owners[{kind=UID,    proto=TCP, port=2379, id=0}]    = {origin=1}
- *   rules[0]                                        = {origin=<generation>, flags=0 (enforce)}
- * An empty registry compiles to the meta entry alone: every bind of a
- * non-zero port is then `undeclared` (deny-all in enforce mode), never allow-all.
+ * in generation 7, slot 1, compiles to:
+ *   rules[bg_rule_index(TCP, 2379) = 2379] = {origin=1, flags=DECLARED|OWNERS|UID_OWNERS, set=0}
+ *   pairs[{kind=UID, set=0, id=0}]         = 1
+ *   rules[0]                               = {origin=7, flags=0 (enforce)}
+ * and the cgroup /system.slice/etcd.service, and every cgroup below it,
+ * holds member.slot[1] = {generation=7, bits[0]=1<<0}. A bind of 2379 from
+ * /system.slice/etcd.service/x is allowed because bit 0 is set; from any
+ * other cgroup, only if its uid is 0. An empty registry compiles to the meta
+ * entry alone: every bind of a non-zero port is then `undeclared` (deny-all
+ * in enforce mode), never allow-all.
  */
 #define bg_rule_index(proto, port) ((((__u32)(proto) - 1) << 16) | (__u32)(port))
 
-/* bg_key.kind */
-enum bg_kind {
-	BG_KIND_CGROUP = 2, /* id = cgroup id (kernfs node id) allowed to bind (proto, port) */
-	BG_KIND_UID = 3,    /* id = uid allowed to bind (proto, port) */
+/* bg_key.kind. 0 is never used, so an all-zero key matches nothing. */
+enum bg_pair_kind {
+	BG_PAIR_UID = 1,      /* set = owner set, id = a uid that owns it */
+	BG_PAIR_POD_PORT = 2, /* proto, port = a port the pod id (bg_member.pod) declares */
 };
 
-/* struct bg_key: the key of the owners map. Padding must be zero. */
+/* struct bg_key: the key of a pairs map. Padding must be zero. */
 struct bg_key {
-	__u8 kind;  /* enum bg_kind */
-	__u8 proto; /* enum bg_proto */
-	__u16 port; /* host byte order */
-	__u32 pad;
-	__u64 id;   /* cgroup id or uid */
+	__u8 kind;  /* enum bg_pair_kind */
+	__u8 proto; /* enum bg_proto, or 0 */
+	__u16 port; /* host byte order, or 0 */
+	__u32 set;  /* owner set, or 0 */
+	__u64 id;   /* uid or pod id */
 };
 
 /* bg_value.flags of a rule */
 enum bg_rule_flags {
-	BG_RULE_OWNERS = 1 << 0,     /* only listed cgroups/uids may bind */
+	BG_RULE_OWNERS = 1 << 0,     /* only members of owner set `set` (or uid pairs) may bind */
 	BG_RULE_LOCALHOST = 1 << 1,  /* only 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104 */
 	BG_RULE_REMOVED = 1 << 2,    /* removed port: every bind is a violation */
 	BG_RULE_AUDIT = 1 << 3,      /* violations are only audited, whatever the node mode */
 	BG_RULE_DECLARED = 1 << 4,   /* the port is in the registry (set on every rule) */
 	BG_RULE_UID_OWNERS = 1 << 5, /* some owners are uids: look the task's uid up */
+	BG_RULE_POD_OWNERS = 1 << 6, /* some owners are pods: a pending pod is not refused */
 };
 
 /* bg_value.flags of the meta entry */
 enum bg_meta_flags {
-	BG_META_AUDIT = 1 << 0, /* the node runs in audit mode: nothing is denied */
+	BG_META_AUDIT = 1 << 0,        /* the node runs in audit mode: nothing is denied */
+	BG_META_POD_PORTS = 1 << 1,    /* --pod-ports=require: pods bind only ports they declare */
 };
 
 /*
- * struct bg_value: a rule, an owner, or the meta entry.
+ * struct bg_value: a rule, or the meta entry.
  *  rule:  origin = index+1 of the registry entry the rule came from (0: none);
- *         min_depth..max_depth = the cgroup levels at which an owner cgroup
- *         of this port exists (only those levels are looked up; when no
- *         cgroup owner is resolved, min_depth > max_depth and none is).
- *  owner: origin as for the rule; other fields zero.
+ *         set = the owner set of the rule (with BG_RULE_OWNERS).
  *  meta:  origin = the policy generation (events carry it, so the daemon maps
- *         origin indexes with the table of the generation that judged them).
+ *         origin indexes with the table of the generation that judged them;
+ *         memberships of another generation are ignored).
  */
 struct bg_value {
 	__u32 origin;
 	__u8 flags;
-	__u8 min_depth;
-	__u8 max_depth;
 	__u8 pad;
+	__u16 set;
+};
+
+/* bg_member_slot.flags */
+enum bg_member_flags {
+	BG_MEMBER_POD = 1 << 0,     /* a pod's cgroup (or below), identity known: pod id in `pod` */
+	BG_MEMBER_PENDING = 1 << 1, /* a pod's cgroup whose identity is not known yet */
+	/* A cgroup created below this one starts PENDING (this flag is not
+	 * inherited): set on kubelet's QoS parents, and on a pod whose
+	 * containers own ports by name, so each container waits for its own. */
+	BG_MEMBER_SPAWN_PENDING = 1 << 2,
+};
+
+/*
+ * struct bg_member: what one cgroup is, per policy slot. A slot's part counts
+ * only while its generation is that of the slot's meta entry: a reload
+ * writes the idle slot's part of every member with the new generation, and
+ * stale parts are never read. At mkdir the kernel copies the parent's value
+ * into the child (both slots), turning SPAWN_PENDING into PENDING.
+ *
+ * Worked example: a pod cgroup of a pod matching owner sets 3 and 70 in
+ * generation 9, slot 0, with pod id 5:
+ *   slot[0] = {generation=9, flags=POD, pod=5, bits[0]=1<<3, bits[1]=1<<6}
+ */
+struct bg_member_slot {
+	__u32 generation;
+	__u16 flags; /* enum bg_member_flags */
+	__u16 pad;
+	__u32 pod;   /* pod id for BG_PAIR_POD_PORT pairs; 0: none */
+	__u32 pad2;
+	__u64 bits[BG_SET_WORDS]; /* bit s of word s/64: member of owner set s */
+};
+
+struct bg_member {
+	struct bg_member_slot slot[BG_SLOTS];
 };
 
 /* bg_event.reason */
 enum bg_reason {
 	BG_REASON_NONE = 0,
-	BG_REASON_UNDECLARED = 1, /* no rule for (proto, port) */
-	BG_REASON_OWNER = 2,      /* rule has owners; neither the task's cgroup chain nor its uid is one */
-	BG_REASON_ADDRESS = 3,    /* rule is localhost-only; the address is not loopback */
-	BG_REASON_REMOVED = 4,    /* the port is in the registry's removed list */
-	BG_REASON_MAX = 5,
+	BG_REASON_UNDECLARED = 1,     /* no rule for (proto, port) */
+	BG_REASON_OWNER = 2,          /* rule has owners; the task's cgroup is in none of its set, nor is its uid */
+	BG_REASON_ADDRESS = 3,        /* rule is localhost-only; the address is not loopback */
+	BG_REASON_REMOVED = 4,        /* the port is in the registry's removed list */
+	BG_REASON_POD_UNDECLARED = 5, /* --pod-ports=require: the binder's pod does not declare the port */
+	BG_REASON_POD_PENDING = 6,    /* the binder's pod identity is not known yet: audited, never denied */
+	BG_REASON_AUTOBIND = 7,       /* bind(port 0) landed on a port the binder may not bind (post_bind) */
+	BG_REASON_MAX = 8,
 };
 
 /* bg_event.verdict */
@@ -132,22 +199,38 @@ enum bg_verdict {
  * Indexes of the per-CPU counter array bg_counters. Each judged bind adds one
  * to exactly one of ALLOWED, AUDIT+reason-1 or DENY+reason-1, so the number
  * of checks is their sum (summed over CPUs); EPHEMERAL, OTHER_NETNS and
- * OTHER_PROTO break ALLOWED down.
+ * OTHER_PROTO break ALLOWED down. An autobind violation found by post_bind
+ * adds to AUDIT/DENY+AUTOBIND-1 on top of the EPHEMERAL count its bind(0)
+ * made.
  */
 enum bg_counter {
-	BG_CNT_ALLOWED = 0,         /* no violation (includes the three below) */
-	BG_CNT_EPHEMERAL = 1,       /* port 0 */
-	BG_CNT_OTHER_NETNS = 2,     /* would violate, but outside the host network namespace */
-	BG_CNT_OTHER_PROTO = 3,     /* neither TCP, MPTCP nor UDP */
-	BG_CNT_AUDIT = 4,           /* 4..7: audited, by reason */
-	BG_CNT_DENY = 8,            /* 8..11: denied, by reason */
-	BG_CNT_EVENTS_DROPPED = 12, /* ring buffer full: event lost, verdict still applied */
-	BG_CNT_SUPPRESSED = 13,     /* events folded into a later one by rate limiting */
-	BG_CNT_NO_POLICY = 14,      /* no policy in force: allowed (never expected) */
-	BG_CNT_MAX = 15,
+	BG_CNT_ALLOWED = 0,     /* no violation (includes the three below) */
+	BG_CNT_EPHEMERAL = 1,   /* port 0 */
+	BG_CNT_OTHER_NETNS = 2, /* would violate, but outside the host network namespace */
+	BG_CNT_OTHER_PROTO = 3, /* neither TCP, MPTCP nor UDP */
+	BG_CNT_AUDIT = 4,       /* AUDIT + reason - 1: audited, by reason */
+	BG_CNT_DENY = BG_CNT_AUDIT + BG_REASON_MAX - 1,             /* DENY + reason - 1 */
+	BG_CNT_EVENTS_DROPPED = BG_CNT_DENY + BG_REASON_MAX - 1,    /* ring buffer full: event lost, verdict still applied */
+	BG_CNT_SUPPRESSED = BG_CNT_EVENTS_DROPPED + 1,              /* events folded into a later one by rate limiting */
+	BG_CNT_NO_POLICY = BG_CNT_SUPPRESSED + 1,                   /* no policy in force: allowed (never expected) */
+	BG_CNT_THROTTLED = BG_CNT_NO_POLICY + 1,                    /* of SUPPRESSED: held back by the per-cgroup bucket */
+	BG_CNT_MEMBER_COPY_FAILED = BG_CNT_THROTTLED + 1,           /* mkdir could not copy a membership (repaired from user space) */
+	BG_CNT_MAX = BG_CNT_MEMBER_COPY_FAILED + 1,
 };
 
-/* An event for every violation that the rate limiter lets through. */
+/*
+ * An event for every violation that the rate limiter lets through.
+ *
+ * Worked example: python3 (pid 812, uid 1000) in cgroup 4711 binds
+ * [::ffff:10.0.0.5]:8123/tcp on an AF_INET6 socket; 8123 is undeclared and
+ * the node audits; two earlier attempts were folded:
+ *   {ts_ns, cgroup_id=4711, netns_cookie, pid=812, tid=812, uid=1000, gid=1000,
+ *    origin=0, generation=G, suppressed=2, port=8123, proto=TCP, family=6,
+ *    reason=UNDECLARED, verdict=AUDIT, member_flags=0,
+ *    addr=00..00 ff ff 0a 00 00 05, comm="python3"}
+ * The address is the one the socket API was given: a v4-mapped address stays
+ * family 6 with ::ffff:a.b.c.d in addr.
+ */
 struct bg_event {
 	__u64 ts_ns;        /* bpf_ktime_get_boot_ns() */
 	__u64 cgroup_id;    /* the task's cgroup (v2) */
@@ -158,15 +241,16 @@ struct bg_event {
 	__u32 gid;
 	__u32 origin;       /* as bg_value.origin; 0 for undeclared */
 	__u32 generation;   /* policy generation that judged the bind */
-	__u32 suppressed;   /* events folded into this one since the previous one */
+	__u32 suppressed;   /* violations of this (cgroup, port, proto, reason) folded into this event */
 	__u16 port;         /* host byte order */
 	__u8 proto;         /* enum bg_proto */
-	__u8 family;        /* 4 or 6: the socket's family (a v4-mapped address is family 6) */
+	__u8 family;        /* enum bg_family: the socket's family */
 	__u8 reason;        /* enum bg_reason */
 	__u8 verdict;       /* enum bg_verdict */
-	__u8 pad[2];
+	__u16 member_flags; /* enum bg_member_flags of the task's cgroup in the judging slot */
 	__u8 addr[16];      /* network byte order; family 4 uses addr[0..3] */
 	char comm[16];
+	__u32 pad;          /* explicit tail padding: sizeof == 96 */
 };
 
 /* Rate-limit key: one event per interval per (cgroup, port, proto, reason). */
@@ -184,6 +268,18 @@ struct bg_rl_value {
 	__u32 pad;
 };
 
+/*
+ * The per-cgroup token bucket, as a GCRA: tat is the theoretical arrival
+ * time of the next event. An event passes when now >= tat - burst*interval,
+ * and then tat = max(tat, now) + interval (interval = 1e9/BG_EVENTS_PER_SEC).
+ * A flood from one cgroup, whatever ports it cycles, yields at most
+ * BG_EVENT_BURST events and then BG_EVENTS_PER_SEC a second; what it holds
+ * back stays counted in its key's suppressed count.
+ */
+struct bg_bucket {
+	__u64 tat;
+};
+
 /* bg_cgroup_event.op */
 enum bg_cgroup_op {
 	BG_CGROUP_MKDIR = 1,
@@ -197,12 +293,15 @@ enum bg_cgroup_op {
  */
 struct bg_cgroup_event {
 	__u64 id;        /* cgroup id (kernfs node id) */
+	__u64 parent_id; /* the parent's cgroup id */
 	__u32 op;        /* enum bg_cgroup_op */
+	__u32 copy_failed; /* mkdir: the parent is a member but its membership could not be copied */
 	__s32 path_len;  /* bytes in path with the NUL; <= 0 or == sizeof(path): not usable */
 	/* The cgroup's path from the cgroup2 root ("/system.slice/x.service"),
 	 * as the tracepoint reports it. The tracepoint fires before the new
 	 * directory can be opened by id, so the path must come from here. */
 	char path[256];
+	__u32 pad;       /* explicit tail padding: sizeof == 288 */
 };
 
 /*
@@ -218,7 +317,7 @@ struct bg_status {
 	__u64 attach_cgroup_id;
 	__u32 entries;             /* policy map entries in force */
 	__u32 rules;               /* (port, protocol) rules in force */
-	__u8 mode;                 /* 0 audit, 1 enforce */
+	__u8 mode;                 /* enum bg_mode */
 	__u8 all_netns;
 	__u8 pad[6];
 	__u64 reloads_ok;

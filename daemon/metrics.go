@@ -21,6 +21,11 @@ type metrics struct {
 	generation prometheus.Gauge
 	// ownersResolved counts cgroups that appeared after start and joined rules.
 	ownersResolved prometheus.Counter
+	// attachLost counts self-checks that found the programs detached.
+	attachLost prometheus.Counter
+	// podsResolved counts pod and container cgroups whose identity the
+	// runtime reported and which were put in force.
+	podsResolved prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -42,7 +47,13 @@ func newMetrics() *metrics {
 			Name: "bindguard_owner_cgroups_appeared_total", Help: "Owner cgroups that appeared after the policy was applied and were put in force.",
 		}),
 	}
-	m.reg.MustRegister(m.reloads, m.events, m.entries, m.generation, m.ownersResolved)
+	m.attachLost = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "bindguard_attachment_lost_total", Help: "Periodic self-checks that found the bind programs no longer attached to the cgroup.",
+	})
+	m.podsResolved = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "bindguard_pod_identities_resolved_total", Help: "Pod and container cgroups whose identity the container runtime reported and that were put in force.",
+	})
+	m.reg.MustRegister(m.reloads, m.events, m.entries, m.generation, m.ownersResolved, m.attachLost, m.podsResolved)
 	return m
 }
 
@@ -56,15 +67,21 @@ var (
 	descDenied  = prometheus.NewDesc("bindguard_binds_denied_total", "Violations denied with EPERM, by reason.", []string{"reason"}, nil)
 	descDropped = prometheus.NewDesc("bindguard_events_dropped_total", "Events lost because the ring buffer was full.", nil, nil)
 	descSupp    = prometheus.NewDesc("bindguard_events_suppressed_total", "Events folded by rate limiting.", nil, nil)
+	descAttach  = prometheus.NewDesc("bindguard_attached", "1 when the kernel says both bind programs are attached to the cgroup, 0 when not (binds are not judged).", nil, nil)
 )
 
 func (k kernelCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descChecks, descAllowed, descAudited, descDenied, descDropped, descSupp} {
+	for _, d := range []*prometheus.Desc{descChecks, descAllowed, descAudited, descDenied, descDropped, descSupp, descAttach} {
 		ch <- d
 	}
 }
 
 func (k kernelCollector) Collect(ch chan<- prometheus.Metric) {
+	attached := 1.0
+	if k.ld.CheckAttached() != nil {
+		attached = 0
+	}
+	ch <- prometheus.MustNewConstMetric(descAttach, prometheus.GaugeValue, attached)
 	c, err := k.ld.Counters()
 	if err != nil {
 		return
@@ -99,7 +116,7 @@ func (d *Daemon) serveMetrics(addr string) (stop func(), err error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/healthz", d.healthz)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -108,4 +125,13 @@ func (d *Daemon) serveMetrics(addr string) (stop func(), err error) {
 	}()
 	d.log.WithField("addr", ln.Addr().String()).Info("serving metrics")
 	return func() { srv.Close() }, nil
+}
+
+// healthz is ok only while the kernel says both programs are attached.
+func (d *Daemon) healthz(w http.ResponseWriter, _ *http.Request) {
+	if err := d.ld.CheckAttached(); err != nil {
+		http.Error(w, "bind programs not attached: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Write([]byte("ok\n"))
 }

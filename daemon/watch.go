@@ -8,62 +8,112 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/sirupsen/logrus"
+
+	"github.com/bindguard/bindguard/policy"
 )
+
+// settle is how long the registry must be quiet before a reload: bursts of
+// changes are folded into one.
+const settle = 200 * time.Millisecond
+
+// registryWatch follows the directories that hold the registry.
+type registryWatch struct {
+	w   *fsnotify.Watcher
+	log logrus.FieldLogger
+	// dirs are the directories watched for registry changes: each registry
+	// directory, or the directory of each registry file.
+	dirs map[string]bool
+}
 
 // watch sends on reload when a registry file or directory changes. It
 // watches directories, not files, so a Kubernetes ConfigMap update (an atomic
-// swap of the ..data symlink) and editors that replace files are seen.
-// Bursts are folded into one reload.
+// swap of the ..data symlink) and editors that replace files are seen. It
+// also watches each directory's parent: a directory replaced as a whole
+// (mv dir dir.bak; mkdir dir; cp ...) is watched again once it reappears,
+// and reloaded. Bursts are folded into one reload.
 func watch(paths []string, reload chan<- string, log logrus.FieldLogger) (stop func(), err error) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, err
 	}
-	dirs := map[string]bool{}
+	rw := &registryWatch{w: w, log: log, dirs: map[string]bool{}}
+	watched := map[string]bool{}
 	for _, p := range paths {
-		if strings.HasPrefix(p, "builtin:") {
+		if strings.HasPrefix(p, policy.BuiltinPrefix) {
 			continue
 		}
-		dir := p
+		dir := filepath.Clean(p)
 		if st, err := os.Stat(p); err != nil || !st.IsDir() {
-			dir = filepath.Dir(p)
+			dir = filepath.Dir(dir)
 		}
-		if !dirs[dir] {
-			if err := w.Add(dir); err != nil {
+		rw.dirs[dir] = true
+		for _, d := range []string{dir, filepath.Dir(dir)} {
+			if watched[d] {
+				continue
+			}
+			if err := w.Add(d); err != nil {
 				w.Close()
 				return nil, err
 			}
-			dirs[dir] = true
+			watched[d] = true
 		}
 	}
 	done := make(chan struct{})
-	go func() {
-		var timer <-chan time.Time
-		for {
-			select {
-			case <-done:
+	go rw.run(done, reload)
+	return func() { close(done); w.Close() }, nil
+}
+
+func (rw *registryWatch) run(done <-chan struct{}, reload chan<- string) {
+	var timer <-chan time.Time
+	why := ""
+	for {
+		select {
+		case <-done:
+			return
+		case ev, ok := <-rw.w.Events:
+			if !ok {
 				return
-			case ev, ok := <-w.Events:
-				if !ok {
-					return
-				}
-				if ev.Op == fsnotify.Chmod {
-					continue
-				}
-				timer = time.After(200 * time.Millisecond)
-			case err, ok := <-w.Errors:
-				if !ok {
-					return
-				}
-				log.WithError(err).Warn("registry watch")
-			case <-timer:
-				timer = nil
-				select {
-				case reload <- "registry changed":
-				default:
-				}
+			}
+			if w := rw.event(ev); w != "" {
+				why = w
+				timer = time.After(settle)
+			}
+		case err, ok := <-rw.w.Errors:
+			if !ok {
+				return
+			}
+			rw.log.WithError(err).Warn("registry watch")
+		case <-timer:
+			timer = nil
+			select {
+			case reload <- why:
+			default:
 			}
 		}
-	}()
-	return func() { close(done); w.Close() }, nil
+	}
+}
+
+// event says why ev calls for a reload, or "" when it does not. An event in
+// a parent directory matters only when it names a registry directory: that
+// directory was replaced, removed or created, and is watched anew.
+func (rw *registryWatch) event(ev fsnotify.Event) string {
+	if ev.Op == fsnotify.Chmod {
+		return ""
+	}
+	name := filepath.Clean(ev.Name)
+	if rw.dirs[filepath.Dir(name)] {
+		return "registry changed"
+	}
+	if !rw.dirs[name] {
+		return "" // something else in a parent directory
+	}
+	// The old directory's watch went with it (or follows it to its new
+	// name): drop it, and watch what now has the name.
+	_ = rw.w.Remove(name)
+	if st, err := os.Stat(name); err == nil && st.IsDir() {
+		if err := rw.w.Add(name); err != nil {
+			rw.log.WithError(err).WithField("dir", name).Error("registry directory replaced and cannot be watched; reload with SIGHUP")
+		}
+	}
+	return "registry directory replaced"
 }

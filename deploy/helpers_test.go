@@ -62,7 +62,9 @@ func runFlags(t *testing.T) map[string]bool {
 	cmd := exec.Command(bindguard(t), "run", "--help")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	_ = cmd.Run() // --help exits 2
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("bindguard run --help: %v (want exit 0)\n%s", err, out.String())
+	}
 	re := regexp.MustCompile(`(?m)^\s+(?:-\w, )?--([a-z0-9-]+)( [a-zA-Z]+)?\s`)
 	flags := map[string]bool{}
 	for _, m := range re.FindAllStringSubmatch(out.String(), -1) {

@@ -13,12 +13,20 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type bindguardBgBucket struct {
+	_   structs.HostLayout
+	Tat uint64
+}
+
 type bindguardBgCgroupEvent struct {
-	_       structs.HostLayout
-	Id      uint64
-	Op      uint32
-	PathLen int32
-	Path    [256]int8
+	_          structs.HostLayout
+	Id         uint64
+	ParentId   uint64
+	Op         uint32
+	CopyFailed uint32
+	PathLen    int32
+	Path       [256]int8
+	Pad        uint32
 }
 
 type bindguardBgCgroupOp uint32
@@ -31,16 +39,18 @@ const (
 type bindguardBgCounter uint32
 
 const (
-	bindguardBgCounterBG_CNT_ALLOWED        bindguardBgCounter = 0
-	bindguardBgCounterBG_CNT_EPHEMERAL      bindguardBgCounter = 1
-	bindguardBgCounterBG_CNT_OTHER_NETNS    bindguardBgCounter = 2
-	bindguardBgCounterBG_CNT_OTHER_PROTO    bindguardBgCounter = 3
-	bindguardBgCounterBG_CNT_AUDIT          bindguardBgCounter = 4
-	bindguardBgCounterBG_CNT_DENY           bindguardBgCounter = 8
-	bindguardBgCounterBG_CNT_EVENTS_DROPPED bindguardBgCounter = 12
-	bindguardBgCounterBG_CNT_SUPPRESSED     bindguardBgCounter = 13
-	bindguardBgCounterBG_CNT_NO_POLICY      bindguardBgCounter = 14
-	bindguardBgCounterBG_CNT_MAX            bindguardBgCounter = 15
+	bindguardBgCounterBG_CNT_ALLOWED            bindguardBgCounter = 0
+	bindguardBgCounterBG_CNT_EPHEMERAL          bindguardBgCounter = 1
+	bindguardBgCounterBG_CNT_OTHER_NETNS        bindguardBgCounter = 2
+	bindguardBgCounterBG_CNT_OTHER_PROTO        bindguardBgCounter = 3
+	bindguardBgCounterBG_CNT_AUDIT              bindguardBgCounter = 4
+	bindguardBgCounterBG_CNT_DENY               bindguardBgCounter = 11
+	bindguardBgCounterBG_CNT_EVENTS_DROPPED     bindguardBgCounter = 18
+	bindguardBgCounterBG_CNT_SUPPRESSED         bindguardBgCounter = 19
+	bindguardBgCounterBG_CNT_NO_POLICY          bindguardBgCounter = 20
+	bindguardBgCounterBG_CNT_THROTTLED          bindguardBgCounter = 21
+	bindguardBgCounterBG_CNT_MEMBER_COPY_FAILED bindguardBgCounter = 22
+	bindguardBgCounterBG_CNT_MAX                bindguardBgCounter = 23
 )
 
 type bindguardBgEvent struct {
@@ -60,42 +70,90 @@ type bindguardBgEvent struct {
 	Family      uint8
 	Reason      uint8
 	Verdict     uint8
-	Pad         [2]uint8
+	MemberFlags uint16
 	Addr        [16]uint8
 	Comm        [16]int8
-	_           [4]byte
+	Pad         uint32
 }
+
+type bindguardBgFamily uint32
+
+const (
+	bindguardBgFamilyBG_FAMILY_INET  bindguardBgFamily = 4
+	bindguardBgFamilyBG_FAMILY_INET6 bindguardBgFamily = 6
+)
 
 type bindguardBgKey struct {
 	_     structs.HostLayout
 	Kind  uint8
 	Proto uint8
 	Port  uint16
-	Pad   uint32
+	Set   uint32
 	Id    uint64
 }
 
-type bindguardBgKind uint32
-
-const (
-	bindguardBgKindBG_KIND_CGROUP bindguardBgKind = 2
-	bindguardBgKindBG_KIND_UID    bindguardBgKind = 3
-)
+type bindguardBgLastBind struct {
+	_    structs.HostLayout
+	Tid  uint32
+	Port uint32
+}
 
 type bindguardBgLimits uint32
 
 const (
-	bindguardBgLimitsBG_LAYOUT_VERSION     bindguardBgLimits = 2
-	bindguardBgLimitsBG_RULES_ENTRIES      bindguardBgLimits = 131072
-	bindguardBgLimitsBG_OWNERS_MAX_ENTRIES bindguardBgLimits = 262144
-	bindguardBgLimitsBG_SLOTS              bindguardBgLimits = 2
-	bindguardBgLimitsBG_MAX_CGROUP_DEPTH   bindguardBgLimits = 16
+	bindguardBgLimitsBG_LAYOUT_VERSION      bindguardBgLimits = 3
+	bindguardBgLimitsBG_RULES_ENTRIES       bindguardBgLimits = 131072
+	bindguardBgLimitsBG_PAIRS_MAX_ENTRIES   bindguardBgLimits = 262144
+	bindguardBgLimitsBG_SLOTS               bindguardBgLimits = 2
+	bindguardBgLimitsBG_OWNER_SETS          bindguardBgLimits = 512
+	bindguardBgLimitsBG_SET_WORDS           bindguardBgLimits = 8
+	bindguardBgLimitsBG_MEMBERS_MAX_ENTRIES bindguardBgLimits = 65536
+	bindguardBgLimitsBG_EVENT_BURST         bindguardBgLimits = 32
+	bindguardBgLimitsBG_EVENTS_PER_SEC      bindguardBgLimits = 16
 )
+
+type bindguardBgMember struct {
+	_    structs.HostLayout
+	Slot [2]bindguardBgMemberSlot
+}
+
+type bindguardBgMemberFlags uint32
+
+const (
+	bindguardBgMemberFlagsBG_MEMBER_POD           bindguardBgMemberFlags = 1
+	bindguardBgMemberFlagsBG_MEMBER_PENDING       bindguardBgMemberFlags = 2
+	bindguardBgMemberFlagsBG_MEMBER_SPAWN_PENDING bindguardBgMemberFlags = 4
+)
+
+type bindguardBgMemberSlot struct {
+	_          structs.HostLayout
+	Generation uint32
+	Flags      uint16
+	Pad        uint16
+	Pod        uint32
+	Pad2       uint32
+	Bits       [8]uint64
+}
 
 type bindguardBgMetaFlags uint32
 
 const (
-	bindguardBgMetaFlagsBG_META_AUDIT bindguardBgMetaFlags = 1
+	bindguardBgMetaFlagsBG_META_AUDIT     bindguardBgMetaFlags = 1
+	bindguardBgMetaFlagsBG_META_POD_PORTS bindguardBgMetaFlags = 2
+)
+
+type bindguardBgMode uint32
+
+const (
+	bindguardBgModeBG_MODE_AUDIT   bindguardBgMode = 0
+	bindguardBgModeBG_MODE_ENFORCE bindguardBgMode = 1
+)
+
+type bindguardBgPairKind uint32
+
+const (
+	bindguardBgPairKindBG_PAIR_UID      bindguardBgPairKind = 1
+	bindguardBgPairKindBG_PAIR_POD_PORT bindguardBgPairKind = 2
 )
 
 type bindguardBgProto uint32
@@ -108,12 +166,15 @@ const (
 type bindguardBgReason uint32
 
 const (
-	bindguardBgReasonBG_REASON_NONE       bindguardBgReason = 0
-	bindguardBgReasonBG_REASON_UNDECLARED bindguardBgReason = 1
-	bindguardBgReasonBG_REASON_OWNER      bindguardBgReason = 2
-	bindguardBgReasonBG_REASON_ADDRESS    bindguardBgReason = 3
-	bindguardBgReasonBG_REASON_REMOVED    bindguardBgReason = 4
-	bindguardBgReasonBG_REASON_MAX        bindguardBgReason = 5
+	bindguardBgReasonBG_REASON_NONE           bindguardBgReason = 0
+	bindguardBgReasonBG_REASON_UNDECLARED     bindguardBgReason = 1
+	bindguardBgReasonBG_REASON_OWNER          bindguardBgReason = 2
+	bindguardBgReasonBG_REASON_ADDRESS        bindguardBgReason = 3
+	bindguardBgReasonBG_REASON_REMOVED        bindguardBgReason = 4
+	bindguardBgReasonBG_REASON_POD_UNDECLARED bindguardBgReason = 5
+	bindguardBgReasonBG_REASON_POD_PENDING    bindguardBgReason = 6
+	bindguardBgReasonBG_REASON_AUTOBIND       bindguardBgReason = 7
+	bindguardBgReasonBG_REASON_MAX            bindguardBgReason = 8
 )
 
 type bindguardBgRlKey struct {
@@ -141,6 +202,7 @@ const (
 	bindguardBgRuleFlagsBG_RULE_AUDIT      bindguardBgRuleFlags = 8
 	bindguardBgRuleFlagsBG_RULE_DECLARED   bindguardBgRuleFlags = 16
 	bindguardBgRuleFlagsBG_RULE_UID_OWNERS bindguardBgRuleFlags = 32
+	bindguardBgRuleFlagsBG_RULE_POD_OWNERS bindguardBgRuleFlags = 64
 )
 
 type bindguardBgStatus struct {
@@ -163,12 +225,11 @@ type bindguardBgStatus struct {
 }
 
 type bindguardBgValue struct {
-	_        structs.HostLayout
-	Origin   uint32
-	Flags    uint8
-	MinDepth uint8
-	MaxDepth uint8
-	Pad      uint8
+	_      structs.HostLayout
+	Origin uint32
+	Flags  uint8
+	Pad    uint8
+	Set    uint16
 }
 
 type bindguardBgVerdict uint32
@@ -183,37 +244,53 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	bindguardMapBgActive              = "bg_active"
-	bindguardMapBgCgroupEvents        = "bg_cgroup_events"
-	bindguardMapBgCounters            = "bg_counters"
-	bindguardMapBgEvents              = "bg_events"
-	bindguardMapBgNetnsProbe          = "bg_netns_probe"
-	bindguardMapBgOwners              = "bg_owners"
-	bindguardMapBgRatelimit           = "bg_ratelimit"
-	bindguardMapBgRules               = "bg_rules"
-	bindguardMapBgState               = "bg_state"
-	bindguardProgBindguardBind4       = "bindguard_bind4"
-	bindguardProgBindguardBind6       = "bindguard_bind6"
-	bindguardProgBindguardCgroupMkdir = "bindguard_cgroup_mkdir"
-	bindguardProgBindguardCgroupRmdir = "bindguard_cgroup_rmdir"
-	bindguardProgBindguardNetnsProbe  = "bindguard_netns_probe"
-	bindguardVarBgAllNetns            = "bg_all_netns"
-	bindguardVarBgCgroupEventsLost    = "bg_cgroup_events_lost"
-	bindguardVarBgEventIntervalNs     = "bg_event_interval_ns"
-	bindguardVarBgHostNetnsCookie     = "bg_host_netns_cookie"
-	bindguardVarUnusedBgCgroupEvent   = "unused_bg_cgroup_event"
-	bindguardVarUnusedBgCgroupOp      = "unused_bg_cgroup_op"
-	bindguardVarUnusedBgCounter       = "unused_bg_counter"
-	bindguardVarUnusedBgEvent         = "unused_bg_event"
-	bindguardVarUnusedBgKey           = "unused_bg_key"
-	bindguardVarUnusedBgKind          = "unused_bg_kind"
-	bindguardVarUnusedBgLimits        = "unused_bg_limits"
-	bindguardVarUnusedBgMetaFlags     = "unused_bg_meta_flags"
-	bindguardVarUnusedBgProto         = "unused_bg_proto"
-	bindguardVarUnusedBgReason        = "unused_bg_reason"
-	bindguardVarUnusedBgRuleFlags     = "unused_bg_rule_flags"
-	bindguardVarUnusedBgValue         = "unused_bg_value"
-	bindguardVarUnusedBgVerdict       = "unused_bg_verdict"
+	bindguardMapBgActive                  = "bg_active"
+	bindguardMapBgBuckets                 = "bg_buckets"
+	bindguardMapBgCgroupEvents            = "bg_cgroup_events"
+	bindguardMapBgCounters                = "bg_counters"
+	bindguardMapBgEvents                  = "bg_events"
+	bindguardMapBgLastBind                = "bg_last_bind"
+	bindguardMapBgMembers                 = "bg_members"
+	bindguardMapBgMembersHash             = "bg_members_hash"
+	bindguardMapBgNetnsProbe              = "bg_netns_probe"
+	bindguardMapBgPairs                   = "bg_pairs"
+	bindguardMapBgRatelimit               = "bg_ratelimit"
+	bindguardMapBgRules                   = "bg_rules"
+	bindguardMapBgState                   = "bg_state"
+	bindguardProgBindguardBind4Hash       = "bindguard_bind4_hash"
+	bindguardProgBindguardBind4Stg        = "bindguard_bind4_stg"
+	bindguardProgBindguardBind6Hash       = "bindguard_bind6_hash"
+	bindguardProgBindguardBind6Stg        = "bindguard_bind6_stg"
+	bindguardProgBindguardCgroupMkdirHash = "bindguard_cgroup_mkdir_hash"
+	bindguardProgBindguardCgroupMkdirStg  = "bindguard_cgroup_mkdir_stg"
+	bindguardProgBindguardCgroupRmdirHash = "bindguard_cgroup_rmdir_hash"
+	bindguardProgBindguardCgroupRmdirStg  = "bindguard_cgroup_rmdir_stg"
+	bindguardProgBindguardNetnsProbe      = "bindguard_netns_probe"
+	bindguardProgBindguardPostBind4Hash   = "bindguard_post_bind4_hash"
+	bindguardProgBindguardPostBind4Stg    = "bindguard_post_bind4_stg"
+	bindguardProgBindguardPostBind6Hash   = "bindguard_post_bind6_hash"
+	bindguardProgBindguardPostBind6Stg    = "bindguard_post_bind6_stg"
+	bindguardVarBgAllNetns                = "bg_all_netns"
+	bindguardVarBgCgroupEventsLost        = "bg_cgroup_events_lost"
+	bindguardVarBgEventIntervalNs         = "bg_event_interval_ns"
+	bindguardVarBgHostNetnsCookie         = "bg_host_netns_cookie"
+	bindguardVarUnusedBgCgroupEvent       = "unused_bg_cgroup_event"
+	bindguardVarUnusedBgCgroupOp          = "unused_bg_cgroup_op"
+	bindguardVarUnusedBgCounter           = "unused_bg_counter"
+	bindguardVarUnusedBgEvent             = "unused_bg_event"
+	bindguardVarUnusedBgFamily            = "unused_bg_family"
+	bindguardVarUnusedBgKey               = "unused_bg_key"
+	bindguardVarUnusedBgLimits            = "unused_bg_limits"
+	bindguardVarUnusedBgMember            = "unused_bg_member"
+	bindguardVarUnusedBgMemberFlags       = "unused_bg_member_flags"
+	bindguardVarUnusedBgMetaFlags         = "unused_bg_meta_flags"
+	bindguardVarUnusedBgMode              = "unused_bg_mode"
+	bindguardVarUnusedBgPairKind          = "unused_bg_pair_kind"
+	bindguardVarUnusedBgProto             = "unused_bg_proto"
+	bindguardVarUnusedBgReason            = "unused_bg_reason"
+	bindguardVarUnusedBgRuleFlags         = "unused_bg_rule_flags"
+	bindguardVarUnusedBgValue             = "unused_bg_value"
+	bindguardVarUnusedBgVerdict           = "unused_bg_verdict"
 )
 
 // loadBindguard returns the embedded CollectionSpec for bindguard.
@@ -258,11 +335,19 @@ type bindguardSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bindguardProgramSpecs struct {
-	BindguardBind4       *ebpf.ProgramSpec `ebpf:"bindguard_bind4"`
-	BindguardBind6       *ebpf.ProgramSpec `ebpf:"bindguard_bind6"`
-	BindguardCgroupMkdir *ebpf.ProgramSpec `ebpf:"bindguard_cgroup_mkdir"`
-	BindguardCgroupRmdir *ebpf.ProgramSpec `ebpf:"bindguard_cgroup_rmdir"`
-	BindguardNetnsProbe  *ebpf.ProgramSpec `ebpf:"bindguard_netns_probe"`
+	BindguardBind4Hash       *ebpf.ProgramSpec `ebpf:"bindguard_bind4_hash"`
+	BindguardBind4Stg        *ebpf.ProgramSpec `ebpf:"bindguard_bind4_stg"`
+	BindguardBind6Hash       *ebpf.ProgramSpec `ebpf:"bindguard_bind6_hash"`
+	BindguardBind6Stg        *ebpf.ProgramSpec `ebpf:"bindguard_bind6_stg"`
+	BindguardCgroupMkdirHash *ebpf.ProgramSpec `ebpf:"bindguard_cgroup_mkdir_hash"`
+	BindguardCgroupMkdirStg  *ebpf.ProgramSpec `ebpf:"bindguard_cgroup_mkdir_stg"`
+	BindguardCgroupRmdirHash *ebpf.ProgramSpec `ebpf:"bindguard_cgroup_rmdir_hash"`
+	BindguardCgroupRmdirStg  *ebpf.ProgramSpec `ebpf:"bindguard_cgroup_rmdir_stg"`
+	BindguardNetnsProbe      *ebpf.ProgramSpec `ebpf:"bindguard_netns_probe"`
+	BindguardPostBind4Hash   *ebpf.ProgramSpec `ebpf:"bindguard_post_bind4_hash"`
+	BindguardPostBind4Stg    *ebpf.ProgramSpec `ebpf:"bindguard_post_bind4_stg"`
+	BindguardPostBind6Hash   *ebpf.ProgramSpec `ebpf:"bindguard_post_bind6_hash"`
+	BindguardPostBind6Stg    *ebpf.ProgramSpec `ebpf:"bindguard_post_bind6_stg"`
 }
 
 // bindguardMapSpecs contains maps before they are loaded into the kernel.
@@ -270,11 +355,15 @@ type bindguardProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type bindguardMapSpecs struct {
 	BgActive       *ebpf.MapSpec `ebpf:"bg_active"`
+	BgBuckets      *ebpf.MapSpec `ebpf:"bg_buckets"`
 	BgCgroupEvents *ebpf.MapSpec `ebpf:"bg_cgroup_events"`
 	BgCounters     *ebpf.MapSpec `ebpf:"bg_counters"`
 	BgEvents       *ebpf.MapSpec `ebpf:"bg_events"`
+	BgLastBind     *ebpf.MapSpec `ebpf:"bg_last_bind"`
+	BgMembers      *ebpf.MapSpec `ebpf:"bg_members"`
+	BgMembersHash  *ebpf.MapSpec `ebpf:"bg_members_hash"`
 	BgNetnsProbe   *ebpf.MapSpec `ebpf:"bg_netns_probe"`
-	BgOwners       *ebpf.MapSpec `ebpf:"bg_owners"`
+	BgPairs        *ebpf.MapSpec `ebpf:"bg_pairs"`
 	BgRatelimit    *ebpf.MapSpec `ebpf:"bg_ratelimit"`
 	BgRules        *ebpf.MapSpec `ebpf:"bg_rules"`
 	BgState        *ebpf.MapSpec `ebpf:"bg_state"`
@@ -292,10 +381,14 @@ type bindguardVariableSpecs struct {
 	UnusedBgCgroupOp    *ebpf.VariableSpec `ebpf:"unused_bg_cgroup_op"`
 	UnusedBgCounter     *ebpf.VariableSpec `ebpf:"unused_bg_counter"`
 	UnusedBgEvent       *ebpf.VariableSpec `ebpf:"unused_bg_event"`
+	UnusedBgFamily      *ebpf.VariableSpec `ebpf:"unused_bg_family"`
 	UnusedBgKey         *ebpf.VariableSpec `ebpf:"unused_bg_key"`
-	UnusedBgKind        *ebpf.VariableSpec `ebpf:"unused_bg_kind"`
 	UnusedBgLimits      *ebpf.VariableSpec `ebpf:"unused_bg_limits"`
+	UnusedBgMember      *ebpf.VariableSpec `ebpf:"unused_bg_member"`
+	UnusedBgMemberFlags *ebpf.VariableSpec `ebpf:"unused_bg_member_flags"`
 	UnusedBgMetaFlags   *ebpf.VariableSpec `ebpf:"unused_bg_meta_flags"`
+	UnusedBgMode        *ebpf.VariableSpec `ebpf:"unused_bg_mode"`
+	UnusedBgPairKind    *ebpf.VariableSpec `ebpf:"unused_bg_pair_kind"`
 	UnusedBgProto       *ebpf.VariableSpec `ebpf:"unused_bg_proto"`
 	UnusedBgReason      *ebpf.VariableSpec `ebpf:"unused_bg_reason"`
 	UnusedBgRuleFlags   *ebpf.VariableSpec `ebpf:"unused_bg_rule_flags"`
@@ -324,11 +417,15 @@ func (o *bindguardObjects) Close() error {
 // It can be passed to loadBindguardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bindguardMaps struct {
 	BgActive       *ebpf.Map `ebpf:"bg_active"`
+	BgBuckets      *ebpf.Map `ebpf:"bg_buckets"`
 	BgCgroupEvents *ebpf.Map `ebpf:"bg_cgroup_events"`
 	BgCounters     *ebpf.Map `ebpf:"bg_counters"`
 	BgEvents       *ebpf.Map `ebpf:"bg_events"`
+	BgLastBind     *ebpf.Map `ebpf:"bg_last_bind"`
+	BgMembers      *ebpf.Map `ebpf:"bg_members"`
+	BgMembersHash  *ebpf.Map `ebpf:"bg_members_hash"`
 	BgNetnsProbe   *ebpf.Map `ebpf:"bg_netns_probe"`
-	BgOwners       *ebpf.Map `ebpf:"bg_owners"`
+	BgPairs        *ebpf.Map `ebpf:"bg_pairs"`
 	BgRatelimit    *ebpf.Map `ebpf:"bg_ratelimit"`
 	BgRules        *ebpf.Map `ebpf:"bg_rules"`
 	BgState        *ebpf.Map `ebpf:"bg_state"`
@@ -337,11 +434,15 @@ type bindguardMaps struct {
 func (m *bindguardMaps) Close() error {
 	return _BindguardClose(
 		m.BgActive,
+		m.BgBuckets,
 		m.BgCgroupEvents,
 		m.BgCounters,
 		m.BgEvents,
+		m.BgLastBind,
+		m.BgMembers,
+		m.BgMembersHash,
 		m.BgNetnsProbe,
-		m.BgOwners,
+		m.BgPairs,
 		m.BgRatelimit,
 		m.BgRules,
 		m.BgState,
@@ -360,10 +461,14 @@ type bindguardVariables struct {
 	UnusedBgCgroupOp    *ebpf.Variable `ebpf:"unused_bg_cgroup_op"`
 	UnusedBgCounter     *ebpf.Variable `ebpf:"unused_bg_counter"`
 	UnusedBgEvent       *ebpf.Variable `ebpf:"unused_bg_event"`
+	UnusedBgFamily      *ebpf.Variable `ebpf:"unused_bg_family"`
 	UnusedBgKey         *ebpf.Variable `ebpf:"unused_bg_key"`
-	UnusedBgKind        *ebpf.Variable `ebpf:"unused_bg_kind"`
 	UnusedBgLimits      *ebpf.Variable `ebpf:"unused_bg_limits"`
+	UnusedBgMember      *ebpf.Variable `ebpf:"unused_bg_member"`
+	UnusedBgMemberFlags *ebpf.Variable `ebpf:"unused_bg_member_flags"`
 	UnusedBgMetaFlags   *ebpf.Variable `ebpf:"unused_bg_meta_flags"`
+	UnusedBgMode        *ebpf.Variable `ebpf:"unused_bg_mode"`
+	UnusedBgPairKind    *ebpf.Variable `ebpf:"unused_bg_pair_kind"`
 	UnusedBgProto       *ebpf.Variable `ebpf:"unused_bg_proto"`
 	UnusedBgReason      *ebpf.Variable `ebpf:"unused_bg_reason"`
 	UnusedBgRuleFlags   *ebpf.Variable `ebpf:"unused_bg_rule_flags"`
@@ -375,20 +480,36 @@ type bindguardVariables struct {
 //
 // It can be passed to loadBindguardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bindguardPrograms struct {
-	BindguardBind4       *ebpf.Program `ebpf:"bindguard_bind4"`
-	BindguardBind6       *ebpf.Program `ebpf:"bindguard_bind6"`
-	BindguardCgroupMkdir *ebpf.Program `ebpf:"bindguard_cgroup_mkdir"`
-	BindguardCgroupRmdir *ebpf.Program `ebpf:"bindguard_cgroup_rmdir"`
-	BindguardNetnsProbe  *ebpf.Program `ebpf:"bindguard_netns_probe"`
+	BindguardBind4Hash       *ebpf.Program `ebpf:"bindguard_bind4_hash"`
+	BindguardBind4Stg        *ebpf.Program `ebpf:"bindguard_bind4_stg"`
+	BindguardBind6Hash       *ebpf.Program `ebpf:"bindguard_bind6_hash"`
+	BindguardBind6Stg        *ebpf.Program `ebpf:"bindguard_bind6_stg"`
+	BindguardCgroupMkdirHash *ebpf.Program `ebpf:"bindguard_cgroup_mkdir_hash"`
+	BindguardCgroupMkdirStg  *ebpf.Program `ebpf:"bindguard_cgroup_mkdir_stg"`
+	BindguardCgroupRmdirHash *ebpf.Program `ebpf:"bindguard_cgroup_rmdir_hash"`
+	BindguardCgroupRmdirStg  *ebpf.Program `ebpf:"bindguard_cgroup_rmdir_stg"`
+	BindguardNetnsProbe      *ebpf.Program `ebpf:"bindguard_netns_probe"`
+	BindguardPostBind4Hash   *ebpf.Program `ebpf:"bindguard_post_bind4_hash"`
+	BindguardPostBind4Stg    *ebpf.Program `ebpf:"bindguard_post_bind4_stg"`
+	BindguardPostBind6Hash   *ebpf.Program `ebpf:"bindguard_post_bind6_hash"`
+	BindguardPostBind6Stg    *ebpf.Program `ebpf:"bindguard_post_bind6_stg"`
 }
 
 func (p *bindguardPrograms) Close() error {
 	return _BindguardClose(
-		p.BindguardBind4,
-		p.BindguardBind6,
-		p.BindguardCgroupMkdir,
-		p.BindguardCgroupRmdir,
+		p.BindguardBind4Hash,
+		p.BindguardBind4Stg,
+		p.BindguardBind6Hash,
+		p.BindguardBind6Stg,
+		p.BindguardCgroupMkdirHash,
+		p.BindguardCgroupMkdirStg,
+		p.BindguardCgroupRmdirHash,
+		p.BindguardCgroupRmdirStg,
 		p.BindguardNetnsProbe,
+		p.BindguardPostBind4Hash,
+		p.BindguardPostBind4Stg,
+		p.BindguardPostBind6Hash,
+		p.BindguardPostBind6Stg,
 	)
 }
 

@@ -1,9 +1,8 @@
 package loader
 
 import (
+	"errors"
 	"fmt"
-	"path/filepath"
-	"time"
 
 	"github.com/cilium/ebpf"
 )
@@ -65,74 +64,12 @@ func readCounters(m *ebpf.Map) (*Counters, error) {
 	return c, nil
 }
 
-// Counters reads the kernel counters.
-func (l *Loader) Counters() (*Counters, error) { return readCounters(l.objs.BgCounters) }
-
-// Status is the state of the policy in force, as the pinned maps record it.
-type Status struct {
-	Layout         uint32
-	Generation     uint32
-	Applied        time.Time
-	Started        time.Time
-	AttachCgroupID uint64
-	Entries, Rules uint32
-	Enforce        bool
-	AllNetns       bool
-	ReloadsOK      uint64
-	ReloadsFailed  uint64
-	LastFailure    time.Time
-	LastError      string
-	Digest         string
-	Counters       *Counters
-}
-
-// ReadStatus reads the status and counters from the maps pinned under dir,
-// without any daemon.
-func ReadStatus(dir string) (*Status, error) {
-	stateMap, err := ebpf.LoadPinnedMap(filepath.Join(dir, bindguardMapBgState), &ebpf.LoadPinOptions{ReadOnly: true})
-	if err != nil {
-		return nil, fmt.Errorf("open pinned state in %s (is bindguard running with --pin-path %s?): %w", dir, dir, err)
+// Counters reads the kernel counters. Safe to call from any goroutine.
+func (l *Loader) Counters() (*Counters, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, errors.New("read counters: loader is closed")
 	}
-	defer stateMap.Close()
-	var st bindguardBgStatus
-	if err := stateMap.Lookup(uint32(0), &st); err != nil {
-		return nil, fmt.Errorf("read pinned state: %w", err)
-	}
-	if st.Layout != LayoutVersion {
-		return nil, fmt.Errorf("pinned state in %s is of layout %d; this bindguard reads layout %d", dir, st.Layout, LayoutVersion)
-	}
-	cm, err := ebpf.LoadPinnedMap(filepath.Join(dir, bindguardMapBgCounters), &ebpf.LoadPinOptions{ReadOnly: true})
-	if err != nil {
-		return nil, fmt.Errorf("open pinned counters: %w", err)
-	}
-	defer cm.Close()
-	counters, err := readCounters(cm)
-	if err != nil {
-		return nil, err
-	}
-	s := &Status{
-		Layout:         st.Layout,
-		Generation:     st.Generation,
-		Applied:        unixNs(st.AppliedUnixNs),
-		Started:        unixNs(st.StartedUnixNs),
-		AttachCgroupID: st.AttachCgroupId,
-		Entries:        st.Entries,
-		Rules:          st.Rules,
-		Enforce:        st.Mode == 1,
-		AllNetns:       st.AllNetns == 1,
-		ReloadsOK:      st.ReloadsOk,
-		ReloadsFailed:  st.ReloadsFailed,
-		LastFailure:    unixNs(st.LastFailureUnixNs),
-		Counters:       counters,
-		Digest:         fmt.Sprintf("%x", st.Digest),
-	}
-	s.LastError = cString(st.LastError[:])
-	return s, nil
-}
-
-func unixNs(ns uint64) time.Time {
-	if ns == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, int64(ns))
+	return readCounters(l.objs.BgCounters)
 }

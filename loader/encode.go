@@ -2,45 +2,56 @@ package loader
 
 import (
 	"fmt"
+	"path"
 	"slices"
+	"strconv"
+	"strings"
 
-	"github.com/bindguard/bindguard/cgroups"
 	"github.com/bindguard/bindguard/policy"
 )
 
 // Exported names for the contract constants bpf2go generated from bpf/bindguard.h.
 const (
 	LayoutVersion      = uint32(bindguardBgLimitsBG_LAYOUT_VERSION)
-	OwnersMaxEntries   = int(bindguardBgLimitsBG_OWNERS_MAX_ENTRIES)
-	MaxCgroupDepth     = int(bindguardBgLimitsBG_MAX_CGROUP_DEPTH)
+	PairsMaxEntries    = int(bindguardBgLimitsBG_PAIRS_MAX_ENTRIES)
+	OwnerSets          = int(bindguardBgLimitsBG_OWNER_SETS)
+	MembersMaxEntries  = int(bindguardBgLimitsBG_MEMBERS_MAX_ENTRIES)
+	setWords           = int(bindguardBgLimitsBG_SET_WORDS)
 	rulesEntries       = uint32(bindguardBgLimitsBG_RULES_ENTRIES)
 	metaIndex          = uint32(0)
 	ruleDeclared       = uint8(bindguardBgRuleFlagsBG_RULE_DECLARED)
 	ruleOwners         = uint8(bindguardBgRuleFlagsBG_RULE_OWNERS)
 	ruleUIDOwners      = uint8(bindguardBgRuleFlagsBG_RULE_UID_OWNERS)
-	kindCgroup         = uint8(bindguardBgKindBG_KIND_CGROUP)
-	kindUID            = uint8(bindguardBgKindBG_KIND_UID)
+	rulePodOwners      = uint8(bindguardBgRuleFlagsBG_RULE_POD_OWNERS)
+	pairUID            = uint8(bindguardBgPairKindBG_PAIR_UID)
+	pairPodPort        = uint8(bindguardBgPairKindBG_PAIR_POD_PORT)
 	protoTCP, protoUDP = uint8(bindguardBgProtoBG_PROTO_TCP), uint8(bindguardBgProtoBG_PROTO_UDP)
 )
 
 // The policy package states its limits without importing the loader; they
 // must fit the kernel's.
 var (
-	_ = [1]struct{}{}[OwnersMaxEntries-policy.MaxMapEntries]
-	_ = [1]struct{}{}[MaxCgroupDepth-policy.MaxCgroupDepth]
+	_ = [1]struct{}{}[PairsMaxEntries-policy.MaxMapEntries]
+	_ = [setWords*64 - OwnerSets]struct{}{}
 )
 
 // ruleIndex is bg_rule_index from bpf/bindguard.h.
 func ruleIndex(proto uint8, port uint16) uint32 { return uint32(proto-1)<<16 | uint32(port) }
 
-// Resolver finds the cgroups that registry owners name. *cgroups.FS is one.
-type Resolver interface {
-	ID(rel string) (id uint64, depth int, err error)
-	FindUnits(units []string) (map[string][]string, error)
+// setBits is a membership bitmap: bit s is owner set s.
+type setBits [setWords]uint64
+
+func (b *setBits) add(s int) { b[s/64] |= 1 << (s % 64) }
+func (b *setBits) or(o setBits) {
+	for i := range b {
+		b[i] |= o[i]
+	}
 }
+func (b setBits) has(s int) bool { return b[s/64]&(1<<(s%64)) != 0 }
+func (b setBits) empty() bool    { return b == setBits{} }
 
 // Unresolved is an owner whose cgroup does not exist (yet); the rule is in
-// force without it.
+// force without it, and the owner joins when its cgroup appears.
 type Unresolved struct {
 	Port     uint16
 	Protocol policy.Protocol
@@ -48,39 +59,34 @@ type Unresolved struct {
 	Err      error
 }
 
-// Encoded is a compiled policy in the kernel's encoding, ready to write:
-// the rules array entries (the meta entry first) and the owners map entries.
-type Encoded struct {
-	RuleIdx    []uint32
-	RuleVals   []bindguardBgValue
-	OwnerKeys  []bindguardBgKey
-	OwnerVals  []bindguardBgValue
-	Rules      int
-	Unresolved []Unresolved
-	owners     ownerIndex
+// encoded is a compiled policy in the kernel's encoding, ready to write: the
+// rules array entries (the meta entry first), the uid pairs, and the owner
+// sets with the principals (cgroup paths, units, pod owners) of each.
+type encoded struct {
+	ruleIdx  []uint32
+	ruleVals []bindguardBgValue
+	pairKeys []bindguardBgKey
+	rules    int
+	// sets are the distinct owner lists; a rule's bg_value.set indexes it.
+	sets []policy.Owners
+	// ports of each set, for Unresolved.
+	setRules [][]policy.Rule
+	byPath   map[string]setBits
+	byUnit   map[string]setBits
+	pods     []podPrincipal
+	// podOwned: some pod owner names a container, so a pod's containers
+	// must each be resolved (see BG_MEMBER_SPAWN_PENDING).
+	podContainers bool
 }
 
-// Entries is the number of map entries the policy holds.
-func (e *Encoded) Entries() int { return len(e.RuleIdx) + len(e.OwnerKeys) }
-
-// ownerRef is one port whose owners include a cgroup path or unit.
-type ownerRef struct {
-	proto uint8
-	port  uint16
-	value bindguardBgValue // the owner entry's value
+// podPrincipal is one pod owner and the sets it is in.
+type podPrincipal struct {
+	owner policy.PodOwner
+	sets  setBits
 }
 
-// ownerIndex says which rules a cgroup appearing later must join, and which
-// entries a cgroup going away must leave.
-type ownerIndex struct {
-	byPath map[string][]ownerRef
-	byUnit map[string][]ownerRef
-	byID   map[uint64][]bindguardBgKey
-}
-
-func newOwnerIndex() ownerIndex {
-	return ownerIndex{byPath: map[string][]ownerRef{}, byUnit: map[string][]ownerRef{}, byID: map[uint64][]bindguardBgKey{}}
-}
+// entries is the number of map entries the policy holds besides memberships.
+func (e *encoded) entries() int { return len(e.ruleIdx) + len(e.pairKeys) }
 
 func protoOf(p policy.Protocol) uint8 {
 	switch p {
@@ -92,125 +98,136 @@ func protoOf(p policy.Protocol) uint8 {
 	panic(fmt.Sprintf("loader: unknown protocol %d", p))
 }
 
-// Encode turns a compiled policy into map entries: the meta entry, one rule
-// per (port, protocol) and one owner entry per owner. Owner cgroups are
-// resolved to ids through r; an owner whose cgroup does not exist is reported
-// in Unresolved and left out (its port stays owner-restricted).
-func Encode(c *policy.Compiled, mode policy.Mode, generation uint32, r Resolver) (*Encoded, error) {
-	e := &Encoded{Rules: len(c.Rules), owners: newOwnerIndex()}
+// encodeOptions are the node-wide switches the meta entry carries.
+type encodeOptions struct {
+	mode     policy.Mode
+	podPorts bool
+}
+
+// encode turns a compiled policy into map entries: the meta entry, one rule
+// per (port, protocol), one uid pair per uid owner of a set, and the owner
+// sets. Nothing here depends on which cgroups exist: memberships are written
+// separately, so a policy encodes the same way on every node.
+func encode(c *policy.Compiled, generation uint32, o encodeOptions) (*encoded, error) {
+	e := &encoded{rules: len(c.Rules), byPath: map[string]setBits{}, byUnit: map[string]setBits{}}
 	meta := bindguardBgValue{Origin: generation}
-	if mode != policy.ModeEnforce {
+	if o.mode != policy.ModeEnforce {
 		meta.Flags |= uint8(bindguardBgMetaFlagsBG_META_AUDIT)
 	}
-	e.RuleIdx = append(e.RuleIdx, metaIndex)
-	e.RuleVals = append(e.RuleVals, meta)
-
-	units, err := findUnits(c, r)
-	if err != nil {
-		return nil, err
+	if o.podPorts {
+		meta.Flags |= uint8(bindguardBgMetaFlagsBG_META_POD_PORTS)
 	}
+	e.ruleIdx = append(e.ruleIdx, metaIndex)
+	e.ruleVals = append(e.ruleVals, meta)
+
+	setOf := map[string]int{}
 	for _, rule := range c.Rules {
 		if rule.Port == 0 {
 			return nil, fmt.Errorf("rule for port 0: port 0 is never judged")
 		}
-		proto := protoOf(rule.Protocol)
-		v := bindguardBgValue{Origin: uint32(rule.Origin) + 1, Flags: ruleDeclared, MinDepth: 1, MaxDepth: 0}
-		if rule.Removed {
-			v.Flags |= uint8(bindguardBgRuleFlagsBG_RULE_REMOVED)
-		}
-		if rule.Localhost {
-			v.Flags |= uint8(bindguardBgRuleFlagsBG_RULE_LOCALHOST)
-		}
-		if rule.Audit {
-			v.Flags |= uint8(bindguardBgRuleFlagsBG_RULE_AUDIT)
-		}
+		v := ruleValue(rule)
 		if !rule.Owners.Any() {
+			key := ownersKey(rule.Owners)
+			s, ok := setOf[key]
+			if !ok {
+				s = len(e.sets)
+				if s >= OwnerSets {
+					return nil, fmt.Errorf("policy has more than %d distinct owner lists, the most the kernel's membership bitmap holds", OwnerSets)
+				}
+				setOf[key] = s
+				e.addSet(rule.Owners, s)
+			}
+			e.setRules[s] = append(e.setRules[s], rule)
 			v.Flags |= ruleOwners
+			v.Set = uint16(s)
 			if len(rule.Owners.UIDs) > 0 {
 				v.Flags |= ruleUIDOwners
 			}
-			e.encodeOwners(rule, proto, &v, r, units)
+			if len(rule.Owners.Pods) > 0 {
+				v.Flags |= rulePodOwners
+			}
 		}
-		e.RuleIdx = append(e.RuleIdx, ruleIndex(proto, rule.Port))
-		e.RuleVals = append(e.RuleVals, v)
+		e.ruleIdx = append(e.ruleIdx, ruleIndex(protoOf(rule.Protocol), rule.Port))
+		e.ruleVals = append(e.ruleVals, v)
 	}
-	if len(e.OwnerKeys) > OwnersMaxEntries {
-		return nil, fmt.Errorf("policy needs %d owner entries, more than the kernel map's %d", len(e.OwnerKeys), OwnersMaxEntries)
+	if len(e.pairKeys) > PairsMaxEntries {
+		return nil, fmt.Errorf("policy needs %d uid owner entries, more than the kernel map's %d", len(e.pairKeys), PairsMaxEntries)
 	}
 	return e, nil
 }
 
-// encodeOwners adds the owner entries of one rule and narrows the rule's
-// cgroup levels to those where an owner exists.
-func (e *Encoded) encodeOwners(rule policy.Rule, proto uint8, v *bindguardBgValue, r Resolver, units map[string][]string) {
-	owner := bindguardBgValue{Origin: v.Origin}
-	ref := ownerRef{proto: proto, port: rule.Port, value: owner}
-	for _, uid := range rule.Owners.UIDs {
-		e.addOwner(bindguardBgKey{Kind: kindUID, Proto: proto, Port: rule.Port, Id: uint64(uid)}, owner)
+func ruleValue(rule policy.Rule) bindguardBgValue {
+	v := bindguardBgValue{Origin: uint32(rule.Origin) + 1, Flags: ruleDeclared}
+	if rule.Removed {
+		v.Flags |= uint8(bindguardBgRuleFlagsBG_RULE_REMOVED)
 	}
-	addCgroup := func(rel, what string) {
-		id, depth, err := r.ID(rel)
-		if err == nil && depth > MaxCgroupDepth {
-			err = fmt.Errorf("deeper than %d levels", MaxCgroupDepth)
-		}
-		if err != nil {
-			e.Unresolved = append(e.Unresolved, Unresolved{Port: rule.Port, Protocol: rule.Protocol, Owner: what, Err: err})
-			return
-		}
-		widen(v, uint8(depth))
-		k := bindguardBgKey{Kind: kindCgroup, Proto: proto, Port: rule.Port, Id: id}
-		if e.addOwner(k, owner) {
-			e.owners.byID[id] = append(e.owners.byID[id], k)
-		}
+	if rule.Localhost {
+		v.Flags |= uint8(bindguardBgRuleFlagsBG_RULE_LOCALHOST)
 	}
-	for _, cg := range rule.Owners.Cgroups {
-		e.owners.byPath[cg] = append(e.owners.byPath[cg], ref)
-		addCgroup(cg, "cgroup "+cg)
+	if rule.Audit {
+		v.Flags |= uint8(bindguardBgRuleFlagsBG_RULE_AUDIT)
 	}
-	for _, u := range rule.Owners.Units {
-		e.owners.byUnit[u] = append(e.owners.byUnit[u], ref)
-		paths := units[u]
-		if len(paths) == 0 {
-			e.Unresolved = append(e.Unresolved, Unresolved{Port: rule.Port, Protocol: rule.Protocol, Owner: "unit " + u, Err: fmt.Errorf("no cgroup named %s", u)})
+	return v
+}
+
+// addSet records owner set s: its uid pairs and its principals.
+func (e *encoded) addSet(o policy.Owners, s int) {
+	e.sets = append(e.sets, o)
+	e.setRules = append(e.setRules, nil)
+	for _, uid := range o.UIDs {
+		e.pairKeys = append(e.pairKeys, bindguardBgKey{Kind: pairUID, Set: uint32(s), Id: uint64(uid)})
+	}
+	for _, cg := range o.Cgroups {
+		b := e.byPath[cleanPath(cg)]
+		b.add(s)
+		e.byPath[cleanPath(cg)] = b
+	}
+	for _, u := range o.Units {
+		b := e.byUnit[u]
+		b.add(s)
+		e.byUnit[u] = b
+	}
+	for _, p := range o.Pods {
+		if p.Container != "" {
+			e.podContainers = true
 		}
-		for _, p := range paths {
-			addCgroup(p, "unit "+u+" at "+p)
+		i := slices.IndexFunc(e.pods, func(q podPrincipal) bool { return q.owner.Equal(p) })
+		if i < 0 {
+			e.pods = append(e.pods, podPrincipal{owner: p})
+			i = len(e.pods) - 1
 		}
+		e.pods[i].sets.add(s)
 	}
 }
 
-// findUnits resolves every unit owner of a policy in one walk.
-func findUnits(c *policy.Compiled, r Resolver) (map[string][]string, error) {
-	var names []string
-	seen := map[string]bool{}
-	for _, rule := range c.Rules {
-		for _, u := range rule.Owners.Units {
-			if !seen[u] {
-				seen[u] = true
-				names = append(names, u)
-			}
+// ownersKey is a canonical form of an owner list: equal lists share a set.
+func ownersKey(o policy.Owners) string {
+	var parts []string
+	for _, c := range o.Cgroups {
+		parts = append(parts, "c"+cleanPath(c))
+	}
+	for _, u := range o.Units {
+		parts = append(parts, "u"+u)
+	}
+	for _, u := range o.UIDs {
+		parts = append(parts, "i"+strconv.FormatUint(uint64(u), 10))
+	}
+	for _, p := range o.Pods {
+		parts = append(parts, "p"+p.Namespace+"/"+p.Container+"/"+policy.FormatLabels(p.Labels))
+	}
+	slices.Sort(parts)
+	return strings.Join(slices.Compact(parts), "\x00")
+}
+
+func cleanPath(p string) string { return path.Clean("/" + p) }
+
+// podSets returns the sets a pod (or one container of it) is a member of.
+func (e *encoded) podSets(p *policy.Pod) setBits {
+	var b setBits
+	for _, pp := range e.pods {
+		if pp.owner.Matches(p) {
+			b.or(pp.sets)
 		}
 	}
-	return r.FindUnits(names)
+	return b
 }
-
-// widen makes a rule look owners up at cgroup level depth too.
-func widen(v *bindguardBgValue, depth uint8) {
-	if v.MinDepth > v.MaxDepth {
-		v.MinDepth, v.MaxDepth = depth, depth
-		return
-	}
-	v.MinDepth, v.MaxDepth = min(v.MinDepth, depth), max(v.MaxDepth, depth)
-}
-
-// addOwner adds an owner entry once; it reports whether it was new.
-func (e *Encoded) addOwner(k bindguardBgKey, v bindguardBgValue) bool {
-	if k.Kind == kindCgroup && slices.Contains(e.owners.byID[k.Id], k) {
-		return false // a cgroup named twice (as a path and as a unit)
-	}
-	e.OwnerKeys = append(e.OwnerKeys, k)
-	e.OwnerVals = append(e.OwnerVals, v)
-	return true
-}
-
-var _ Resolver = (*cgroups.FS)(nil)

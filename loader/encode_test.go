@@ -1,143 +1,139 @@
 package loader
 
 import (
-	"errors"
+	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/bindguard/bindguard/policy"
 )
 
-// fakeFS resolves a fixed set of cgroups.
-type fakeFS map[string]uint64
-
-func (f fakeFS) ID(rel string) (uint64, int, error) {
-	id, ok := f[rel]
-	if !ok {
-		return 0, 0, errors.New("no such cgroup")
-	}
-	depth := 0
-	for _, c := range rel {
-		if c == '/' {
-			depth++
-		}
-	}
-	return id, depth, nil
-}
-
-func (f fakeFS) FindUnits(units []string) (map[string][]string, error) {
-	out := map[string][]string{}
-	for _, unit := range units {
-		for p := range f {
-			if len(p) >= len(unit) && p[len(p)-len(unit):] == unit {
-				out[unit] = append(out[unit], p)
-			}
-		}
-	}
-	return out, nil
-}
-
-func rule(e *Encoded, p policy.Protocol, port uint16) (bindguardBgValue, bool) {
+func ruleOf(e *encoded, p policy.Protocol, port uint16) (bindguardBgValue, bool) {
 	idx := ruleIndex(protoOf(p), port)
-	for i := range e.RuleIdx {
-		if e.RuleIdx[i] == idx {
-			return e.RuleVals[i], true
+	for i := range e.ruleIdx {
+		if e.ruleIdx[i] == idx {
+			return e.ruleVals[i], true
 		}
 	}
 	return bindguardBgValue{}, false
 }
 
-func hasOwner(e *Encoded, k bindguardBgKey) bool {
-	for i := range e.OwnerKeys {
-		if e.OwnerKeys[i] == k {
-			return true
-		}
-	}
-	return false
-}
-
 func TestEncode(t *testing.T) {
-	fs := fakeFS{"/a": 10, "/a/b/c": 11, "/system.slice/x.service": 12}
+	etcd := policy.Owners{Cgroups: []string{"/system.slice/etcd.service"}, UIDs: []uint32{0}}
+	pods := policy.Owners{Pods: []policy.PodOwner{{Namespace: "kube-system", Labels: map[string]string{"component": "etcd"}}}}
 	c := &policy.Compiled{
-		Origins: []policy.Origin{{Process: "p0"}, {Process: "p1"}},
 		Rules: []policy.Rule{
-			{Port: 80, Protocol: policy.TCP},
-			{Port: 81, Protocol: policy.TCP, Localhost: true, Audit: true, Origin: 1},
-			{Port: 82, Protocol: policy.UDP, Removed: true},
-			{Port: 83, Protocol: policy.TCP, Owners: policy.Owners{Cgroups: []string{"/a", "/a/b/c", "/missing"}, UIDs: []uint32{7}}},
-			{Port: 84, Protocol: policy.TCP, Owners: policy.Owners{Units: []string{"x.service", "y.service"}, Cgroups: []string{"/system.slice/x.service"}}},
-			{Port: 85, Protocol: policy.TCP, Owners: policy.Owners{Cgroups: []string{"/missing"}}},
+			{Port: 2379, Protocol: policy.TCP, Owners: etcd, Origin: 0},
+			{Port: 2380, Protocol: policy.TCP, Owners: policy.Owners{UIDs: []uint32{0}, Cgroups: []string{"system.slice/etcd.service/"}}, Origin: 0},
+			{Port: 9100, Protocol: policy.TCP, Localhost: true, Origin: 1},
+			{Port: 10256, Protocol: policy.TCP, Removed: true, Audit: true, Origin: 2},
+			{Port: 6443, Protocol: policy.UDP, Owners: pods, Origin: 3},
 		},
 	}
-	e, err := Encode(c, policy.ModeEnforce, 9, fs)
+	e, err := encode(c, 9, encodeOptions{mode: policy.ModeEnforce, podPorts: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.RuleIdx[0] != 0 || e.RuleVals[0].Origin != 9 || e.RuleVals[0].Flags != 0 {
-		t.Errorf("meta = %d -> %+v", e.RuleIdx[0], e.RuleVals[0])
+	if e.ruleIdx[0] != metaIndex || e.ruleVals[0].Origin != 9 {
+		t.Errorf("meta entry = %d:%+v, want index 0 with the generation", e.ruleIdx[0], e.ruleVals[0])
 	}
-	const (
-		decl  = bindguardBgRuleFlagsBG_RULE_DECLARED
-		owner = bindguardBgRuleFlagsBG_RULE_OWNERS
-	)
-	for _, tc := range []struct {
-		name  string
-		proto policy.Protocol
-		port  uint16
-		flags bindguardBgRuleFlags
-		lo    uint8
-		hi    uint8
-		orig  uint32
-	}{
-		{"plain", policy.TCP, 80, decl, 1, 0, 1},
-		{"localhost audit", policy.TCP, 81, decl | bindguardBgRuleFlagsBG_RULE_LOCALHOST | bindguardBgRuleFlagsBG_RULE_AUDIT, 1, 0, 2},
-		{"removed", policy.UDP, 82, decl | bindguardBgRuleFlagsBG_RULE_REMOVED, 1, 0, 1},
-		{"cgroup owners at depth 1 and 3, and a uid", policy.TCP, 83, decl | owner | bindguardBgRuleFlagsBG_RULE_UID_OWNERS, 1, 3, 1},
-		{"unit and path naming one cgroup", policy.TCP, 84, decl | owner, 2, 2, 1},
-		{"only unresolved owners: no level looked up", policy.TCP, 85, decl | owner, 1, 0, 1},
-	} {
-		v, ok := rule(e, tc.proto, tc.port)
-		if !ok || v.Flags != uint8(tc.flags) || v.MinDepth != tc.lo || v.MaxDepth != tc.hi || v.Origin != tc.orig {
-			t.Errorf("%s: %+v (found %v), want flags %d depth %d..%d origin %d", tc.name, v, ok, tc.flags, tc.lo, tc.hi, tc.orig)
-		}
+	if f := e.ruleVals[0].Flags; f&uint8(bindguardBgMetaFlagsBG_META_AUDIT) != 0 || f&uint8(bindguardBgMetaFlagsBG_META_POD_PORTS) == 0 {
+		t.Errorf("meta flags = %#x, want enforce with pod ports", f)
 	}
-	if idx := ruleIndex(protoOf(policy.UDP), 82); idx != 1<<16|82 {
-		t.Errorf("udp rule index %d", idx)
+	a, _ := ruleOf(e, policy.TCP, 2379)
+	b, _ := ruleOf(e, policy.TCP, 2380)
+	if a.Set != b.Set || a.Flags != ruleDeclared|ruleOwners|ruleUIDOwners || a.Origin != 1 {
+		t.Errorf("2379 = %+v, 2380 = %+v: equal owner lists (written differently) must share one set", a, b)
 	}
-	for _, k := range []bindguardBgKey{
-		{Kind: kindCgroup, Proto: protoTCP, Port: 83, Id: 10},
-		{Kind: kindCgroup, Proto: protoTCP, Port: 83, Id: 11},
-		{Kind: kindUID, Proto: protoTCP, Port: 83, Id: 7},
-		{Kind: kindCgroup, Proto: protoTCP, Port: 84, Id: 12},
-	} {
-		if !hasOwner(e, k) {
-			t.Errorf("missing owner entry %+v", k)
-		}
+	if len(e.pairKeys) != 1 || e.pairKeys[0] != (bindguardBgKey{Kind: pairUID, Set: uint32(a.Set), Id: 0}) {
+		t.Errorf("uid pairs = %+v, want one for uid 0 of set %d", e.pairKeys, a.Set)
 	}
-	// 3 owners of 83 + 1 owner of 84 (named twice, written once)
-	if len(e.RuleIdx) != 7 || len(e.OwnerKeys) != 4 || e.Entries() != 11 {
-		t.Errorf("%d rules, %d owners; want 7 (with meta) and 4", len(e.RuleIdx), len(e.OwnerKeys))
+	if got := e.byPath["/system.slice/etcd.service"]; !got.has(int(a.Set)) {
+		t.Errorf("etcd.service is not a principal of set %d", a.Set)
 	}
-	if len(e.Unresolved) != 3 { // /missing twice, y.service once
-		t.Errorf("unresolved: %+v", e.Unresolved)
+	p, _ := ruleOf(e, policy.UDP, 6443)
+	if p.Set == a.Set || p.Flags&rulePodOwners == 0 || p.Flags&ruleUIDOwners != 0 {
+		t.Errorf("6443/udp = %+v: want its own set, pod owners, no uid", p)
+	}
+	pod := &policy.Pod{Namespace: "kube-system", Name: "etcd-n1", Labels: map[string]string{"component": "etcd", "tier": "cp"}}
+	if !e.podSets(pod).has(int(p.Set)) || e.podSets(&policy.Pod{Namespace: "default", Labels: pod.Labels}).has(int(p.Set)) {
+		t.Error("pod sets: want the kube-system etcd pod in the set, a default-namespace pod out of it")
+	}
+	if r, _ := ruleOf(e, policy.TCP, 10256); r.Flags != ruleDeclared|uint8(bindguardBgRuleFlagsBG_RULE_REMOVED|bindguardBgRuleFlagsBG_RULE_AUDIT) {
+		t.Errorf("10256 flags = %#x", r.Flags)
+	}
+	if r, _ := ruleOf(e, policy.TCP, 9100); r.Flags != ruleDeclared|uint8(bindguardBgRuleFlagsBG_RULE_LOCALHOST) {
+		t.Errorf("9100 flags = %#x", r.Flags)
 	}
 
-	e, err = Encode(&policy.Compiled{}, policy.ModeAudit, 1, fs)
+	empty, err := encode(&policy.Compiled{}, 1, encodeOptions{mode: policy.ModeAudit})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.Entries() != 1 || e.RuleVals[0].Flags != uint8(bindguardBgMetaFlagsBG_META_AUDIT) {
-		t.Errorf("empty policy must be the meta entry alone, in audit: %+v", e.RuleVals)
+	if empty.entries() != 1 || empty.ruleVals[0].Flags&uint8(bindguardBgMetaFlagsBG_META_AUDIT) == 0 {
+		t.Errorf("empty policy = %+v, want the audit meta entry alone (deny-all, never allow-all)", empty.ruleVals)
 	}
 }
 
-func TestEncodeTooLarge(t *testing.T) {
-	c := &policy.Compiled{Origins: []policy.Origin{{}}}
-	for p := 1; p <= 65535; p++ {
-		for _, proto := range []policy.Protocol{policy.TCP, policy.UDP} {
-			c.Rules = append(c.Rules, policy.Rule{Port: uint16(p), Protocol: proto, Owners: policy.Owners{UIDs: []uint32{1, 2, 3}}})
-		}
+func TestEncodeTooManySets(t *testing.T) {
+	c := &policy.Compiled{}
+	for i := 0; i <= OwnerSets; i++ {
+		c.Rules = append(c.Rules, policy.Rule{Port: uint16(i + 1), Protocol: policy.TCP, Owners: policy.Owners{UIDs: []uint32{uint32(i)}}})
 	}
-	if _, err := Encode(c, policy.ModeEnforce, 1, fakeFS{}); err == nil {
-		t.Error("a policy over the map's capacity encoded")
+	_, err := encode(c, 1, encodeOptions{})
+	if err == nil || !strings.Contains(err.Error(), "distinct owner lists") {
+		t.Errorf("encode of %d owner sets: %v, want a refusal", OwnerSets+1, err)
+	}
+}
+
+// The kernel's inherit() and inheritSlot must agree: SPAWN_PENDING turns
+// into PENDING (and drops POD), everything else is copied.
+func TestInheritSlot(t *testing.T) {
+	p := bindguardBgMemberSlot{Generation: 3, Flags: memberPod | memberSpawnPending, Pod: 7}
+	p.Bits[1] = 5
+	c := inheritSlot(p)
+	if c.Flags != memberPending || c.Bits[1] != 5 || c.Generation != 3 {
+		t.Errorf("inherit of a pod parent = %+v", c)
+	}
+	p.Flags = memberPod
+	if c := inheritSlot(p); c != p {
+		t.Errorf("inherit of a resolved pod = %+v, want a copy", c)
+	}
+}
+
+func TestPlanTops(t *testing.T) {
+	plan := memberPlan{}
+	plan.add("/a", memberOwn{})
+	plan.add("/a/b", memberOwn{})
+	plan.add("/ab", memberOwn{})
+	plan.add("/a.b", memberOwn{})   // sorts between /a and /a/b
+	plan.add("/a/b/c", memberOwn{}) // below /a, whatever sorts between
+	plan.add("/c/d", memberOwn{flags: memberSpawnPending, override: true})
+	plan.add("/c/d", memberOwn{bits: setBits{1}})
+	got := strings.Join(plan.tops(), " ")
+	if got != "/a /a.b /ab /c/d" {
+		t.Errorf("tops = %q", got)
+	}
+	if o := plan["/c/d"]; o.flags != memberSpawnPending || o.bits[0] != 1 || !o.override {
+		t.Errorf("merged principal = %+v", o)
+	}
+}
+
+// The sizes the header states for the structs shared with the kernel.
+func TestContractSizes(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		got, want uintptr
+	}{
+		{"bg_event", unsafe.Sizeof(bindguardBgEvent{}), 96},
+		{"bg_cgroup_event", unsafe.Sizeof(bindguardBgCgroupEvent{}), 288},
+		{"bg_key", unsafe.Sizeof(bindguardBgKey{}), 16},
+		{"bg_value", unsafe.Sizeof(bindguardBgValue{}), 8},
+		{"bg_member_slot", unsafe.Sizeof(bindguardBgMemberSlot{}), 16 + 8*uintptr(setWords)},
+		{"bg_member", unsafe.Sizeof(bindguardBgMember{}), 2 * (16 + 8*uintptr(setWords))},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("sizeof(%s) = %d, want %d", tc.name, tc.got, tc.want)
+		}
 	}
 }

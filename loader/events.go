@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
-	"unsafe"
 
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
@@ -22,6 +21,12 @@ const (
 	ReasonOwner      = Reason(bindguardBgReasonBG_REASON_OWNER)
 	ReasonAddress    = Reason(bindguardBgReasonBG_REASON_ADDRESS)
 	ReasonRemoved    = Reason(bindguardBgReasonBG_REASON_REMOVED)
+	// ReasonPodUndeclared: the binder's pod does not declare the port.
+	ReasonPodUndeclared = Reason(bindguardBgReasonBG_REASON_POD_UNDECLARED)
+	// ReasonPodPending: the binder's pod identity is not known yet (audited, never denied).
+	ReasonPodPending = Reason(bindguardBgReasonBG_REASON_POD_PENDING)
+	// ReasonAutobind: bind(0) got a port this binder may not bind.
+	ReasonAutobind = Reason(bindguardBgReasonBG_REASON_AUTOBIND)
 )
 
 func (r Reason) String() string {
@@ -36,12 +41,18 @@ func (r Reason) String() string {
 		return "address"
 	case ReasonRemoved:
 		return "removed"
+	case ReasonPodUndeclared:
+		return "pod-undeclared"
+	case ReasonPodPending:
+		return "pod-pending"
+	case ReasonAutobind:
+		return "autobind"
 	}
 	return fmt.Sprintf("reason(%d)", uint8(r))
 }
 
 // Reasons lists the violation reasons in counter order.
-var Reasons = []Reason{ReasonUndeclared, ReasonOwner, ReasonAddress, ReasonRemoved}
+var Reasons = []Reason{ReasonUndeclared, ReasonOwner, ReasonAddress, ReasonRemoved, ReasonPodUndeclared, ReasonPodPending, ReasonAutobind}
 
 // Event is one reported violation.
 type Event struct {
@@ -60,14 +71,17 @@ type Event struct {
 	Reason  Reason
 	// Denied is true in enforce mode (the bind failed with EPERM), false when audited.
 	Denied bool
-	// Origin is the registry entry that matched, nil when undeclared or unknown.
-	Origin     *policy.Origin
+	// Origin is the registry entry that matched, as a 1-based index into the
+	// Origins of the policy of Generation; 0 when undeclared. The loader
+	// keeps no origins: whoever applied that policy knows them.
+	Origin     uint32
 	Generation uint32
 	// Suppressed is how many identical events rate limiting folded into this one.
 	Suppressed uint32
 }
 
-// EventReader opens the ring buffer reader. Call it once before ReadEvent.
+// EventReader opens the ring buffer reader. Call it once, before the
+// goroutine that calls ReadEvent starts.
 func (l *Loader) EventReader() error {
 	if l.events != nil {
 		return nil
@@ -75,9 +89,9 @@ func (l *Loader) EventReader() error {
 	if l.closed {
 		return ringbuf.ErrClosed
 	}
-	r, err := ringbuf.NewReader(l.objs.BgEvents)
+	r, err := newRing[bindguardBgEvent](l.objs.BgEvents)
 	if err != nil {
-		return fmt.Errorf("open event ring buffer: %w", err)
+		return fmt.Errorf("open event reader: %w", err)
 	}
 	l.events = r
 	return nil
@@ -85,21 +99,47 @@ func (l *Loader) EventReader() error {
 
 // ReadEvent blocks until a violation event arrives. It returns
 // os.ErrDeadlineExceeded after the deadline set with SetEventDeadline, and an
-// error matching Stopped once FlushEvents has drained what was pending or
-// after Close. Only one goroutine may call it.
+// error matching Stopped after StopReaders, after FlushEvents once what was
+// pending is read, or after Close. Only one goroutine may call it.
 func (l *Loader) ReadEvent() (Event, error) {
 	if l.events == nil {
 		return Event{}, errors.New("read event: EventReader was not called")
 	}
-	if err := l.events.ReadInto(&l.rec); err != nil {
+	var e bindguardBgEvent
+	if err := l.events.Read(&e); err != nil {
 		return Event{}, err
 	}
-	return l.decode(l.rec.RawSample)
+	return decodeEvent(&e), nil
+}
+
+// StopReaders makes ReadEvent and ReadCgroupEvent return an error matching
+// Stopped before they read another record, however many are still queued:
+// shutdown takes a bounded time whatever the event rate. Safe to call from
+// any goroutine.
+func (l *Loader) StopReaders() error {
+	var errs []error
+	if l.events != nil {
+		errs = append(errs, l.events.Stop())
+	}
+	if l.cgroupEvents != nil {
+		errs = append(errs, l.cgroupEvents.Flush())
+	}
+	return errors.Join(errs...)
+}
+
+// EventsLeft is how many violation events are queued in the ring, unread.
+// Safe to call from any goroutine.
+func (l *Loader) EventsLeft() int {
+	if l.events == nil {
+		return 0
+	}
+	return l.events.Pending()
 }
 
 // FlushEvents makes blocked ReadEvent and ReadCgroupEvent calls return what
-// is pending, then an error matching Stopped: the way to end the readers.
-// Safe to call from another goroutine.
+// is pending, then an error matching Stopped. Under a steady flood "what is
+// pending" has no end: to stop the readers, use StopReaders. Safe to call
+// from another goroutine.
 func (l *Loader) FlushEvents() error {
 	var errs []error
 	if l.events != nil {
@@ -127,11 +167,7 @@ var bootOffset = func() time.Duration {
 	return time.Duration(time.Now().UnixNano() - ts.Nano())
 }()
 
-func (l *Loader) decode(raw []byte) (Event, error) {
-	var e bindguardBgEvent
-	if err := decodeInto(raw, &e); err != nil {
-		return Event{}, err
-	}
+func decodeEvent(e *bindguardBgEvent) Event {
 	ev := Event{
 		Time:        time.Unix(0, int64(e.TsNs)+int64(bootOffset)),
 		CgroupID:    e.CgroupId,
@@ -144,6 +180,7 @@ func (l *Loader) decode(raw []byte) (Event, error) {
 		Family:      int(e.Family),
 		Reason:      Reason(e.Reason),
 		Denied:      e.Verdict == uint8(bindguardBgVerdictBG_VERDICT_DENY),
+		Origin:      e.Origin,
 		Generation:  e.Generation,
 		Suppressed:  e.Suppressed,
 	}
@@ -159,13 +196,7 @@ func (l *Loader) decode(raw []byte) (Event, error) {
 	} else {
 		ev.Address = netip.AddrFrom16(e.Addr)
 	}
-	if e.Origin > 0 {
-		if origins := l.origins[e.Generation]; int(e.Origin) <= len(origins) {
-			o := origins[e.Origin-1]
-			ev.Origin = &o
-		}
-	}
-	return ev, nil
+	return ev
 }
 
 // cString reads a NUL-terminated C char array.
@@ -178,22 +209,4 @@ func cString(b []int8) string {
 		out = append(out, byte(c))
 	}
 	return string(out)
-}
-
-// decodeInto copies a ring buffer sample into a contract struct. The structs
-// bpf2go generated have the C layout (structs.HostLayout), so a byte copy is
-// the decoding; no reflection on the event path.
-func decodeInto[T any](raw []byte, out *T) error {
-	size := int(unsafe.Sizeof(*out))
-	if len(raw) < size {
-		return fmt.Errorf("event of %d bytes, want %d", len(raw), size)
-	}
-	copy(unsafe.Slice((*byte)(unsafe.Pointer(out)), size), raw)
-	return nil
-}
-
-// Stopped reports whether err from ReadEvent or ReadCgroupEvent means the
-// reader was flushed or closed: its loop should end.
-func Stopped(err error) bool {
-	return errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, ringbuf.ErrFlushed)
 }

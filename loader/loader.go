@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -13,21 +14,23 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
-
-	"github.com/bindguard/bindguard/policy"
 )
 
 // DefaultPinPath is where links and maps are pinned unless told otherwise.
 const DefaultPinPath = "/sys/fs/bpf/bindguard"
 
-// Pin names below the pin directory.
+// Pin names below the pin directory, in the order of Loader.links.
 const (
-	pinBind4 = "link_bind4"
-	pinBind6 = "link_bind6"
+	pinBind4     = "link_bind4"
+	pinBind6     = "link_bind6"
+	pinPostBind4 = "link_post_bind4"
+	pinPostBind6 = "link_post_bind6"
 )
 
-// pinnedMaps are the maps pinned (and taken over) by name.
-var pinnedMaps = []string{bindguardMapBgRules, bindguardMapBgOwners, bindguardMapBgActive, bindguardMapBgCounters, bindguardMapBgEvents, bindguardMapBgRatelimit, bindguardMapBgState}
+var linkPins = [4]string{pinBind4, pinBind6, pinPostBind4, pinPostBind6}
+
+// allPinnedMaps are every map name either variant pins, for removal.
+var allPinnedMaps = append(pinnedMapNames(MembersStorage), membersMapName(MembersHash))
 
 // Config says where and how to load.
 type Config struct {
@@ -38,6 +41,11 @@ type Config struct {
 	PinPath string
 	// AllNetns judges binds in every network namespace, not just the host's.
 	AllNetns bool
+	// UnitRoot is the registry path below which `unit:` owners are the
+	// system manager's units (slices, then the unit): the attach cgroup.
+	UnitRoot string
+	// Members chooses where memberships live; MembersAuto probes.
+	Members Members
 	// EventInterval is the minimum time between two events for the same
 	// (cgroup, port, protocol, reason); 0 reports every violation.
 	EventInterval time.Duration
@@ -46,19 +54,32 @@ type Config struct {
 }
 
 // Loader owns the programs, maps, links and event reader of one daemon.
+// See the package documentation for which methods may run concurrently.
 type Loader struct {
 	cfg  Config
-	objs bindguardObjects
-	// links[0] is bind4, links[1] is bind6.
-	links  [2]link.Link
-	events *ringbuf.Reader
-	rec    ringbuf.Record
+	objs objects
+	// mu guards links, objs and closed for the methods that may run
+	// concurrently with the others: Counters and CheckAttached.
+	mu sync.Mutex
+	// links are bind4, bind6, post_bind4, post_bind6 (linkPins).
+	links [4]link.Link
+	// cgID is the id of the cgroup Attach attached to.
+	cgID uint64
+	// lock is the pin directory, flock'ed for the Loader's life.
+	lock   *os.File
+	events *Ring[bindguardBgEvent]
 	// tracepoints watch cgroup creation; cgroupEvents reads what they report.
 	tracepoints  []link.Link
 	cgroupEvents *ringbuf.Reader
 	cgroupRec    ringbuf.Record
-	// owners indexes the owner entries of the policy in force.
-	owners ownerIndex
+	// enc is the policy in force, plan_ its principals on this node, opts
+	// its switches; src is where owners are resolved; pods numbers the
+	// pods whose declared ports are in the pairs maps.
+	enc   *encoded
+	plan_ memberPlan
+	opts  ApplyOptions
+	src   Sources
+	pods  podIDs
 	// spec is the parsed object, for the inner map templates.
 	spec *ebpf.CollectionSpec
 	// slots are the maps of the two policies this Loader wrote (the outer
@@ -71,7 +92,6 @@ type Loader struct {
 	freshMaps bool
 
 	generation uint32
-	origins    map[uint32][]policy.Origin
 	closed     bool
 }
 
@@ -85,7 +105,7 @@ func (c *Config) logf(format string, args ...any) {
 // by an earlier daemon when their layout matches. Nothing is attached yet:
 // call Apply, then Attach.
 func New(cfg Config) (_ *Loader, err error) {
-	l := &Loader{cfg: cfg, origins: map[uint32][]policy.Origin{}}
+	l := &Loader{cfg: cfg}
 	// Before 5.11, BPF memory is charged to RLIMIT_MEMLOCK (64 KiB by default).
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK for BPF maps: %w", err)
@@ -96,6 +116,14 @@ func New(cfg Config) (_ *Loader, err error) {
 		}
 	}()
 
+	if cfg.UnitRoot == "" {
+		l.cfg.UnitRoot = "/"
+	}
+	members, err := chooseMembers(cfg.Members)
+	if err != nil {
+		return nil, err
+	}
+	l.objs.members = members
 	spec, err := loadBindguard()
 	if err != nil {
 		return nil, fmt.Errorf("load bpf spec: %w", err)
@@ -119,6 +147,9 @@ func New(cfg Config) (_ *Loader, err error) {
 		if err != nil {
 			return nil, err
 		}
+		if l.lock, err = lockPinPath(cfg.PinPath); err != nil {
+			return nil, err
+		}
 		if mounted != "" {
 			cfg.logf("mounted a bpf file system at %s; in a private mount namespace (a container without the host's /sys/fs/bpf, a unit with PrivateMounts) it and the pins go away with this process", mounted)
 		}
@@ -128,7 +159,7 @@ func New(cfg Config) (_ *Loader, err error) {
 		}
 		opts.MapReplacements = replacements
 	}
-	err = spec.LoadAndAssign(&l.objs, &opts)
+	objs, err := loadObjects(spec, members, &opts)
 	// The collection took its own references to replacements.
 	for _, m := range opts.MapReplacements {
 		m.Close()
@@ -140,6 +171,7 @@ func New(cfg Config) (_ *Loader, err error) {
 		}
 		return nil, fmt.Errorf("load bpf programs: %w", err)
 	}
+	l.objs = *objs
 	l.generation = l.stateGeneration()
 	return l, nil
 }
@@ -155,7 +187,7 @@ func (l *Loader) pinnedReplacements(spec *ebpf.CollectionSpec) (map[string]*ebpf
 		}
 	}
 	var missing []string
-	for _, name := range pinnedMaps {
+	for _, name := range pinnedMapNames(l.objs.members) {
 		m, err := ebpf.LoadPinnedMap(filepath.Join(l.cfg.PinPath, name), nil)
 		if errors.Is(err, os.ErrNotExist) {
 			missing = append(missing, name)
@@ -235,18 +267,19 @@ func (l *Loader) TookOver() bool { return l.tookOver }
 // stay, and so does enforcement; without pins, closing detaches. Close is
 // idempotent.
 func (l *Loader) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.closed {
 		return nil
 	}
 	l.closed = true
 	var errs []error
+	// The readers stay set: a reader still blocked gets os.ErrClosed.
 	if l.events != nil {
 		errs = append(errs, l.events.Close())
-		l.events = nil
 	}
 	if l.cgroupEvents != nil {
 		errs = append(errs, l.cgroupEvents.Close())
-		l.cgroupEvents = nil
 	}
 	for _, tp := range l.tracepoints {
 		errs = append(errs, tp.Close())
@@ -262,12 +295,22 @@ func (l *Loader) Close() error {
 		l.slots[i].close()
 	}
 	errs = append(errs, l.objs.Close())
-	l.objs = bindguardObjects{}
+	if l.lock != nil {
+		errs = append(errs, l.lock.Close()) // releases the flock
+		l.lock = nil
+	}
 	return errors.Join(errs...)
 }
 
 // Detach removes the links and the pins, then closes: enforcement ends.
 func (l *Loader) Detach() error {
+	err := l.detachLinks()
+	return errors.Join(err, l.Close())
+}
+
+func (l *Loader) detachLinks() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	var errs []error
 	for i, ln := range l.links {
 		if ln == nil {
@@ -285,7 +328,6 @@ func (l *Loader) Detach() error {
 	if l.cfg.PinPath != "" {
 		errs = append(errs, RemovePins(l.cfg.PinPath))
 	}
-	errs = append(errs, l.Close())
 	return errors.Join(errs...)
 }
 
@@ -294,7 +336,7 @@ func (l *Loader) Detach() error {
 // process holds the links open.
 func RemovePins(dir string) error {
 	var errs []error
-	for _, name := range []string{pinBind4, pinBind6} {
+	for _, name := range append(linkPins[:], pinMkdir, pinRmdir) {
 		p := filepath.Join(dir, name)
 		ln, err := link.LoadPinnedLink(p, nil)
 		if err == nil {
@@ -308,7 +350,7 @@ func RemovePins(dir string) error {
 			errs = append(errs, err)
 		}
 	}
-	for _, name := range pinnedMaps {
+	for _, name := range allPinnedMaps {
 		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}

@@ -51,7 +51,7 @@ func setup(t *testing.T, c *policy.Compiled, mode policy.Mode) (*loader.Loader, 
 			t.Error(err)
 		}
 	})
-	if _, err := l.Apply(c, mode, fs); err != nil {
+	if _, err := l.Apply(c, loader.ApplyOptions{Mode: mode}, loader.Sources{Cgroups: fs}); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.Attach(); err != nil {
@@ -122,7 +122,7 @@ func TestCloseIsIdempotent(t *testing.T) {
 	if err := l.Attach(); err == nil {
 		t.Error("Attach before Apply succeeded: binds would be judged against an empty policy")
 	}
-	if _, err := l.Apply(compiled(), policy.ModeEnforce, fs); err != nil {
+	if _, err := l.Apply(compiled(), loader.ApplyOptions{Mode: policy.ModeEnforce}, loader.Sources{Cgroups: fs}); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.Attach(); err != nil {
@@ -134,7 +134,7 @@ func TestCloseIsIdempotent(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if _, err := l.Apply(compiled(), policy.ModeEnforce, fs); err == nil {
+	if _, err := l.Apply(compiled(), loader.ApplyOptions{Mode: policy.ModeEnforce}, loader.Sources{Cgroups: fs}); err == nil {
 		t.Error("Apply on a closed loader succeeded")
 	}
 	// Closed, but pinned: still enforcing until the pins go.

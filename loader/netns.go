@@ -38,10 +38,9 @@ func HostNetnsCookie() (uint64, error) {
 		return 0, fmt.Errorf("network namespace cookie: %w", err)
 	}
 	defer unix.Close(fd)
-	buf := make([]byte, 8)
-	err = getsockoptBytes(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE, buf)
+	cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
 	if err == nil {
-		return nativeUint64(buf), nil
+		return cookie, nil
 	}
 	if !errors.Is(err, unix.ENOPROTOOPT) {
 		return 0, fmt.Errorf("network namespace cookie: %w", err)

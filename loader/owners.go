@@ -3,7 +3,9 @@ package loader
 import (
 	"errors"
 	"fmt"
-	"path"
+	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 
 	"github.com/cilium/ebpf"
@@ -11,6 +13,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/bindguard/bindguard/cgroups"
+	"github.com/bindguard/bindguard/policy"
 )
 
 // CgroupOp is what happened to a cgroup.
@@ -23,30 +26,62 @@ const (
 
 // CgroupEvent reports a cgroup2 directory created or removed.
 type CgroupEvent struct {
-	Op CgroupOp
-	ID uint64
+	Op       CgroupOp
+	ID       uint64
+	ParentID uint64
 	// Path is the cgroup's path from the cgroup2 root as the kernel reported
 	// it, or "" when it did not fit the event.
 	Path string
+	// CopyFailed: the kernel could not copy the parent's membership into
+	// the new cgroup (CgroupCreated repairs it).
+	CopyFailed bool
 }
 
-// WatchCgroups attaches the cgroup_mkdir and cgroup_rmdir tracepoints, so
-// owners that appear after the policy was applied can be put in force with
-// CgroupCreated. Read what they report with ReadCgroupEvent.
+// Pin names of the tracepoint links: they stay attached while no daemon
+// runs, so cgroups created meanwhile still inherit memberships.
+const (
+	pinMkdir = "link_cgroup_mkdir"
+	pinRmdir = "link_cgroup_rmdir"
+)
+
+// WatchCgroups attaches the cgroup_mkdir and cgroup_rmdir tracepoints. From
+// then on every new cgroup inherits its parent's membership in the kernel,
+// and the daemon learns of it through ReadCgroupEvent. Call it before the
+// first Apply, so no cgroup created while memberships are written is missed.
 func (l *Loader) WatchCgroups() error {
-	for i, p := range []*ebpf.Program{l.objs.BindguardCgroupMkdir, l.objs.BindguardCgroupRmdir} {
-		name := []string{"cgroup_mkdir", "cgroup_rmdir"}[i]
-		tp, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: name, Program: p})
+	for i, p := range []*ebpf.Program{l.objs.CgroupMkdir, l.objs.CgroupRmdir} {
+		tp, err := link.AttachTracing(link.TracingOptions{Program: p})
 		if err != nil {
-			return fmt.Errorf("attach tracepoint %s: %w", name, err)
+			return fmt.Errorf("attach tracepoint %s: %w", []string{"cgroup_mkdir", "cgroup_rmdir"}[i], err)
 		}
 		l.tracepoints = append(l.tracepoints, tp)
+		if err := l.pinTracepoint(tp, []string{pinMkdir, pinRmdir}[i]); err != nil {
+			return err
+		}
 	}
 	r, err := ringbuf.NewReader(l.objs.BgCgroupEvents)
 	if err != nil {
 		return fmt.Errorf("open cgroup event ring buffer: %w", err)
 	}
 	l.cgroupEvents = r
+	return nil
+}
+
+// pinTracepoint pins a tracepoint link in place of an earlier daemon's,
+// which goes only once the new one is attached: inheritance never pauses.
+func (l *Loader) pinTracepoint(tp link.Link, name string) error {
+	if l.cfg.PinPath == "" {
+		return nil
+	}
+	p := filepath.Join(l.cfg.PinPath, name)
+	if old, err := link.LoadPinnedLink(p, nil); err == nil {
+		old.Unpin()
+		old.Close()
+	}
+	os.Remove(p)
+	if err := tp.Pin(p); err != nil {
+		return fmt.Errorf("pin tracepoint link: %w", err)
+	}
 	return nil
 }
 
@@ -63,67 +98,222 @@ func (l *Loader) ReadCgroupEvent() (CgroupEvent, error) {
 	if err := decodeInto(l.cgroupRec.RawSample, &e); err != nil {
 		return CgroupEvent{}, err
 	}
-	ev := CgroupEvent{Op: CgroupOp(e.Op), ID: e.Id}
+	ev := CgroupEvent{Op: CgroupOp(e.Op), ID: e.Id, ParentID: e.ParentId, CopyFailed: e.CopyFailed != 0}
 	if e.PathLen > 1 && int(e.PathLen) < len(e.Path) {
 		ev.Path = cString(e.Path[:])
 	}
 	return ev, nil
 }
 
-// CgroupCreated puts in force the owners a new cgroup stands for: the rules
-// that name its path as a `cgroup:` owner or its name as a `unit:` owner. It
-// returns how many (port, protocol) rules it joined. Callers serialise it
-// with Apply.
-func (l *Loader) CgroupCreated(id uint64, rel string) (int, error) {
-	s := l.slots[l.active]
-	if s.rules == nil {
-		return 0, nil
-	}
-	depth := cgroups.Depth(rel)
-	if depth > MaxCgroupDepth {
-		return 0, nil
-	}
-	refs := append(append([]ownerRef(nil), l.owners.byPath[rel]...), l.owners.byUnit[path.Base(rel)]...)
-	joined := 0
-	for _, ref := range refs {
-		// The owner first, then the levels the rule looks at: a bind in
-		// between sees the rule as it was, never a level without its owner.
-		k := bindguardBgKey{Kind: kindCgroup, Proto: ref.proto, Port: ref.port, Id: id}
-		if err := s.owners.Put(&k, &ref.value); err != nil {
-			return joined, fmt.Errorf("add owner %s for %d: %w", rel, ref.port, err)
-		}
-		idx := ruleIndex(ref.proto, ref.port)
-		var v bindguardBgValue
-		if err := s.rules.Lookup(&idx, &v); err != nil {
-			return joined, fmt.Errorf("read rule %d: %w", ref.port, err)
-		}
-		widen(&v, uint8(depth))
-		if err := s.rules.Put(&idx, &v); err != nil {
-			return joined, fmt.Errorf("widen rule %d: %w", ref.port, err)
-		}
-		if !slices.Contains(l.owners.byID[id], k) {
-			l.owners.byID[id] = append(l.owners.byID[id], k)
-		}
-		joined++
-	}
-	return joined, nil
+// store is the membership map of the loaded variant.
+func (l *Loader) store() *memberStore {
+	return &memberStore{m: l.objs.Members, storage: l.objs.members == MembersStorage, r: l.src.Cgroups}
 }
 
-// CgroupRemoved drops the owner entries of a cgroup that went away. Cgroup
-// ids are never reused, so this only frees map space.
-func (l *Loader) CgroupRemoved(id uint64) int {
-	keys := l.owners.byID[id]
-	if s := l.slots[l.active]; s.owners != nil {
-		for i := range keys {
-			s.owners.Delete(&keys[i])
+// plan resolves the policy's principals on this node: owner cgroups that
+// exist, the system units found, kubelet's pod parents and the pods known.
+func (l *Loader) plan(enc *encoded, src Sources) (memberPlan, []Unresolved, error) {
+	l.src = src
+	plan := memberPlan{}
+	var unresolved []Unresolved
+	for _, p := range slices.Sorted(maps.Keys(enc.byPath)) {
+		if _, _, err := src.Cgroups.ID(p); err != nil {
+			unresolved = append(unresolved, enc.unresolved(enc.byPath[p], "cgroup "+p, err)...)
+			continue
+		}
+		plan.add(p, memberOwn{bits: enc.byPath[p]})
+	}
+	units := slices.Sorted(maps.Keys(enc.byUnit))
+	found, err := src.Cgroups.FindSystemUnits(l.cfg.UnitRoot, units)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, u := range units {
+		if len(found[u]) == 0 {
+			unresolved = append(unresolved, enc.unresolved(enc.byUnit[u], "unit "+u, fmt.Errorf("no cgroup of system unit %s below %s", u, l.cfg.UnitRoot))...)
+		}
+		for _, p := range found[u] {
+			plan.add(p, memberOwn{bits: enc.byUnit[u]})
 		}
 	}
-	delete(l.owners.byID, id)
-	return len(keys)
+	if src.Pods != nil {
+		for _, p := range src.Pods.SpawnPending() {
+			plan.add(cleanPath(p), memberOwn{flags: memberSpawnPending, override: true})
+		}
+		for _, pc := range src.Pods.PodCgroups() {
+			plan.add(cleanPath(pc.Path), l.podOwn(enc, pc))
+		}
+	}
+	return plan, unresolved, nil
+}
+
+// unresolved lists one Unresolved per rule of the sets an owner is in.
+func (e *encoded) unresolved(sets setBits, owner string, err error) []Unresolved {
+	var out []Unresolved
+	for s := range e.sets {
+		if !sets.has(s) {
+			continue
+		}
+		for _, r := range e.setRules[s] {
+			out = append(out, Unresolved{Port: r.Port, Protocol: r.Protocol, Owner: owner, Err: err})
+		}
+	}
+	return out
+}
+
+// add merges what a cgroup is as several principals.
+func (p memberPlan) add(rel string, o memberOwn) {
+	cur, ok := p[rel]
+	if !ok {
+		p[rel] = o
+		return
+	}
+	cur.bits.or(o.bits)
+	if o.override {
+		cur.flags, cur.pod, cur.override = o.flags, o.pod, true
+	} else if !cur.override {
+		cur.flags |= o.flags
+	}
+	p[rel] = cur
+}
+
+// podOwn is what a pod's or a container's cgroup is by itself.
+func (l *Loader) podOwn(enc *encoded, pc PodCgroup) memberOwn {
+	if pc.Pod == nil || pc.Pod.Pending {
+		return memberOwn{flags: memberPending, override: true}
+	}
+	o := memberOwn{bits: enc.podSets(pc.Pod), flags: memberPod, override: true}
+	if pc.Pod.PortsKnown {
+		o.pod = l.pods.id(pc.Pod)
+	}
+	if pc.Pod.Container == "" && enc.podContainers {
+		// Containers must each be resolved: they start pending.
+		o.flags |= memberSpawnPending
+	}
+	return o
+}
+
+// CgroupCreated puts in force what a new cgroup is, when the policy names
+// it: a `cgroup:` owner path or a system unit that appeared after the policy
+// was applied. It also repairs a membership the kernel failed to copy. It
+// returns whether it wrote anything. Callers serialise it with Apply.
+func (l *Loader) CgroupCreated(ev CgroupEvent) (bool, error) {
+	if l.enc == nil || ev.Path == "" {
+		return false, nil
+	}
+	rel := cleanPath(ev.Path)
+	own, principal := l.principal(rel)
+	if principal {
+		l.plan_.add(rel, own)
+	}
+	if !principal && !ev.CopyFailed {
+		return false, nil
+	}
+	if err := l.store().writeFrom(l.plan_, rel, l.active, l.generation); err != nil {
+		return false, fmt.Errorf("membership of new cgroup %s: %w", rel, err)
+	}
+	return true, nil
+}
+
+// principal says whether rel is named by the policy in force by itself.
+func (l *Loader) principal(rel string) (memberOwn, bool) {
+	var own memberOwn
+	found := false
+	if b, ok := l.enc.byPath[rel]; ok {
+		own.bits.or(b)
+		found = true
+	}
+	if u, ok := cgroups.SystemUnit(l.cfg.UnitRoot, rel); ok {
+		if b, ok := l.enc.byUnit[u]; ok {
+			own.bits.or(b)
+			found = true
+		}
+	}
+	return own, found
+}
+
+// CgroupRemoved forgets a cgroup that went away. Its membership goes with
+// it (cgroup storage), or the kernel's rmdir program deletes it (hash).
+func (l *Loader) CgroupRemoved(ev CgroupEvent) {
+	if l.plan_ != nil && ev.Path != "" {
+		delete(l.plan_, cleanPath(ev.Path))
+	}
+}
+
+// SetPod puts in force what a pod's or a container's cgroup is, now that the
+// runtime reported it (or that it is pending), and what is below it. The
+// pod's declared ports are written before its membership names them.
+func (l *Loader) SetPod(pc PodCgroup) error {
+	if l.enc == nil {
+		return nil
+	}
+	rel := cleanPath(pc.Path)
+	own := l.podOwn(l.enc, pc)
+	if own.pod != 0 {
+		if err := l.putPairs(l.pods.pairsOf(pc.Pod.UID)); err != nil {
+			return err
+		}
+	}
+	l.plan_.add(rel, own)
+	return l.store().writeFrom(l.plan_, rel, l.active, l.generation)
+}
+
+// SetSpawnPending marks one of kubelet's pod parents: cgroups created below
+// it are pods whose identity is pending.
+func (l *Loader) SetSpawnPending(rel string) error {
+	if l.enc == nil {
+		return nil
+	}
+	rel = cleanPath(rel)
+	l.plan_.add(rel, memberOwn{flags: memberSpawnPending, override: true})
+	return l.store().writeFrom(l.plan_, rel, l.active, l.generation)
+}
+
+// PodRemoved forgets a pod: its declared ports leave the policy in force.
+func (l *Loader) PodRemoved(uid string) {
+	keys := l.pods.pairsOf(uid)
+	if s := l.slots[l.active]; s.pairs != nil {
+		for i := range keys {
+			s.pairs.Delete(&keys[i])
+		}
+	}
+	l.pods.forget(uid)
+}
+
+func (l *Loader) putPairs(keys []bindguardBgKey) error {
+	s := l.slots[l.active]
+	if s.pairs == nil {
+		return nil
+	}
+	one := uint8(1)
+	for i := range keys {
+		if err := s.pairs.Put(&keys[i], &one); err != nil {
+			return fmt.Errorf("declared ports: %w", err)
+		}
+	}
+	return nil
+}
+
+// RefreshMembers rewrites every membership of the policy in force from what
+// exists now: after cgroup events were lost.
+func (l *Loader) RefreshMembers(src Sources) (int, error) {
+	if l.enc == nil {
+		return 0, nil
+	}
+	plan, _, err := l.plan(l.enc, src)
+	if err != nil {
+		return 0, err
+	}
+	store := l.store()
+	if err := store.writeAll(plan, l.active, l.generation); err != nil {
+		return store.written, err
+	}
+	l.plan_ = plan
+	return store.written, nil
 }
 
 // CgroupEventsLost is how many cgroup events did not fit the ring buffer
-// since load. When it grows, call ResolveOwners: a creation may be among them.
+// since load. When it grows, call RefreshMembers: a creation may be among them.
 func (l *Loader) CgroupEventsLost() (uint64, error) {
 	var n uint64
 	if err := l.objs.BgCgroupEventsLost.Get(&n); err != nil {
@@ -132,39 +322,51 @@ func (l *Loader) CgroupEventsLost() (uint64, error) {
 	return n, nil
 }
 
-// ResolveOwners puts in force every owner cgroup of the policy that exists
-// now. Adding an owner that is in force already changes nothing, so it is
-// safe to run after WatchCgroups to cover cgroups created in between.
-func (l *Loader) ResolveOwners(r Resolver) (int, error) {
-	joined := 0
-	resolve := func(rel string) error {
-		id, _, err := r.ID(rel)
-		if err != nil {
-			return nil // still absent
-		}
-		n, err := l.CgroupCreated(id, rel)
-		joined += n
-		return err
-	}
-	for p := range l.owners.byPath {
-		if err := resolve(p); err != nil {
-			return joined, err
-		}
-	}
-	names := make([]string, 0, len(l.owners.byUnit))
-	for u := range l.owners.byUnit {
-		names = append(names, u)
-	}
-	units, err := r.FindUnits(names)
-	if err != nil {
-		return joined, err
-	}
-	for _, paths := range units {
-		for _, p := range paths {
-			if err := resolve(p); err != nil {
-				return joined, err
-			}
-		}
-	}
-	return joined, nil
+// podIDs numbers the pods whose declared ports are known, for the
+// BG_PAIR_POD_PORT pairs. Ids live as long as the Loader; 0 is "unknown".
+type podIDs struct {
+	ids   map[string]uint32
+	ports map[string][]policy.PodPort
+	next  uint32
 }
+
+func (p *podIDs) id(pod *policy.Pod) uint32 {
+	if p.ids == nil {
+		p.ids, p.ports = map[string]uint32{}, map[string][]policy.PodPort{}
+	}
+	id, ok := p.ids[pod.UID]
+	if !ok {
+		p.next++
+		id = p.next
+		p.ids[pod.UID] = id
+	}
+	p.ports[pod.UID] = pod.Ports
+	return id
+}
+
+func (p *podIDs) pairsOf(uid string) []bindguardBgKey {
+	id, ok := p.ids[uid]
+	if !ok {
+		return nil
+	}
+	var keys []bindguardBgKey
+	for _, pp := range p.ports[uid] {
+		keys = append(keys, bindguardBgKey{Kind: pairPodPort, Proto: protoOf(pp.Protocol), Port: pp.Port, Id: uint64(id)})
+	}
+	return keys
+}
+
+func (p *podIDs) pairs() []bindguardBgKey {
+	var keys []bindguardBgKey
+	for _, uid := range slices.Sorted(maps.Keys(p.ids)) {
+		keys = append(keys, p.pairsOf(uid)...)
+	}
+	return keys
+}
+
+func (p *podIDs) forget(uid string) {
+	delete(p.ids, uid)
+	delete(p.ports, uid)
+}
+
+var _ Resolver = (*cgroups.FS)(nil)

@@ -20,10 +20,10 @@ type Verdict string
 // Verdicts on a port (see the package documentation).
 const (
 	OK         Verdict = "ok"
-	Undeclared Verdict = policy.ReasonUndeclared
-	Removed    Verdict = policy.ReasonRemoved
-	Owner      Verdict = policy.ReasonOwner
-	Address    Verdict = policy.ReasonAddress
+	Undeclared Verdict = Verdict(policy.ReasonUndeclared)
+	Removed    Verdict = Verdict(policy.ReasonRemoved)
+	Owner      Verdict = Verdict(policy.ReasonOwner)
+	Address    Verdict = Verdict(policy.ReasonAddress)
 )
 
 // Warnings: nothing was judged.

@@ -89,6 +89,7 @@ func mergeOwners(ents []*Entry, g []int) Owners {
 		o.Cgroups = append(o.Cgroups, e.Owners.Cgroups...)
 		o.Units = append(o.Units, e.Owners.Units...)
 		o.UIDs = append(o.UIDs, e.Owners.UIDs...)
+		o.Pods = append(o.Pods, e.Owners.Pods...)
 	}
 	return normalizeOwners(o)
 }
@@ -100,6 +101,7 @@ func normalizeOwners(o Owners) Owners {
 		Cgroups: sortUnique(o.Cgroups),
 		Units:   sortUnique(o.Units),
 		UIDs:    sortUnique(o.UIDs),
+		Pods:    sortUniquePods(o.Pods),
 	}
 }
 

@@ -23,23 +23,6 @@ func (p Protocol) String() string {
 	return fmt.Sprintf("protocol(%d)", uint8(p))
 }
 
-// Mode says whether a violation is only reported (audit) or refused (enforce).
-type Mode string
-
-const (
-	ModeAudit   Mode = "audit"
-	ModeEnforce Mode = "enforce"
-)
-
-// ParseMode accepts "audit" or "enforce".
-func ParseMode(s string) (Mode, error) {
-	switch Mode(s) {
-	case ModeAudit, ModeEnforce:
-		return Mode(s), nil
-	}
-	return "", fmt.Errorf("mode %q: must be audit or enforce", s)
-}
-
 // Pos is a place in registry input.
 type Pos struct {
 	File string
@@ -83,8 +66,9 @@ type Owners struct {
 	// Cgroups are paths relative to the cgroup2 root ("/system.slice/x.service");
 	// a task matches when its cgroup is the path or below it.
 	Cgroups []string
-	// Units are systemd unit names; each stands for every cgroup directory
-	// named after the unit.
+	// Units are systemd unit names; each stands for the system manager's
+	// unit of that name and everything below it (see cgroups.UnitOf): never
+	// a cgroup of that name in a delegated subtree.
 	Units []string
 	UIDs  []uint32
 	// Pods are Kubernetes pod owners (see PodOwner).

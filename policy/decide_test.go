@@ -35,18 +35,19 @@ func decideFixture() *Compiled {
 func TestDecide(t *testing.T) {
 	c := decideFixture()
 	deep := "/d" + strings.Repeat("/d", MaxCgroupDepth)
+	deepSlices := "/d.slice" + strings.Repeat("/d.slice", MaxCgroupDepth-1) // the unit below is one level too deep
 	exists := func(p string) bool { return p != "/gone" }
-	units := map[string][]string{"x.service": {"/system.slice/x.service", "/user.slice/u/x.service", deep + "/x.service"}}
+	units := map[string][]string{"x.service": {"/system.slice/x.service", "/user.slice/u/x.service", deepSlices + "/x.service"}}
 	findUnit := func(u string) []string { return units[u] }
 
 	type want struct {
 		verdict Verdict
-		reason  string
+		reason  Reason
 		origin  int // index into c.Origins, -1 for none
 	}
 	allow := func(origin int) want { return want{Allow, "", origin} }
-	deny := func(reason string, origin int) want { return want{Deny, reason, origin} }
-	audit := func(reason string, origin int) want { return want{Audit, reason, origin} }
+	deny := func(reason Reason, origin int) want { return want{Deny, reason, origin} }
+	audit := func(reason Reason, origin int) want { return want{Audit, reason, origin} }
 
 	a4 := func(port uint16, proto Protocol, addr string) BindAttempt {
 		return BindAttempt{Port: port, Protocol: proto, Family: 4, Address: netip.MustParseAddr(addr), Cgroup: "/z", HostNetns: true}
@@ -110,14 +111,21 @@ func TestDecide(t *testing.T) {
 		{"nil Exists: every owner exists", ModeEnforce, in(a4(107, TCP, "0.0.0.0"), "/gone/x"), DecideOptions{}, allow(8)},
 		// units
 		{"unit found", ModeEnforce, in(a4(103, TCP, "0.0.0.0"), "/system.slice/x.service"), DecideOptions{FindUnit: findUnit}, allow(3)},
-		{"unit found, below", ModeEnforce, in(a4(103, TCP, "0.0.0.0"), "/user.slice/u/x.service/app"), DecideOptions{FindUnit: findUnit}, allow(3)},
+		{"unit found, below", ModeEnforce, in(a4(103, TCP, "0.0.0.0"), "/system.slice/x.service/app/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p"), DecideOptions{FindUnit: findUnit}, allow(3)},
+		{"unit found in a delegated subtree is not the unit", ModeEnforce, in(a4(103, TCP, "0.0.0.0"), "/user.slice/u/x.service/app"), DecideOptions{FindUnit: findUnit}, deny(ReasonOwner, 3)},
+		{"user manager's look-alike", ModeEnforce, in(a4(103, TCP, "0.0.0.0"), "/user.slice/user-1000.slice/user@1000.service/app.slice/x.service"), DecideOptions{}, deny(ReasonOwner, 3)},
+		{"nested slices", ModeEnforce, in(a4(103, TCP, "0.0.0.0"), "/system.slice/system-x.slice/x.service"), DecideOptions{}, allow(3)},
+		{"unit at the unit root", ModeEnforce, in(a4(103, TCP, "0.0.0.0"), "/t/x.service"), DecideOptions{UnitRoot: "/t"}, allow(3)},
+		{"unit below the unit root", ModeEnforce, in(a4(103, TCP, "0.0.0.0"), "/t/system.slice/x.service/c"), DecideOptions{UnitRoot: "/t"}, allow(3)},
+		{"unit outside the unit root", ModeEnforce, in(a4(103, TCP, "0.0.0.0"), "/system.slice/x.service"), DecideOptions{UnitRoot: "/t"}, deny(ReasonOwner, 3)},
 		{"unit not found there", ModeEnforce, in(a4(103, TCP, "0.0.0.0"), "/other/x.service"), DecideOptions{FindUnit: findUnit}, deny(ReasonOwner, 3)},
-		{"unit found too deep", ModeEnforce, in(a4(103, TCP, "0.0.0.0"), deep+"/x.service"), DecideOptions{FindUnit: findUnit}, deny(ReasonOwner, 3)},
+		{"unit found too deep", ModeEnforce, in(a4(103, TCP, "0.0.0.0"), deepSlices+"/x.service"), DecideOptions{FindUnit: findUnit}, deny(ReasonOwner, 3)},
 		{"unit found nowhere", ModeEnforce, in(a4(103, TCP, "0.0.0.0"), "/system.slice/x.service"), DecideOptions{FindUnit: func(string) []string { return nil }}, deny(ReasonOwner, 3)},
-		{"unit by name without FindUnit", ModeEnforce, in(a4(103, TCP, "0.0.0.0"), "/other/x.service/app"), DecideOptions{}, allow(3)},
-		{"unit name as prefix without FindUnit", ModeEnforce, in(a4(103, TCP, "0.0.0.0"), "/other/x.service2"), DecideOptions{}, deny(ReasonOwner, 3)},
-		{"unit without FindUnit, cgroup gone", ModeEnforce, in(a4(103, TCP, "0.0.0.0"), "/other/x.service"), DecideOptions{Exists: func(string) bool { return false }}, deny(ReasonOwner, 3)},
-		{"unit without FindUnit too deep", ModeEnforce, in(a4(103, TCP, "0.0.0.0"), deep+"/x.service"), DecideOptions{}, deny(ReasonOwner, 3)},
+		{"unit by name without FindUnit", ModeEnforce, in(a4(103, TCP, "0.0.0.0"), "/system.slice/x.service/app"), DecideOptions{}, allow(3)},
+		{"unit below a plain directory without FindUnit", ModeEnforce, in(a4(103, TCP, "0.0.0.0"), "/other/x.service/app"), DecideOptions{}, deny(ReasonOwner, 3)},
+		{"unit name as prefix without FindUnit", ModeEnforce, in(a4(103, TCP, "0.0.0.0"), "/system.slice/x.service2"), DecideOptions{}, deny(ReasonOwner, 3)},
+		{"unit without FindUnit, cgroup gone", ModeEnforce, in(a4(103, TCP, "0.0.0.0"), "/system.slice/x.service"), DecideOptions{Exists: func(string) bool { return false }}, deny(ReasonOwner, 3)},
+		{"unit without FindUnit too deep", ModeEnforce, in(a4(103, TCP, "0.0.0.0"), deepSlices+"/x.service"), DecideOptions{}, deny(ReasonOwner, 3)},
 		// 7. localhost
 		{"localhost 127.0.0.1", ModeEnforce, a4(101, TCP, "127.0.0.1"), DecideOptions{}, allow(1)},
 		{"localhost 127.1.2.3", ModeEnforce, a4(101, TCP, "127.1.2.3"), DecideOptions{}, allow(1)},
@@ -190,7 +198,7 @@ removed:
 	tests := []struct {
 		a       BindAttempt
 		verdict Verdict
-		reason  string
+		reason  Reason
 		line    int
 	}{
 		{at(8999, TCP, "/", 0, "0.0.0.0"), Deny, ReasonUndeclared, 0},
@@ -251,5 +259,109 @@ func TestDecideFixtureSorted(t *testing.T) {
 		return int(a.Port) - int(b.Port)
 	}) {
 		t.Fatal("fixture rules are not sorted by protocol, then port")
+	}
+}
+
+func TestDecidePods(t *testing.T) {
+	etcd := PodOwner{Namespace: "kube-system", Labels: map[string]string{"component": "etcd"}}
+	c := &Compiled{
+		Origins: []Origin{{Process: "etcd"}, {Process: "exporter"}, {Process: "agent"}, {Process: "any"}},
+		Rules: []Rule{
+			{Port: 2379, Protocol: TCP, Owners: Owners{Pods: []PodOwner{etcd}, UIDs: []uint32{7}}, Origin: 0},
+			{Port: 9100, Protocol: TCP, Owners: Owners{Pods: []PodOwner{{Namespace: "monitoring", Container: "exporter"}}}, Origin: 1},
+			{Port: 9200, Protocol: TCP, Owners: Owners{UIDs: []uint32{7}}, Origin: 2},
+			{Port: 9300, Protocol: TCP, Localhost: true, Owners: Owners{Pods: []PodOwner{etcd}}, Origin: 3},
+			{Port: 9400, Protocol: TCP, Origin: 3},
+			{Port: 9401, Protocol: TCP, Audit: true, Origin: 3},
+			{Port: 9402, Protocol: TCP, Localhost: true, Origin: 3},
+			{Port: 9400, Protocol: UDP, Origin: 3},
+		},
+	}
+	etcdPod := &Pod{Namespace: "kube-system", Name: "etcd-cp1", Labels: map[string]string{"component": "etcd", "tier": "control-plane"},
+		Container: "etcd", Ports: []PodPort{{2379, TCP}, {9400, UDP}, {9402, TCP}}, PortsKnown: true}
+	with := func(p Pod, f func(*Pod)) *Pod { f(&p); return &p }
+	pending := &Pod{Pending: true}
+	exporter := &Pod{Namespace: "monitoring", Name: "ne-1", Container: "exporter", Ports: []PodPort{{9100, TCP}, {9400, TCP}}, PortsKnown: true}
+	sidecar := with(*exporter, func(p *Pod) { p.Container = "kube-rbac-proxy" })
+	require := DecideOptions{PodPorts: PodPortsRequire}
+
+	tests := []struct {
+		name    string
+		mode    Mode
+		port    uint16
+		proto   Protocol
+		addr    string
+		uid     uint32
+		pod     *Pod
+		opts    DecideOptions
+		verdict Verdict
+		reason  Reason
+	}{
+		{"pod owner", ModeEnforce, 2379, TCP, "0.0.0.0", 0, etcdPod, DecideOptions{}, Allow, ""},
+		{"pod of another namespace", ModeEnforce, 2379, TCP, "0.0.0.0", 0, with(*etcdPod, func(p *Pod) { p.Namespace = "default" }), DecideOptions{}, Deny, ReasonOwner},
+		{"pod without the label", ModeEnforce, 2379, TCP, "0.0.0.0", 0, with(*etcdPod, func(p *Pod) { p.Labels = map[string]string{"component": "etcd2"} }), DecideOptions{}, Deny, ReasonOwner},
+		{"pod owner, audit mode", ModeAudit, 2379, TCP, "0.0.0.0", 0, with(*etcdPod, func(p *Pod) { p.Namespace = "default" }), DecideOptions{}, Audit, ReasonOwner},
+		{"host process is no pod owner", ModeEnforce, 2379, TCP, "0.0.0.0", 0, nil, DecideOptions{}, Deny, ReasonOwner},
+		{"uid owner beside pod owners", ModeEnforce, 2379, TCP, "0.0.0.0", 7, nil, DecideOptions{}, Allow, ""},
+		{"container owner", ModeEnforce, 9100, TCP, "0.0.0.0", 0, exporter, DecideOptions{}, Allow, ""},
+		{"other container of the pod", ModeEnforce, 9100, TCP, "0.0.0.0", 0, sidecar, DecideOptions{}, Deny, ReasonOwner},
+		{"pending pod, pod owners: audited in enforce", ModeEnforce, 2379, TCP, "0.0.0.0", 0, pending, DecideOptions{}, Audit, ReasonPodPending},
+		{"pending pod matching a uid owner", ModeEnforce, 2379, TCP, "0.0.0.0", 7, pending, DecideOptions{}, Allow, ""},
+		{"pending pod, no pod owners: owner", ModeEnforce, 9200, TCP, "0.0.0.0", 0, pending, DecideOptions{}, Deny, ReasonOwner},
+		{"pending pod, undeclared", ModeEnforce, 9999, TCP, "0.0.0.0", 0, pending, DecideOptions{}, Deny, ReasonUndeclared},
+		{"pending pod before the address", ModeEnforce, 9300, TCP, "0.0.0.0", 0, pending, DecideOptions{}, Audit, ReasonPodPending},
+		{"pod owner, wrong address", ModeEnforce, 9300, TCP, "0.0.0.0", 0, etcdPod, DecideOptions{}, Deny, ReasonAddress},
+		// 8. declared ports
+		{"ignore: undeclared port allowed", ModeEnforce, 9400, TCP, "0.0.0.0", 0, etcdPod, DecideOptions{}, Allow, ""},
+		{"require: declared", ModeEnforce, 9400, UDP, "0.0.0.0", 0, etcdPod, require, Allow, ""},
+		{"require: other protocol", ModeEnforce, 9400, TCP, "0.0.0.0", 0, etcdPod, require, Deny, ReasonPodUndeclared},
+		{"require: audit mode", ModeAudit, 9400, TCP, "0.0.0.0", 0, etcdPod, require, Audit, ReasonPodUndeclared},
+		{"require: audit-only rule", ModeEnforce, 9401, TCP, "0.0.0.0", 0, etcdPod, require, Audit, ReasonPodUndeclared},
+		{"require: sibling's port", ModeEnforce, 9400, TCP, "0.0.0.0", 0, sidecar, require, Allow, ""},
+		{"require: host process", ModeEnforce, 9401, TCP, "0.0.0.0", 0, nil, require, Allow, ""},
+		{"require: ports not known yet", ModeEnforce, 9401, TCP, "0.0.0.0", 0, with(*etcdPod, func(p *Pod) { p.PortsKnown = false }), require, Audit, ReasonPodPending},
+		{"require: ports not known, but declared", ModeEnforce, 9400, UDP, "0.0.0.0", 0, with(*etcdPod, func(p *Pod) { p.PortsKnown = false }), require, Allow, ""},
+		{"require: pending pod", ModeEnforce, 9400, TCP, "0.0.0.0", 0, pending, require, Audit, ReasonPodPending},
+		{"require: registry first", ModeEnforce, 9999, TCP, "0.0.0.0", 0, etcdPod, require, Deny, ReasonUndeclared},
+		{"require: address before declaration", ModeEnforce, 9402, TCP, "0.0.0.0", 0, exporter, require, Deny, ReasonAddress},
+		{"require: declared, loopback", ModeEnforce, 9402, TCP, "127.0.0.1", 0, etcdPod, require, Allow, ""},
+		{"require: owner before declaration", ModeEnforce, 9100, TCP, "0.0.0.0", 0, with(*sidecar, func(p *Pod) { p.Ports = nil }), require, Deny, ReasonOwner},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := BindAttempt{Port: tt.port, Protocol: tt.proto, Family: FamilyIPv4, Address: netip.MustParseAddr(tt.addr),
+				Cgroup: "/kubepods/besteffort/pod1/c", UID: tt.uid, HostNetns: true, Pod: tt.pod}
+			got := Decide(c, tt.mode, a, tt.opts)
+			if got.Verdict != tt.verdict || got.Reason != tt.reason {
+				t.Errorf("Decide = %s/%q, want %s/%q", got.Verdict, got.Reason, tt.verdict, tt.reason)
+			}
+		})
+	}
+}
+
+func TestVocabulary(t *testing.T) {
+	if got := joinNames(Reasons()); got != "undeclared, removed, owner, pod-pending, address, pod-undeclared" {
+		t.Errorf("Reasons() = %s", got)
+	}
+	for _, r := range Reasons() {
+		if got, err := ParseReason(r.String()); err != nil || got != r {
+			t.Errorf("ParseReason(%q) = %q, %v", r, got, err)
+		}
+	}
+	if _, err := ParseReason("none"); err == nil {
+		t.Error("ParseReason(none): no error")
+	}
+	for _, tt := range []struct {
+		in   string
+		want PodPortsMode
+		err  bool
+	}{{"ignore", PodPortsIgnore, false}, {"require", PodPortsRequire, false}, {"", "", true}, {"Require", "", true}} {
+		got, err := ParsePodPortsMode(tt.in)
+		if got != tt.want || (err != nil) != tt.err {
+			t.Errorf("ParsePodPortsMode(%q) = %q, %v", tt.in, got, err)
+		}
+	}
+	if PodPortsMode("").String() != "ignore" || FamilyIPv6.String() != "ipv6" || Family(9).String() != "family(9)" {
+		t.Error("names")
 	}
 }

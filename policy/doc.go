@@ -1,7 +1,12 @@
 // Package policy owns the host port registry: its schema, parsing,
-// validation and compilation into the policy of one node. It does not touch
-// the kernel: loading a Compiled policy into BPF maps is package loader's,
-// and the registries built into the binary are package builtin's.
+// validation and compilation into the policy of one node; Decide, the
+// reference verdict on one bind that the kernel programs must reproduce; and
+// the vocabulary events, counters and flags share (Reason, Verdict, Mode,
+// Family, PodPortsMode). It does not touch the kernel: loading a Compiled
+// policy into BPF maps is package loader's, cgroup path knowledge (which
+// cgroup is a systemd unit, cgroups.UnitOf) is package cgroups', pod
+// identity comes from the container runtime (package cri), and the
+// registries built into the binary are package builtin's.
 //
 // # Registry
 //
@@ -16,9 +21,16 @@
 //	    process: etcd          # required
 //	    owners:                # optional; absent: any process may bind
 //	      - cgroup: /system.slice/etcd.service  # that cgroup or below it
-//	      - unit: etcd.service                  # every cgroup named so
+//	      - unit: etcd.service                  # the system manager's unit
 //	      - uid: 0
+//	      - pod: {namespace: kube-system, labels: {component: etcd}, container: etcd}
 //	    nodeSelector: {node-role.kubernetes.io/master: ""}  # absent: every node
+//	    # or a Kubernetes label selector (see Selector):
+//	    # nodeSelector:
+//	    #   matchLabels: {kubernetes.io/os: linux}
+//	    #   matchExpressions:
+//	    #     - {key: node-role.kubernetes.io/worker, operator: Exists}
+//	    #     - {key: topology.kubernetes.io/zone, operator: In, values: [a, b]}
 //	    bind: any              # any (default) or localhost
 //	    mode: audit            # audit: only audited even when the node enforces
 //	    team: etcd
@@ -40,8 +52,10 @@
 //
 // Two entries that claim an overlapping (port, protocol) for different
 // processes (compared trimmed and case-insensitively) conflict when one node
-// could match both selectors, that is, unless they share a label key with
-// different values. A port both claimed and removed conflicts likewise.
+// could match both selectors. That is decided exactly (see Satisfiable): key
+// by key, the values that matchLabels, In and NotIn leave, and Exists against
+// DoesNotExist. A port both claimed and removed conflicts likewise. A
+// selector that no node can match is an error.
 //
 // Entries of the same process on the same port do not conflict; the node's
 // rule merges them: owners are the union, but if either entry has no owners
@@ -58,7 +72,14 @@
 // policy (its meta entry alone), never an allow-all.
 //
 // Limits are checked before anything loads: a compiled policy needs 1 meta
-// map entry, 1 per rule and 1 per owner of each rule (a unit owner counted
-// as 1), at most MaxMapEntries in all, and each rule lists at most
+// map entry, 1 per rule and 1 per owner of each rule (a unit or pod owner
+// counted as 1), at most MaxMapEntries in all, and each rule lists at most
 // MaxOwnersPerRule owners.
+//
+// # Decide
+//
+// Decide judges one BindAttempt (port, protocol, address, the task's cgroup,
+// uid and network namespace, and its pod when it runs in one) against a
+// Compiled policy, in the order its comment lists; the kernel programs
+// follow the same order, and a differential test compares them.
 package policy

@@ -22,6 +22,8 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte(header + "  - &e {port: 1-65535, protocol: [tcp, udp], process: a, owners: [{uid: 1}]}\n  - *e\n"))
 	f.Add([]byte("a: &a [*a]\n"))
+	f.Add([]byte(header + "  - {port: 1, process: a, nodeSelector: {matchLabels: {a: b}, matchExpressions: [{key: c, operator: In, values: [d]}, {key: e, operator: DoesNotExist}]}}\n" +
+		"  - {port: 1, process: b, nodeSelector: {matchExpressions: [{key: c, operator: NotIn, values: [d]}]}}\n"))
 	f.Add([]byte(header + "  - {port: 1, process: a}\n---\n" + header + "  - {port: 1, process: b}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		reg, err := Parse("f.yaml", data)

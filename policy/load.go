@@ -5,16 +5,28 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/bindguard/bindguard/policy/builtin"
 )
 
 // BuiltinPrefix marks a path naming a registry built into the binary.
 const BuiltinPrefix = "builtin:"
+
+// Size limits on registry input, checked before a file is read: the largest
+// registry a node can load (262,144 map entries) fits in well under a
+// megabyte of YAML, and the parser needs many times its input in memory.
+const (
+	// MaxFileSize is the largest registry file read.
+	MaxFileSize = 4 << 20
+	// MaxTotalSize is the most read over all the files of one Load.
+	MaxTotalSize = 16 << 20
+)
 
 // Load reads and merges registries. Each path is
 //   - a file;
@@ -28,6 +40,11 @@ const BuiltinPrefix = "builtin:"
 // Files are merged in the order given: entries and removed lists are
 // concatenated and each document's metadata is kept in Sources.
 //
+// Only regular files are read (a symlink to one is followed): a FIFO, a
+// device or a socket is an error, never a read that blocks or does not end.
+// A file over MaxFileSize, or files over MaxTotalSize together, are refused
+// before they are read.
+//
 // Reading errors (a missing file) return a nil Registry and a plain error.
 // Registry errors in any file return an ErrorList with every problem in every
 // file, together with a non-nil Registry holding the well-formed entries (see
@@ -40,8 +57,9 @@ func Load(paths ...string) (*Registry, error) {
 		return nil, errors.New("load registry: no registry path given")
 	}
 	var inputs []input
+	budget := int64(MaxTotalSize)
 	for _, p := range paths {
-		in, err := readPath(p)
+		in, err := readPath(p, &budget)
 		if err != nil {
 			return nil, fmt.Errorf("load registry: %w", err)
 		}
@@ -86,7 +104,7 @@ func registryExt(name string) bool {
 	return false
 }
 
-func readPath(p string) ([]input, error) {
+func readPath(p string, budget *int64) ([]input, error) {
 	if name, ok := strings.CutPrefix(p, BuiltinPrefix); ok {
 		files, err := builtin.Files(name)
 		if err != nil {
@@ -106,7 +124,7 @@ func readPath(p string) ([]input, error) {
 		return nil, err
 	}
 	if !fi.IsDir() {
-		data, err := os.ReadFile(p)
+		data, err := readRegular(p, budget)
 		if err != nil {
 			return nil, err
 		}
@@ -127,10 +145,10 @@ func readPath(p string) ([]input, error) {
 		if err != nil {
 			return nil, err
 		}
-		if !fi.Mode().IsRegular() {
+		if fi.IsDir() {
 			continue
 		}
-		data, err := os.ReadFile(full)
+		data, err := readRegular(full, budget)
 		if err != nil {
 			return nil, err
 		}
@@ -140,4 +158,66 @@ func readPath(p string) ([]input, error) {
 		return nil, fmt.Errorf("%s: directory has no *.yaml, *.yml or *.json registry files", p)
 	}
 	return in, nil
+}
+
+// readRegular reads a regular file of at most MaxFileSize bytes, and at most
+// what is left of the budget of the Load. It opens without blocking (a FIFO
+// put in the file's place opens at once), checks what it opened with fstat,
+// and reads no more than the limit even if the file grows meanwhile.
+func readRegular(p string, budget *int64) ([]byte, error) {
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%s); a registry is a file or a directory of files", p, fileKind(fi.Mode()))
+	}
+	limit := min(int64(MaxFileSize), *budget)
+	if fi.Size() > limit {
+		return nil, sizeError(p, fi.Size())
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, sizeError(p, int64(len(data)))
+	}
+	*budget -= int64(len(data))
+	return data, nil
+}
+
+func sizeError(p string, size int64) error {
+	if size <= MaxFileSize {
+		return fmt.Errorf("%s: %s would take the registry files over %s together, the limit of one load", p, sizeText(size), sizeText(MaxTotalSize))
+	}
+	return fmt.Errorf("%s: %s is over the %s limit for one registry file", p, sizeText(size), sizeText(MaxFileSize))
+}
+
+func sizeText(n int64) string {
+	if n >= 1<<20 {
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+func fileKind(m os.FileMode) string {
+	switch {
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m&os.ModeDevice != 0:
+		return "a block device"
+	case m.IsDir():
+		return "a directory"
+	}
+	return "not regular"
 }

@@ -245,7 +245,7 @@ var (
 	metadataFields = []string{"name", "source"}
 	entryFields    = []string{"port", "protocol", "process", "owners", "nodeSelector", "bind", "mode", "team", "since", "notes"}
 	removedFields  = []string{"port", "protocol", "process", "nodeSelector", "removed", "team", "since", "notes"}
-	ownerFields    = []string{"cgroup", "unit", "uid"}
+	ownerFields    = []string{"cgroup", "unit", "uid", "pod"}
 )
 
 func (p *parser) document(n *yaml.Node) {
@@ -343,50 +343,9 @@ func (p *parser) entry(n *yaml.Node, removed bool) (e Entry, ok bool) {
 	e = Entry{Pos: p.pos(n), Removed: removed, Bind: BindAny, Protocols: []Protocol{TCP}}
 	var hasPort, hasProcess bool
 	p.fields(n, what, allowed, func(key string, k, v *yaml.Node) {
-		switch key {
-		case "port":
-			hasPort = true
-			e.Ports = p.ports(v)
-		case "protocol":
-			e.Protocols = p.protocols(v)
-		case "process":
-			hasProcess = true
-			if s, ok := p.text(key, v); ok {
-				if err := checkProcess(s); err != nil {
-					p.errorf(v, "%v", err)
-				}
-				e.Process = strings.TrimSpace(s)
-			}
-		case "owners":
-			e.Owners = p.owners(v)
-		case "nodeSelector":
-			e.NodeSelector = p.selector(v)
-		case "bind":
-			if s, ok := p.text(key, v); ok && !isNull(v) {
-				b, err := parseBind(s)
-				if err != nil {
-					p.errorf(v, "%v", err)
-				}
-				e.Bind = b
-			}
-		case "mode":
-			if s, ok := p.text(key, v); ok && !isNull(v) {
-				switch Mode(s) {
-				case ModeAudit, ModeEnforce:
-					e.Mode = Mode(s)
-				default:
-					p.errorf(v, "mode %q: want audit or enforce (or omit it: the node's mode applies)", s)
-				}
-			}
-		case "team":
-			e.Team, _ = p.text(key, v)
-		case "since":
-			e.Since, _ = p.text(key, v)
-		case "notes":
-			e.Notes, _ = p.text(key, v)
-		case "removed":
-			e.RemovedIn, _ = p.text(key, v)
-		}
+		hasPort = hasPort || key == "port"
+		hasProcess = hasProcess || key == "process"
+		p.entryField(&e, key, v)
 	})
 	if !hasPort {
 		p.errorf(n, "%s has no port: want port: 1-65535 or a range like \"9200-9219\"", what)
@@ -395,6 +354,51 @@ func (p *parser) entry(n *yaml.Node, removed bool) (e Entry, ok bool) {
 		p.errorf(n, "%s has no process: name the process that binds the port", what)
 	}
 	return e, len(p.errs) == before
+}
+
+// entryField parses one field of an entry into e.
+func (p *parser) entryField(e *Entry, key string, v *yaml.Node) {
+	switch key {
+	case "port":
+		e.Ports = p.ports(v)
+	case "protocol":
+		e.Protocols = p.protocols(v)
+	case "process":
+		if s, ok := p.text(key, v); ok {
+			if err := checkProcess(s); err != nil {
+				p.errorf(v, "%v", err)
+			}
+			e.Process = strings.TrimSpace(s)
+		}
+	case "owners":
+		e.Owners = p.owners(v)
+	case "nodeSelector":
+		e.NodeSelector = p.selector(v)
+	case "bind":
+		if s, ok := p.text(key, v); ok && !isNull(v) {
+			b, err := parseBind(s)
+			if err != nil {
+				p.errorf(v, "%v", err)
+			}
+			e.Bind = b
+		}
+	case "mode":
+		if s, ok := p.text(key, v); ok && !isNull(v) {
+			m, err := ParseMode(s)
+			if err != nil {
+				p.errorf(v, "mode %q: want audit or enforce (or omit it: the node's mode applies)", s)
+			}
+			e.Mode = m
+		}
+	case "team":
+		e.Team, _ = p.text(key, v)
+	case "since":
+		e.Since, _ = p.text(key, v)
+	case "notes":
+		e.Notes, _ = p.text(key, v)
+	case "removed":
+		e.RemovedIn, _ = p.text(key, v)
+	}
 }
 
 func (p *parser) ports(n *yaml.Node) PortRange {
@@ -469,7 +473,7 @@ func (p *parser) owners(n *yaml.Node) Owners {
 		return o
 	}
 	if n.Kind != yaml.SequenceNode {
-		p.errorf(n, "owners: want a list of items each with one of cgroup, unit, uid, got %s", describe(n))
+		p.errorf(n, "owners: want a list of items each with one of cgroup, unit, uid, pod, got %s", describe(n))
 		return o
 	}
 	if len(n.Content) == 0 {
@@ -491,7 +495,7 @@ func (p *parser) owners(n *yaml.Node) Owners {
 
 func (p *parser) owner(n *yaml.Node, o *Owners) {
 	if n.Kind != yaml.MappingNode {
-		p.errorf(n, "owner: want a mapping with exactly one of cgroup, unit, uid, got %s", describe(n))
+		p.errorf(n, "owner: want a mapping with exactly one of cgroup, unit, uid, pod, got %s", describe(n))
 		return
 	}
 	var named []string
@@ -531,58 +535,17 @@ func (p *parser) owner(n *yaml.Node, o *Owners) {
 				return
 			}
 			o.UIDs = append(o.UIDs, uint32(u))
+		case "pod":
+			if po, ok := p.podOwner(v); ok {
+				o.Pods = append(o.Pods, po)
+			}
 		}
 	})
 	switch len(named) {
 	case 0:
-		p.errorf(n, "owner names none of cgroup, unit, uid: want exactly one")
+		p.errorf(n, "owner names none of cgroup, unit, uid, pod: want exactly one")
 	case 1:
 	default:
-		p.errorf(n, "owner names %s: want exactly one of cgroup, unit, uid per item", strings.Join(named, " and "))
+		p.errorf(n, "owner names %s: want exactly one of cgroup, unit, uid, pod per item", strings.Join(named, " and "))
 	}
-}
-
-func (p *parser) selector(n *yaml.Node) map[string]string {
-	if isNull(n) {
-		return nil
-	}
-	if n.Kind != yaml.MappingNode {
-		p.errorf(n, "nodeSelector: want a mapping of label to value, got %s", describe(n))
-		return nil
-	}
-	sel := make(map[string]string, len(n.Content)/2)
-	seen := make(map[string]*yaml.Node, len(n.Content)/2)
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := p.resolve(n.Content[i]), p.resolve(n.Content[i+1])
-		if k == nil || v == nil {
-			return sel
-		}
-		if k.Kind != yaml.ScalarNode || k.ShortTag() == "!!merge" {
-			p.errorf(k, "nodeSelector key must be a label name, got %s", describe(k))
-			continue
-		}
-		if first, ok := seen[k.Value]; ok {
-			p.errorf(k, "mapping key %q already defined at line %d", k.Value, first.Line)
-			continue
-		}
-		seen[k.Value] = k
-		if err := checkLabelKey(k.Value); err != nil {
-			p.errorf(k, "%v", err)
-			continue
-		}
-		if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!str" {
-			hint := ""
-			if v.Kind == yaml.ScalarNode {
-				hint = fmt.Sprintf(": quote it, %s: %q", k.Value, v.Value)
-			}
-			p.errorf(v, "node selector %s: want a string value, got %s%s", k.Value, describe(v), hint)
-			continue
-		}
-		if err := checkLabelValue(k.Value, v.Value); err != nil {
-			p.errorf(v, "%v", err)
-			continue
-		}
-		sel[k.Value] = v.Value
-	}
-	return sel
 }

@@ -72,7 +72,7 @@ type Entry struct {
 	// Owners may bind the ports; none means any process may.
 	Owners Owners
 	// NodeSelector must match the node's labels; empty matches every node.
-	NodeSelector map[string]string
+	NodeSelector Selector
 	Bind         Bind
 	// Mode is ModeAudit, ModeEnforce or "" (the node's mode applies).
 	Mode  Mode
@@ -95,26 +95,7 @@ func (e *Entry) protocols() []Protocol {
 
 // Matches reports whether the entry's node selector matches a node's labels.
 func (e *Entry) Matches(nodeLabels map[string]string) bool {
-	for k, v := range e.NodeSelector {
-		if got, ok := nodeLabels[k]; !ok || got != v {
-			return false
-		}
-	}
-	return true
-}
-
-// compatible reports whether some node can match both selectors: they share
-// no key with different values.
-func compatible(a, b map[string]string) bool {
-	if len(b) < len(a) {
-		a, b = b, a
-	}
-	for k, v := range a {
-		if w, ok := b[k]; ok && w != v {
-			return false
-		}
-	}
-	return true
+	return e.NodeSelector.Matches(nodeLabels)
 }
 
 // processKey is how processes are compared: trimmed and case-insensitive.

@@ -11,8 +11,7 @@ import (
 // memory, conflicts, and the kernel map limits.
 //
 // With nodeLabels empty it checks for every node: two entries conflict when
-// some node could match both selectors (they share no key with different
-// values), and the map limit is checked against an upper bound (a node
+// some node could match both selectors (see Satisfiable), and the map limit is checked against an upper bound (a node
 // matching every selector). With nodeLabels it checks one node: only entries
 // whose selector matches are considered, and the limits are exact.
 //
@@ -136,12 +135,16 @@ func checkEntry(e *Entry) []string {
 	for _, u := range e.Owners.UIDs {
 		add(checkUID(uint64(u)))
 	}
+	for _, po := range e.Owners.Pods {
+		for _, err := range checkPodOwner(po) {
+			add(err)
+		}
+	}
 	if c := e.Owners.Count(); c > MaxOwnersPerRule {
 		msgs = append(msgs, fmt.Sprintf("%d owners: at most %d are allowed per port", c, MaxOwnersPerRule))
 	}
-	for k, v := range e.NodeSelector {
-		add(checkLabelKey(k))
-		add(checkLabelValue(k, v))
+	for _, err := range checkSelector(e.NodeSelector) {
+		add(err)
 	}
 	return msgs
 }
@@ -258,14 +261,12 @@ func ownedGroups(ents []*Entry, gid []int, cover []int) [][]int {
 
 // jointlyCompatible reports whether one node can match every selector.
 func jointlyCompatible(ents []*Entry, g []int) bool {
-	for i := range g {
-		for j := i + 1; j < len(g); j++ {
-			if !compatible(ents[g[i]].NodeSelector, ents[g[j]].NodeSelector) {
-				return false
-			}
-		}
+	sels := make([]Selector, len(g))
+	for i, idx := range g {
+		sels[i] = ents[idx].NodeSelector
 	}
-	return true
+	ok, _ := Satisfiable(sels...)
+	return ok
 }
 
 // mergedOwnerCount is how many owners the merge of a group lists.

@@ -201,38 +201,3 @@ func checkUID(n uint64) error {
 	}
 	return nil
 }
-
-var (
-	labelNameRE      = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
-	dnsSubdomainRE   = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
-	labelKeyAccepted = "want [prefix/]name: name up to 63 characters of letters, digits, '-', '_', '.' starting and ending alphanumeric; prefix a DNS subdomain"
-)
-
-// checkLabelKey checks a Kubernetes label key: [prefix/]name.
-func checkLabelKey(k string) error {
-	if k == "" {
-		return fmt.Errorf("node selector key is empty: %s", labelKeyAccepted)
-	}
-	name := k
-	if prefix, n, ok := strings.Cut(k, "/"); ok {
-		if prefix == "" || len(prefix) > 253 || !dnsSubdomainRE.MatchString(prefix) {
-			return fmt.Errorf("node selector key %q has an invalid prefix: %s", k, labelKeyAccepted)
-		}
-		name = n
-	}
-	if name == "" || len(name) > 63 || !labelNameRE.MatchString(name) {
-		return fmt.Errorf("node selector key %q is not a valid label key: %s", k, labelKeyAccepted)
-	}
-	return nil
-}
-
-// checkLabelValue checks a Kubernetes label value, which may be empty.
-func checkLabelValue(k, v string) error {
-	if v == "" {
-		return nil
-	}
-	if len(v) > 63 || !labelNameRE.MatchString(v) {
-		return fmt.Errorf("node selector %s: value %q is not a valid label value: want up to 63 characters of letters, digits, '-', '_', '.' starting and ending alphanumeric, or empty", k, v)
-	}
-	return nil
-}

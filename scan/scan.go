@@ -304,7 +304,7 @@ type Finding struct {
 func Judge(c *policy.Compiled, mode policy.Mode, socks []Socket, opts policy.DecideOptions) []Finding {
 	out := make([]Finding, len(socks))
 	for i, s := range socks {
-		a := policy.BindAttempt{Port: s.Port, Protocol: s.Protocol, Family: s.Family, Address: s.Address,
+		a := policy.BindAttempt{Port: s.Port, Protocol: s.Protocol, Family: policy.Family(s.Family), Address: s.Address,
 			Cgroup: s.Cgroup, UID: s.UID, HostNetns: true}
 		out[i] = Finding{Socket: s, Decision: policy.Decide(c, mode, a, opts)}
 	}
@@ -334,7 +334,7 @@ func Summarize(fs []Finding) Summary {
 			s.Denied++
 		}
 		if f.Decision.Reason != "" {
-			s.Violations[f.Decision.Reason]++
+			s.Violations[string(f.Decision.Reason)]++
 		}
 	}
 	return s

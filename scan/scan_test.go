@@ -204,7 +204,7 @@ entries:
 		t.Fatal(err)
 	}
 	fs := Judge(c, policy.ModeEnforce, socks, policy.DecideOptions{})
-	wantReasons := []string{"", policy.ReasonAddress, policy.ReasonUndeclared, ""}
+	wantReasons := []policy.Reason{"", policy.ReasonAddress, policy.ReasonUndeclared, ""}
 	for i, f := range fs {
 		if f.Decision.Reason != wantReasons[i] {
 			t.Errorf("%d/%s: reason %q, want %q", f.Port, f.Protocol, f.Decision.Reason, wantReasons[i])
@@ -212,7 +212,7 @@ entries:
 	}
 	sum := Summarize(fs)
 	if sum.Sockets != 4 || sum.Allowed != 2 || sum.Denied != 2 || sum.Audited != 0 ||
-		sum.Violations[policy.ReasonAddress] != 1 || sum.Violations[policy.ReasonUndeclared] != 1 {
+		sum.Violations[string(policy.ReasonAddress)] != 1 || sum.Violations[string(policy.ReasonUndeclared)] != 1 {
 		t.Errorf("summary %+v", sum)
 	}
 	if sum := Summarize(Judge(c, policy.ModeAudit, socks, policy.DecideOptions{})); sum.Audited != 2 || sum.Denied != 0 {

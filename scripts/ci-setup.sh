@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what CI needs: Debian's clang, llvm-strip, bpftool and libbpf
 # headers to regenerate the BPF objects, systemd-analyze for the unit check,
-# and QEMU, busybox and cpio for the end-to-end suite on another kernel.
+# QEMU, busybox and cpio for the end-to-end suite on another kernel, and
+# containerd and runc for the pod identity tests.
 # Only what is missing is installed.
 set -euo pipefail
 need=()
@@ -15,6 +16,10 @@ command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v cpio >/dev/null || need+=(cpio)
+# The cri tests run a real containerd with runc (internal/testbed/containerd);
+# containerd brings ctr, which imports the locally built images.
+command -v containerd >/dev/null || need+=(containerd)
+command -v runc >/dev/null || need+=(runc)
 if [ ${#need[@]} -gt 0 ]; then
   echo "ci-setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -6,11 +6,13 @@ package test
 
 import (
 	"bufio"
+	"debug/buildinfo"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,24 +24,38 @@ import (
 
 var binPath string
 
+// raceBuilt is set when the daemon under test has the race detector, which
+// multiplies its memory: memory bounds do not apply then.
+var raceBuilt bool
+
+// raceWarning is how the race detector starts a report.
+const raceWarning = "WARNING: DATA RACE"
+
 func TestMain(m *testing.M) {
 	testutils.MaybeBinder()
 	testutils.MaybeListener()
+	maybeFlood()
 	dir, err := os.MkdirTemp("", "bindguard-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	// BINDGUARD_BIN names a prebuilt binary (the VM runner has no Go);
-	// otherwise the test builds the one in this tree.
+	// otherwise the test builds the one in this tree, with the race
+	// detector: every e2e test then fails on a data race in the daemon.
 	binPath = os.Getenv("BINDGUARD_BIN")
 	if binPath == "" {
 		binPath = filepath.Join(dir, "bindguard")
-		build := exec.Command("go", "build", "-o", binPath, "../cmd/bindguard")
+		build := exec.Command("go", "build", "-race", "-o", binPath, "../cmd/bindguard")
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
 			fmt.Fprintln(os.Stderr, "build bindguard:", err)
 			os.Exit(1)
+		}
+	}
+	if info, err := buildinfo.ReadFile(binPath); err == nil {
+		for _, s := range info.Settings {
+			raceBuilt = raceBuilt || (s.Key == "-race" && s.Value == "true")
 		}
 	}
 	code := m.Run()
@@ -146,8 +162,31 @@ func startDaemon(t *testing.T, args ...string) *daemon {
 		}
 		cmd.Wait()
 	}()
-	t.Cleanup(func() { d.stop(syscall.SIGKILL) })
+	t.Cleanup(func() {
+		d.stop(syscall.SIGKILL)
+		d.checkRaces()
+	})
 	return d
+}
+
+// checkRaces fails the test when the daemon's race detector reported.
+func (d *daemon) checkRaces() {
+	d.t.Helper()
+	out := d.output()
+	if i := strings.Index(out, raceWarning); i >= 0 {
+		end := min(len(out), i+4000)
+		d.t.Errorf("the daemon reported a data race:\n%s", out[i:end])
+	}
+}
+
+// exited reports whether the daemon has exited and its output is read.
+func (d *daemon) exited() bool {
+	select {
+	case <-d.done:
+		return true
+	default:
+		return false
+	}
 }
 
 func (d *daemon) waitFile(path string, timeout time.Duration) {
@@ -174,7 +213,7 @@ func (d *daemon) output() string {
 
 // stop signals the daemon and waits for it to exit.
 func (d *daemon) stop(sig syscall.Signal) {
-	if d.cmd.ProcessState != nil {
+	if d.exited() {
 		return
 	}
 	d.cmd.Process.Signal(sig)
@@ -213,6 +252,13 @@ func (d *daemon) waitLog(what string, match func(map[string]any) bool) map[strin
 }
 
 // events returns the violation records logged so far.
+// logs returns every JSON log line read so far.
+func (d *daemon) logs() []map[string]any {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.lines)
+}
+
 func (d *daemon) events() []map[string]any {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -291,19 +291,15 @@ func TestOwnerAppearsLater(t *testing.T) {
 		t.Fatalf("owner %s not honoured within 5s:\n%s", dir, d.output())
 		return 0
 	}
-	var worst time.Duration
 	// A look-alike path is not the owner.
 	move(e.child("late2/svc"))
 	expect(t, b, []bindCase{{"not the owner path", "tcp", "4", any4, 43100, unix.EPERM}})
 
+	// The figure is logged, not asserted: a shared machine's timing is
+	// the benchmark's business (scripts/bench), a test's is the outcome.
 	lat := measure(43100, func() string { return e.child("late/svc") })
-	worst = max(worst, lat)
 	lat2 := measure(43101, func() string { return e.child("system.slice/late-unit.service") })
-	worst = max(worst, lat2)
 	t.Logf("owner in force %v (cgroup) and %v (unit) after mkdir", lat, lat2)
-	if worst > time.Second {
-		t.Errorf("owners took %v to come into force", worst)
-	}
 }
 
 // TestConfigMapSwap: a registry directory laid out as the kubelet mounts a

@@ -61,7 +61,8 @@ func runCompile(args []string, stdout, stderr io.Writer) error {
 //	{"nodeLabels": {"k": "v"}, "digest": "<hex sha256>", "rules": [
 //	  {"port": 2379, "protocol": "tcp", "bind": "any"|"localhost",
 //	   "mode": "enforce"|"audit", "removed": false,
-//	   "owners": {"cgroups": [...], "units": [...], "uids": [...]},
+//	   "owners": {"cgroups": [...], "units": [...], "uids": [...],
+//	              "pods": [{"namespace": "kube-system", "labels": {"component": "etcd"}, "container": "etcd"}]},
 //	   "rule": "file:line", "process": "etcd"}]}
 //
 // Rules are one per (port, protocol), sorted by protocol then port. Lists are
@@ -85,9 +86,29 @@ type ruleJSON struct {
 }
 
 type ownersJSON struct {
-	Cgroups []string `json:"cgroups"`
-	Units   []string `json:"units"`
-	UIDs    []uint32 `json:"uids"`
+	Cgroups []string       `json:"cgroups"`
+	Units   []string       `json:"units"`
+	UIDs    []uint32       `json:"uids"`
+	Pods    []podOwnerJSON `json:"pods"`
+}
+
+// podOwnerJSON is a pod owner; labels is never null, container is "" for
+// every container of the pod.
+type podOwnerJSON struct {
+	Namespace string            `json:"namespace"`
+	Labels    map[string]string `json:"labels"`
+	Container string            `json:"container"`
+}
+
+func podOwnersJSON(pods []policy.PodOwner) []podOwnerJSON {
+	out := make([]podOwnerJSON, len(pods))
+	for i, p := range pods {
+		out[i] = podOwnerJSON{Namespace: p.Namespace, Labels: p.Labels, Container: p.Container}
+		if out[i].Labels == nil {
+			out[i].Labels = map[string]string{}
+		}
+	}
+	return out
 }
 
 func emptyIfNil[T any](s []T) []T {
@@ -129,6 +150,7 @@ func writeCompiledJSON(w io.Writer, c *policy.Compiled) error {
 				Cgroups: emptyIfNil(r.Owners.Cgroups),
 				Units:   emptyIfNil(r.Owners.Units),
 				UIDs:    emptyIfNil(r.Owners.UIDs),
+				Pods:    podOwnersJSON(r.Owners.Pods),
 			},
 			Rule:    o.Pos.FileLine(),
 			Process: o.Process,
@@ -145,7 +167,8 @@ func sameRule(a, b *policy.Rule) bool {
 		a.Audit == b.Audit && a.Origin == b.Origin &&
 		slices.Equal(a.Owners.Cgroups, b.Owners.Cgroups) &&
 		slices.Equal(a.Owners.Units, b.Owners.Units) &&
-		slices.Equal(a.Owners.UIDs, b.Owners.UIDs)
+		slices.Equal(a.Owners.UIDs, b.Owners.UIDs) &&
+		slices.EqualFunc(a.Owners.Pods, b.Owners.Pods, policy.PodOwner.Equal)
 }
 
 func ruleOwners(r *policy.Rule) string {
@@ -164,6 +187,9 @@ func ruleOwners(r *policy.Rule) string {
 	}
 	for _, u := range r.Owners.UIDs {
 		parts = append(parts, "uid:"+strconv.FormatUint(uint64(u), 10))
+	}
+	for _, p := range r.Owners.Pods {
+		parts = append(parts, p.String())
 	}
 	return strings.Join(parts, ",")
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -35,6 +36,15 @@ entries:
     nodeSelector: {role: worker}
 removed:
   - {port: 10256, process: sdn, removed: "4.17"}
+---
+apiVersion: bindguard.io/v1
+kind: PortRegistry
+entries:
+  - port: 2380
+    process: etcd-peer
+    owners: [{pod: {namespace: kube-system, labels: {component: etcd}, container: etcd}}]
+  - {port: 9400, process: anyone}
+  - {port: 10250, process: kubelet, owners: [{unit: kubelet.service}]}
 `
 
 // exitCode runs bindguard in-process and returns stdout, stderr and the exit code.
@@ -101,6 +111,30 @@ func TestDecideJSON(t *testing.T) {
 			map[string]any{"verdict": "deny", "reason": "undeclared"}},
 		{"selector matches", []string{"--port", "9300", "--node-label", "role=worker"},
 			map[string]any{"verdict": "allow", "process": "worker-only"}},
+		{"pod owner", []string{"--port", "2380", "--pod-namespace", "kube-system", "--pod-label", "component=etcd", "--pod-container", "etcd", "--pod-name", "etcd-cp1"},
+			map[string]any{"verdict": "allow", "pod": map[string]any{"namespace": "kube-system", "name": "etcd-cp1", "container": "etcd", "pending": false}}},
+		{"pod owner, other container", []string{"--port", "2380", "--pod-namespace", "kube-system", "--pod-label", "component=etcd", "--pod-container", "sidecar"},
+			map[string]any{"verdict": "deny", "reason": "owner"}},
+		{"pod owner, host process", []string{"--port", "2380"},
+			map[string]any{"verdict": "deny", "reason": "owner", "pod": nil}},
+		{"pending pod", []string{"--port", "2380", "--pod-pending"},
+			map[string]any{"verdict": "audit", "reason": "pod-pending", "mode": "enforce"}},
+		{"pod ports ignored", []string{"--port", "9400", "--pod-namespace", "a"},
+			map[string]any{"verdict": "allow", "podPorts": "ignore"}},
+		{"pod ports required", []string{"--port", "9400", "--pod-namespace", "a", "--pod-port", "9401/tcp", "--pod-ports", "require"},
+			map[string]any{"verdict": "deny", "reason": "pod-undeclared", "podPorts": "require"}},
+		{"pod ports required, declared", []string{"--port", "9400", "--protocol", "udp", "--pod-namespace", "a", "--pod-port", "9400/UDP", "--pod-ports", "require"},
+			map[string]any{"verdict": "deny", "reason": "undeclared"}},
+		{"pod ports required, declared tcp", []string{"--port", "9400", "--pod-namespace", "a", "--pod-port", "9400/tcp", "--pod-ports", "require"},
+			map[string]any{"verdict": "allow"}},
+		{"pod ports not known", []string{"--port", "9400", "--pod-namespace", "a", "--pod-ports-unknown", "--pod-ports", "require"},
+			map[string]any{"verdict": "audit", "reason": "pod-pending"}},
+		{"unit owner", []string{"--port", "10250", "--cgroup", "/system.slice/kubelet.service", "--assume-owners-exist"},
+			map[string]any{"verdict": "allow"}},
+		{"unit look-alike in a user's subtree", []string{"--port", "10250", "--cgroup", "/user.slice/user-1000.slice/user@1000.service/app.slice/kubelet.service", "--assume-owners-exist"},
+			map[string]any{"verdict": "deny", "reason": "owner"}},
+		{"unit below the unit root", []string{"--port", "10250", "--cgroup", "/t/system.slice/kubelet.service/x", "--unit-root", "/t", "--assume-owners-exist"},
+			map[string]any{"verdict": "allow"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -121,7 +155,7 @@ func TestDecideJSON(t *testing.T) {
 					}
 					continue
 				}
-				if !ok || g != v {
+				if !ok || !reflect.DeepEqual(g, v) {
 					t.Errorf("%s = %v, want %v (%s)", k, g, v, out)
 				}
 			}
@@ -138,6 +172,14 @@ func TestDecideText(t *testing.T) {
 	}
 	out, _, _ = decideRun(t, "decide", "--registry", reg, "--port", "1", "--protocol", "UDP", "--address", "::1", "--other-netns")
 	if want := "udp [::1]:1 from cgroup / uid 0 (other netns): allow\n"; out != want {
+		t.Errorf("output:\n%s\nwant:\n%s", out, want)
+	}
+	out, _, _ = decideRun(t, "decide", "--registry", reg, "--port", "2380", "--pod-namespace", "kube-system", "--pod-name", "etcd-0", "--pod-container", "etcd")
+	if want := "tcp 0.0.0.0:2380 from cgroup / uid 0 pod kube-system/etcd-0 container etcd (host netns): deny (owner), rule " + reg + ":28 process etcd-peer\n"; out != want {
+		t.Errorf("output:\n%s\nwant:\n%s", out, want)
+	}
+	out, _, _ = decideRun(t, "decide", "--registry", reg, "--port", "2380", "--pod-pending")
+	if want := "tcp 0.0.0.0:2380 from cgroup / uid 0 pod (pending) (host netns): audit (pod-pending), rule " + reg + ":28 process etcd-peer\n"; out != want {
 		t.Errorf("output:\n%s\nwant:\n%s", out, want)
 	}
 }
@@ -187,6 +229,12 @@ func TestDecideErrors(t *testing.T) {
 		{"positional", []string{"--registry", reg, "--port", "1", reg}, 2, "unexpected arguments"},
 		{"missing file", []string{"--registry", reg + ".nope", "--port", "1"}, 1, "no such file"},
 		{"registry errors", []string{"--registry", bad, "--port", "1"}, 1, bad + ":4:12: port 70000 is out of range"},
+		{"bad pod ports", []string{"--registry", reg, "--port", "1", "--pod-ports", "strict"}, 2, "want ignore or require"},
+		{"pending with identity", []string{"--registry", reg, "--port", "1", "--pod-pending", "--pod-namespace", "a"}, 2, "give no other --pod-* flag"},
+		{"pod flags without namespace", []string{"--registry", reg, "--port", "1", "--pod-container", "a"}, 2, "need --pod-namespace"},
+		{"bad pod port", []string{"--registry", reg, "--port", "1", "--pod-namespace", "a", "--pod-port", "80"}, 2, "want PORT/PROTOCOL"},
+		{"bad pod label", []string{"--registry", reg, "--port", "1", "--pod-namespace", "a", "--pod-label", "x"}, 2, "--pod-label \"x\": want key=value"},
+		{"relative unit root", []string{"--registry", reg, "--port", "1", "--unit-root", "t"}, 2, "--unit-root"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -7,13 +7,18 @@ import (
 
 // parseLabels turns repeated --node-label k=v flags into a map.
 func parseLabels(kvs []string) (map[string]string, error) {
-	labels := make(map[string]string, len(kvs))
+	return parseKeyValues("--node-label", kvs)
+}
+
+// parseKeyValues turns repeated key=value flags into a map.
+func parseKeyValues(flag string, kvs []string) (map[string]string, error) {
+	m := make(map[string]string, len(kvs))
 	for _, kv := range kvs {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
-			return nil, fmt.Errorf("--node-label %q: want key=value", kv)
+			return nil, fmt.Errorf("%s %q: want key=value", flag, kv)
 		}
-		labels[k] = v
+		m[k] = v
 	}
-	return labels, nil
+	return m, nil
 }

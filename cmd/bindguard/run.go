@@ -33,6 +33,10 @@ type runFlags struct {
 	eventInterval time.Duration
 	metricsAddr   string
 	noWatch       bool
+	checkInterval time.Duration
+	criSocket     string
+	kubepods      []string
+	podPorts      string
 }
 
 func (f *runFlags) register(fs *pflag.FlagSet) {
@@ -49,6 +53,10 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.eventInterval, "event-interval", 10*time.Second, "at most one event per interval per (cgroup, port, protocol, reason); 0 reports all")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on [host]:port (loopback when no host); off when empty")
 	fs.BoolVar(&f.noWatch, "no-watch", false, "do not reload when registry files change (SIGHUP still reloads)")
+	fs.DurationVar(&f.checkInterval, "check-interval", daemon.DefaultCheckInterval, "how often to ask the kernel whether the programs are still attached")
+	fs.StringVar(&f.criSocket, "cri-socket", "", "container runtime (CRI) socket for pod identity: a path or unix:///path; \"\" detects containerd's or CRI-O's; \"none\" turns pod identity off")
+	fs.StringArrayVar(&f.kubepods, "kubepods-cgroup", nil, "kubelet's kubepods cgroup, relative to the cgroup2 root (repeatable; default kubepods and kubepods.slice below --cgroup)")
+	fs.StringVar(&f.podPorts, "pod-ports", "ignore", "ignore, or require: a pod may bind only the ports its containers declare (reason pod-undeclared)")
 }
 
 func newLogger(format, level string, w io.Writer) (*logrus.Logger, error) {
@@ -70,17 +78,29 @@ func newLogger(format, level string, w io.Writer) (*logrus.Logger, error) {
 	return log, nil
 }
 
+// validate checks what pflag cannot: values that parse but make no sense.
+func (f *runFlags) validate() error {
+	if len(f.registry) == 0 {
+		return fmt.Errorf("--registry is required (a file, a directory or builtin:NAME)")
+	}
+	if f.eventInterval < 0 {
+		return fmt.Errorf("--event-interval %v: must be 0 (report every violation) or more", f.eventInterval)
+	}
+	if f.checkInterval <= 0 {
+		return fmt.Errorf("--check-interval %v: must be more than 0", f.checkInterval)
+	}
+	return nil
+}
+
 func runRun(args []string, stdout, stderr io.Writer) error {
 	var f runFlags
-	fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	f.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return &exitError{code: 2, msg: err.Error()}
+	fs, done, err := parseFlags("run", "[REGISTRY...]", &f, args, stdout, stderr)
+	if done {
+		return err
 	}
 	f.registry = append(f.registry, fs.Args()...)
-	if len(f.registry) == 0 {
-		return &exitError{code: 2, msg: "run: --registry is required (a file, a directory or builtin:NAME)"}
+	if err := f.validate(); err != nil {
+		return &exitError{code: 2, msg: "run: " + err.Error()}
 	}
 	mode, err := policy.ParseMode(f.mode)
 	if err != nil {
@@ -89,6 +109,10 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	labels, err := parseLabels(f.labels)
 	if err != nil {
 		return &exitError{code: 2, msg: "run: " + err.Error()}
+	}
+	podPorts, err := policy.ParsePodPortsMode(f.podPorts)
+	if err != nil {
+		return &exitError{code: 2, msg: "run: --pod-ports: " + err.Error()}
 	}
 	log, err := newLogger(f.logFormat, f.logLevel, stderr)
 	if err != nil {
@@ -109,6 +133,10 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		EventInterval: f.eventInterval,
 		MetricsAddr:   f.metricsAddr,
 		Watch:         !f.noWatch,
+		CheckInterval: f.checkInterval,
+		CRISocket:     f.criSocket,
+		Kubepods:      f.kubepods,
+		PodPorts:      podPorts == policy.PodPortsRequire,
 	}, log)
 	if err != nil {
 		return fmt.Errorf("run: %w", err)

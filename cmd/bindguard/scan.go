@@ -37,7 +37,7 @@ func (f *scanFlags) register(fs *pflag.FlagSet) {
 }
 
 // scanReasons is the order reasons are counted in.
-var scanReasons = []string{policy.ReasonUndeclared, policy.ReasonOwner, policy.ReasonAddress, policy.ReasonRemoved}
+var scanReasons = []string{string(policy.ReasonUndeclared), string(policy.ReasonOwner), string(policy.ReasonAddress), string(policy.ReasonRemoved)}
 
 // scanJSON is the JSON form of a scan:
 //
@@ -160,7 +160,7 @@ func writeScanJSON(w io.Writer, mode policy.Mode, fs []scan.Finding, sum scan.Su
 		s := scanSocketJSON{
 			Protocol: f.Protocol.String(), Family: f.Family, Address: f.Address.String(), Port: f.Port,
 			Connected: f.Connected, PID: f.PID, Comm: f.Comm, UID: f.UID, Cgroup: f.Cgroup, Unit: f.Unit,
-			Inode: f.Inode, Verdict: string(f.Decision.Verdict), Reason: f.Decision.Reason,
+			Inode: f.Inode, Verdict: string(f.Decision.Verdict), Reason: string(f.Decision.Reason),
 		}
 		if r := f.Decision.Rule; r != nil {
 			s.Rule, s.Process = r.Pos.FileLine(), r.Process
@@ -191,7 +191,7 @@ func writeScanTable(w io.Writer, fs []scan.Finding, sum scan.Summary) error {
 			proto += "6"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", proto, f.Address, f.Port, f.PID,
-			dash(f.Comm), f.UID, dash(f.Cgroup), dash(f.Unit), f.Decision.Verdict, dash(f.Decision.Reason), rule, process)
+			dash(f.Comm), f.UID, dash(f.Cgroup), dash(f.Unit), f.Decision.Verdict, dash(string(f.Decision.Reason)), rule, process)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

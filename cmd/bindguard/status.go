@@ -39,16 +39,38 @@ type statusJSON struct {
 	Denied        map[string]uint64 `json:"denied"`
 	EventsDropped uint64            `json:"eventsDropped"`
 	Suppressed    uint64            `json:"eventsSuppressed"`
+	// Attached is what the kernel says: both pinned links attached to the
+	// cgroup. When false, binds are not judged, whatever the rest says.
+	Attached bool         `json:"attached"`
+	Links    []linkStatus `json:"links"`
+}
+
+type linkStatus struct {
+	Hook     string `json:"hook"`
+	Attached bool   `json:"attached"`
+	Problem  string `json:"problem,omitempty"`
+}
+
+type statusFlags struct {
+	pinFlags
+	output string
+}
+
+func (f *statusFlags) register(fs *pflag.FlagSet) {
+	f.pinFlags.register(fs)
+	fs.StringVarP(&f.output, "output", "o", "text", "text or json")
 }
 
 func runStatus(args []string, stdout, stderr io.Writer) error {
-	fs := pflag.NewFlagSet("status", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	pinPath := fs.String("pin-path", loader.DefaultPinPath, "bpffs directory bindguard pinned to")
-	output := fs.StringP("output", "o", "text", "text or json")
-	if err := fs.Parse(args); err != nil {
-		return &exitError{code: 2, msg: err.Error()}
+	var f statusFlags
+	fs, done, err := parseFlags("status", "", &f, args, stdout, stderr)
+	if done {
+		return err
 	}
+	if fs.NArg() != 0 {
+		return &exitError{code: 2, msg: "status: takes no arguments"}
+	}
+	pinPath, output := &f.pinPath, &f.output
 	st, err := loader.ReadStatus(*pinPath)
 	if err != nil {
 		return fmt.Errorf("status: %w", err)
@@ -64,6 +86,10 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	if st.Enforce {
 		s.Mode = "enforce"
 	}
+	s.Attached = st.Attached()
+	for _, l := range st.Links {
+		s.Links = append(s.Links, linkStatus{Hook: l.Hook, Attached: l.Attached, Problem: l.Problem})
+	}
 	if !st.LastFailure.IsZero() {
 		s.LastFailure = &st.LastFailure
 	}
@@ -77,17 +103,33 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 		}
 		fsys.Close()
 	}
+	err = nil
 	switch *output {
 	case "json":
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(s)
+		err = enc.Encode(s)
 	case "text":
+		err = printStatus(stdout, s)
 	default:
 		return &exitError{code: 2, msg: fmt.Sprintf("status: -o %q: want text or json", *output)}
 	}
+	if err == nil && !s.Attached {
+		return &exitError{code: 1, msg: "status: the bind programs are not attached: binds are not judged"}
+	}
+	return err
+}
+
+func printStatus(stdout io.Writer, s statusJSON) error {
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "attached to\t%s (cgroup id %d)\n", s.Cgroup, s.CgroupID)
+	for _, l := range s.Links {
+		if l.Attached {
+			fmt.Fprintf(tw, "  %s\tattached\n", l.Hook)
+		} else {
+			fmt.Fprintf(tw, "  %s\tNOT ATTACHED: %s\n", l.Hook, l.Problem)
+		}
+	}
 	fmt.Fprintf(tw, "mode\t%s\n", s.Mode)
 	fmt.Fprintf(tw, "policy\tgeneration %d, %d rules, %d map entries, applied %s\n", s.Generation, s.Rules, s.Entries, s.Applied.Format(time.RFC3339))
 	fmt.Fprintf(tw, "registry digest\t%s\n", s.Digest)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -41,16 +40,19 @@ type featureJSON struct {
 	Error     string `json:"error,omitempty"`
 }
 
+type versionFlags struct{ output string }
+
+func (f *versionFlags) register(fs *pflag.FlagSet) {
+	fs.StringVarP(&f.output, "output", "o", "text", "text or json")
+}
+
 func runVersion(args []string, stdout, stderr io.Writer) error {
-	fs := pflag.NewFlagSet("version", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	output := fs.StringP("output", "o", "text", "text or json")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return nil
-		}
-		return &exitError{code: 2, msg: "version: " + err.Error()}
+	var f versionFlags
+	fs, done, err := parseFlags("version", "", &f, args, stdout, stderr)
+	if done {
+		return err
 	}
+	output := &f.output
 	if fs.NArg() != 0 {
 		return &exitError{code: 2, msg: "version: takes no arguments"}
 	}

@@ -40,6 +40,17 @@ func binderMain(in io.Reader, out io.Writer) int {
 			w.Flush()
 			continue
 		}
+		if len(f) == 5 && f[0] == "autobind" {
+			lo, _ := strconv.Atoi(f[4])
+			port, err := autobindOnce(f[1], f[2], f[3], lo)
+			if err == nil {
+				fmt.Fprintf(w, "ok %d\n", port)
+			} else {
+				fmt.Fprintf(w, "err %d\n", err.(syscall.Errno))
+			}
+			w.Flush()
+			continue
+		}
 		if len(f) != 4 {
 			fmt.Fprintf(w, "bad %q\n", s.Text())
 			w.Flush()
@@ -63,6 +74,61 @@ func bindOnce(proto, family, addr string, port int) error {
 		unix.Close(fd)
 	}
 	return err
+}
+
+// ipLocalPortRange is IP_LOCAL_PORT_RANGE (Linux 6.3): a socket's own
+// ephemeral range, low port in the low 16 bits, high in the high 16.
+const ipLocalPortRange = 51
+
+// autobindOnce binds port 0 with the socket's ephemeral range narrowed to
+// the one port want, as an attacker would to take a declared port without
+// an explicit bind, and returns the port it got.
+func autobindOnce(proto, family, addr string, want int) (int, error) {
+	fd, err := openSocket(proto, family)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, ipLocalPortRange, want|want<<16); err != nil {
+		return 0, err
+	}
+	if err := unix.Bind(fd, sockaddr(family, addr, 0)); err != nil {
+		return 0, err
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return 0, err
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return a.Port, nil
+	case *unix.SockaddrInet6:
+		return a.Port, nil
+	}
+	return 0, unix.EAFNOSUPPORT
+}
+
+func openSocket(proto, family string) (int, error) {
+	typ, p := unix.SOCK_STREAM, unix.IPPROTO_TCP
+	switch proto {
+	case "udp":
+		typ, p = unix.SOCK_DGRAM, unix.IPPROTO_UDP
+	case "mptcp":
+		p = unix.IPPROTO_MPTCP
+	}
+	af := unix.AF_INET
+	if family == "6" {
+		af = unix.AF_INET6
+	}
+	return unix.Socket(af, typ|unix.SOCK_CLOEXEC, p)
+}
+
+func sockaddr(family, addr string, port int) unix.Sockaddr {
+	a := netip.MustParseAddr(addr)
+	if family == "6" {
+		return &unix.SockaddrInet6{Port: port, Addr: a.As16()}
+	}
+	return &unix.SockaddrInet4{Port: port, Addr: a.As4()}
 }
 
 // openBound creates a socket (proto tcp, udp or mptcp; family "4" or "6")
@@ -180,6 +246,35 @@ func (b *Binder) Bind(proto, family string, addr netip.Addr, port uint16) error 
 		return syscall.Errno(e)
 	}
 	return errors.New("binder: " + line)
+}
+
+// Autobind asks the binder to bind port 0 with its ephemeral range set to
+// the one port want (IP_LOCAL_PORT_RANGE), and returns the port it got.
+func (b *Binder) Autobind(proto, family string, addr netip.Addr, want uint16) (uint16, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, err := fmt.Fprintf(b.in, "autobind %s %s %s %d\n", proto, family, addr, want); err != nil {
+		return 0, fmt.Errorf("binder: %w", err)
+	}
+	line, err := b.out.ReadString('\n')
+	if err != nil {
+		return 0, fmt.Errorf("binder: %w", err)
+	}
+	line = strings.TrimSpace(line)
+	if n, ok := strings.CutPrefix(line, "ok "); ok {
+		p, _ := strconv.Atoi(n)
+		return uint16(p), nil
+	}
+	if n, ok := strings.CutPrefix(line, "err "); ok {
+		e, _ := strconv.Atoi(n)
+		return 0, syscall.Errno(e)
+	}
+	return 0, errors.New("binder: " + line)
+}
+
+// Move puts the binder into another cgroup (its new sockets are judged there).
+func (b *Binder) Move(cgroupAbs string) error {
+	return os.WriteFile(filepath.Join(cgroupAbs, "cgroup.procs"), []byte(strconv.Itoa(b.PID)), 0)
 }
 
 // Stop ends the binder.

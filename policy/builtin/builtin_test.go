@@ -10,12 +10,15 @@ import (
 	"github.com/bindguard/bindguard/policy/builtin"
 )
 
-// dim is one node label and the values the source document gives it; ""
+// dim is one node label and the values the source document gives it; none
 // stands for a node without the label.
 type dim struct {
 	key    string
 	values []string
 }
+
+// none in a dim's values is a node without the label.
+const none = "<none>"
 
 // product returns every label set the dimensions describe.
 func product(base map[string]string, dims ...dim) []map[string]string {
@@ -28,7 +31,7 @@ func product(base map[string]string, dims ...dim) []map[string]string {
 				if l == nil {
 					l = map[string]string{}
 				}
-				if v != "" {
+				if v != none {
 					l[d.key] = v
 				}
 				next = append(next, l)
@@ -42,28 +45,29 @@ func product(base map[string]string, dims ...dim) []map[string]string {
 // nodes lists, per builtin registry, every node-label combination its source
 // document describes. Each must compile without errors.
 var nodes = map[string][]map[string]string{
-	"openshift": product(nil,
-		dim{"role", []string{"control-plane", "worker"}},
-		dim{"network-type", []string{"", "OVNKubernetes", "OpenShiftSDN"}},
+	"openshift": product(map[string]string{"kubernetes.io/os": "linux"},
+		dim{"node-role.kubernetes.io/master", []string{none, ""}},
+		dim{"node-role.kubernetes.io/worker", []string{none, ""}},
+		dim{"bindguard.io/network-type", []string{none, "OVNKubernetes", "OpenShiftSDN"}},
 	),
 	"acos": product(nil,
-		dim{"acos-port-8510", []string{"", "consul", "consul-server"}},
-		dim{"acos-port-9943", []string{"", "amphi", "envoy"}},
-		dim{"acos-port-10809", []string{"", "vmtools-agent", "amphi"}},
+		dim{"bindguard.io/acos-port-8510", []string{none, "consul", "consul-server"}},
+		dim{"bindguard.io/acos-port-9943", []string{none, "amphi", "envoy"}},
+		dim{"bindguard.io/acos-port-10809", []string{none, "vmtools-agent", "amphi"}},
 	),
-	"avi": product(nil, dim{"role", []string{"controller", "service-engine"}}),
+	"avi": product(nil, dim{"bindguard.io/avi-role", []string{"controller", "service-engine"}}),
 	"kubean": append(
-		product(map[string]string{"role": "bootstrap"}),
-		product(nil,
-			dim{"role", []string{"control-plane", "worker"}},
-			dim{"cluster", []string{"global", "worker"}},
-			dim{"cni", []string{"calico", "cilium", "spiderpool"}},
-			dim{"metallb", []string{"", "enabled"}},
-			dim{"kube-vip", []string{"", "enabled"}},
-			dim{"component", []string{"", "istio-gateway", "container-registry"}},
+		product(map[string]string{"bindguard.io/role": "bootstrap"}),
+		product(map[string]string{"kubernetes.io/os": "linux"},
+			dim{"node-role.kubernetes.io/control-plane", []string{none, ""}},
+			dim{"bindguard.io/kubean-cluster", []string{"global", "worker"}},
+			dim{"bindguard.io/cni", []string{"calico", "cilium", "spiderpool"}},
+			dim{"bindguard.io/metallb", []string{none, "enabled"}},
+			dim{"bindguard.io/kube-vip", []string{none, "enabled"}},
+			dim{"bindguard.io/component", []string{none, "istio-gateway", "container-registry"}},
 		)...,
 	),
-	"ack-edge": product(nil, dim{"role", []string{"edge"}}),
+	"ack-edge": product(nil, dim{"alibabacloud.com/is-edge-worker", []string{none, "true", "false"}}),
 }
 
 func TestNames(t *testing.T) {
@@ -179,7 +183,7 @@ func TestFacts(t *testing.T) {
 		labels   map[string]string
 		ports    []port
 	}{
-		{"openshift", map[string]string{"role": "control-plane"}, []port{
+		{"openshift", map[string]string{"node-role.kubernetes.io/master": "", "node-role.kubernetes.io/control-plane": ""}, []port{
 			{port: 2379, proto: tcp, process: "etcd"},
 			{port: 2380, proto: tcp, process: "etcd"},
 			{port: 6443, proto: tcp, process: "kube-apiserver"},
@@ -189,7 +193,7 @@ func TestFacts(t *testing.T) {
 			{port: 3306, proto: tcp, process: "mariadb", removed: true},
 			{port: 9122, proto: udp, process: "metallb"},
 		}},
-		{"openshift", map[string]string{"role": "worker"}, []port{
+		{"openshift", map[string]string{"node-role.kubernetes.io/worker": ""}, []port{
 			{port: 2379, proto: tcp},
 			{port: 6443, proto: tcp},
 			{port: 9258, proto: tcp},
@@ -201,12 +205,12 @@ func TestFacts(t *testing.T) {
 			{port: 9210, proto: tcp, process: "various CSI drivers"}, // in 9200-9219
 			{port: 6081, proto: udp, process: "ovn-kubernetes"},
 			{port: 9101, proto: tcp, process: "sdn node rbac proxy", removed: true},
-			{port: 10256, proto: tcp},
+			{port: 10256, proto: tcp, process: "ovn-kubernetes ovnkube-node"}, // every cluster since 4.17
 		}},
-		{"openshift", map[string]string{"role": "worker", "network-type": "OVNKubernetes"}, []port{
+		{"openshift", map[string]string{"node-role.kubernetes.io/worker": "", "bindguard.io/network-type": "OVNKubernetes"}, []port{
 			{port: 10256, proto: tcp, process: "ovn-kubernetes ovnkube-node"},
 		}},
-		{"openshift", map[string]string{"role": "worker", "network-type": "OpenShiftSDN"}, []port{
+		{"openshift", map[string]string{"node-role.kubernetes.io/worker": "", "bindguard.io/network-type": "OpenShiftSDN"}, []port{
 			{port: 10256, proto: tcp, process: "openshift-sdn", removed: true},
 		}},
 		{"acos", nil, []port{
@@ -221,12 +225,12 @@ func TestFacts(t *testing.T) {
 			{port: 9943, proto: tcp},
 			{port: 10809, proto: tcp},
 		}},
-		{"acos", map[string]string{"acos-port-8510": "consul-server", "acos-port-9943": "envoy", "acos-port-10809": "vmtools-agent"}, []port{
+		{"acos", map[string]string{"bindguard.io/acos-port-8510": "consul-server", "bindguard.io/acos-port-9943": "envoy", "bindguard.io/acos-port-10809": "vmtools-agent"}, []port{
 			{port: 8510, proto: tcp, process: "consul-server"},
 			{port: 9943, proto: tcp, process: "envoy"},
 			{port: 10809, proto: tcp, process: "vmtools-agent"},
 		}},
-		{"avi", map[string]string{"role": "controller"}, []port{
+		{"avi", map[string]string{"bindguard.io/avi-role": "controller"}, []port{
 			{port: 22, proto: tcp, process: "ssh"},
 			{port: 8443, proto: tcp, process: "https"},
 			{port: 123, proto: udp, process: "ntp"},
@@ -234,17 +238,17 @@ func TestFacts(t *testing.T) {
 			{port: 4001, proto: tcp},
 			{port: 25, proto: tcp}, // outbound only
 		}},
-		{"avi", map[string]string{"role": "service-engine"}, []port{
+		{"avi", map[string]string{"bindguard.io/avi-role": "service-engine"}, []port{
 			{port: 4001, proto: tcp, process: "objstore"},
 			{port: 9001, proto: tcp, process: "objstore"},
 			{port: 22, proto: tcp},
 		}},
-		{"kubean", map[string]string{"role": "bootstrap"}, []port{
+		{"kubean", map[string]string{"bindguard.io/role": "bootstrap"}, []port{
 			{port: 443, proto: tcp, process: "docker-registry"},
 			{port: 9000, proto: tcp, process: "minio"},
 			{port: 10250, proto: tcp},
 		}},
-		{"kubean", map[string]string{"role": "control-plane", "cluster": "global", "cni": "calico", "metallb": "enabled", "kube-vip": "enabled", "component": "istio-gateway"}, []port{
+		{"kubean", map[string]string{"kubernetes.io/os": "linux", "node-role.kubernetes.io/control-plane": "", "bindguard.io/kubean-cluster": "global", "bindguard.io/cni": "calico", "bindguard.io/metallb": "enabled", "bindguard.io/kube-vip": "enabled", "bindguard.io/component": "istio-gateway"}, []port{
 			{port: 2379, proto: tcp, process: "etcd"},
 			{port: 2381, proto: tcp, process: "etcd"},
 			{port: 10257, proto: tcp, process: "kube-controller-manager"},
@@ -259,7 +263,7 @@ func TestFacts(t *testing.T) {
 			{port: 32767, proto: tcp, process: "kube-proxy"},
 			{port: 8472, proto: udp},
 		}},
-		{"kubean", map[string]string{"role": "worker", "cluster": "worker", "cni": "cilium", "kube-vip": "enabled", "component": "container-registry"}, []port{
+		{"kubean", map[string]string{"kubernetes.io/os": "linux", "bindguard.io/kubean-cluster": "worker", "bindguard.io/cni": "cilium", "bindguard.io/kube-vip": "enabled", "bindguard.io/component": "container-registry"}, []port{
 			{port: 2379, proto: tcp},
 			{port: 2112, proto: tcp},
 			{port: 179, proto: tcp},
@@ -270,11 +274,11 @@ func TestFacts(t *testing.T) {
 			{port: 22, proto: tcp, process: "sshd"},
 			{port: 10250, proto: tcp, process: "kubelet"},
 		}},
-		{"kubean", map[string]string{"role": "worker", "cni": "spiderpool"}, []port{
+		{"kubean", map[string]string{"kubernetes.io/os": "linux", "bindguard.io/cni": "spiderpool"}, []port{
 			{port: 5722, proto: tcp, process: "spiderpool-controller"},
 			{port: 443, proto: tcp},
 		}},
-		{"ack-edge", map[string]string{"role": "edge"}, []port{
+		{"ack-edge", map[string]string{"alibabacloud.com/is-edge-worker": "true"}, []port{
 			{port: 10250, proto: tcp, process: "kubelet"},
 			{port: 9445, proto: tcp, process: "node-exporter"},
 			{port: 8472, proto: udp, process: "flannel"},

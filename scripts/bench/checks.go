@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -32,6 +34,8 @@ type target struct {
 	progs [2]*ebpf.Program
 	// size is the registry the shared loader must have in force, if any.
 	size *size
+	// deny: every bind of the loop fails with EPERM, as it must.
+	deny bool
 	// Per family, one value per round: loop CPU ns/op with stats off and
 	// on, loop wall ns/op with stats off, per-check ns.
 	loop, loopStats, loopWall, check [2][]float64
@@ -99,8 +103,14 @@ func setupChecks(e *env, o *options, p ports, log io.Writer) (*checkBench, error
 	if err := cb.addSizes(p, log); err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(log, "bench: loading bindguard with 65,536 entries and owners\n")
-	if err := cb.addOwners(p); err != nil {
+	fmt.Fprintf(log, "bench: loading bindguard with 65,536 entries and owners (cgroup storage, then the hash fallback)\n")
+	if err := cb.addOwners(p, loader.MembersStorage, "bg65536", "bindguard 65,536 entries"); err != nil {
+		return nil, err
+	}
+	if err := cb.addOwners(p, loader.MembersHash, "bg65536hash", "bindguard 65,536 entries, hash fallback"); err != nil {
+		return nil, err
+	}
+	if err := cb.addDeny(p); err != nil {
 		return nil, err
 	}
 	return cb, nil
@@ -214,7 +224,7 @@ func (cb *checkBench) use(sz *size) error {
 		return nil
 	}
 	start := time.Now()
-	res, err := cb.sizeLoader.Apply(sz.policy, policy.ModeAudit, cb.e.cg)
+	res, err := cb.sizeLoader.Apply(sz.policy, loader.ApplyOptions{Mode: policy.ModeAudit}, loader.Sources{Cgroups: cb.e.cg})
 	total := time.Since(start)
 	if err != nil {
 		return fmt.Errorf("bindguard %s: %w", sz.label, err)
@@ -232,13 +242,15 @@ func (cb *checkBench) use(sz *size) error {
 	return nil
 }
 
-// addOwners loads a second bindguard with a 65,536-entry registry that also
-// holds owner-restricted ports. Each owner is the cgroup its loop binds
-// from, d levels below the attach cgroup, so the program looks the owner up
-// at that level; the "span" ports also list a sibling cgroup at depth 1, so
-// every level from 1 to d is looked up.
-func (cb *checkBench) addOwners(p ports) error {
-	const key = "bgowner"
+// addOwners loads a bindguard with a 65,536-entry registry that also holds
+// owner-restricted ports, its memberships kept in store. Each owner is the
+// cgroup its loop binds from, d levels below the attach cgroup; the "span"
+// ports also list a sibling cgroup at depth 1; the "spread" port lists a
+// cgroup at every level 1..8 of its chain; the uid port lists a sibling and
+// uid 0 (the bench's uid), so the membership misses and the uid pair hits;
+// the pod port lists a pod owner, and the loop's cgroup is that pod's.
+func (cb *checkBench) addOwners(p ports, store loader.Members, rowKey, label string) error {
+	key := "bgowner-" + string(store)
 	dir, err := cb.e.mkdir(key)
 	if err != nil {
 		return err
@@ -249,13 +261,16 @@ func (cb *checkBench) addOwners(p ports) error {
 	}
 	rules := []policy.Rule{{Port: p.declared, Protocol: policy.TCP}}
 	var rows []*target
+	row := func(k, name, dir string, port uint16) {
+		rows = append(rows, &target{key: rowKey + "." + k, name: label + ", " + name, dir: dir, port: port})
+	}
 	for _, d := range ownerDepths {
 		deep, err := cb.e.mkdir(key + "/" + chain("owner"+strconv.Itoa(d), d))
 		if err != nil {
 			return err
 		}
 		rules = append(rules, policy.Rule{Port: p.owner[d], Protocol: policy.TCP, Owners: policy.Owners{Cgroups: []string{cb.e.rel(deep)}}})
-		rows = append(rows, &target{key: fmt.Sprintf("bg65536.owner%d", d), name: fmt.Sprintf("bindguard 65,536 entries, owner at depth %d", d), dir: deep, port: p.owner[d]})
+		row(fmt.Sprintf("owner%d", d), fmt.Sprintf("owner at depth %d", d), deep, p.owner[d])
 	}
 	for _, d := range spanDepths {
 		deep, err := cb.e.mkdir(key + "/" + chain("span"+strconv.Itoa(d), d))
@@ -263,18 +278,43 @@ func (cb *checkBench) addOwners(p ports) error {
 			return err
 		}
 		rules = append(rules, policy.Rule{Port: p.span[d], Protocol: policy.TCP, Owners: policy.Owners{Cgroups: []string{cb.e.rel(sib), cb.e.rel(deep)}}})
-		rows = append(rows, &target{key: fmt.Sprintf("bg65536.span%d", d), name: fmt.Sprintf("bindguard 65,536 entries, owners at depths 1 and %d", d), dir: deep, port: p.span[d]})
+		row(fmt.Sprintf("span%d", d), fmt.Sprintf("owners at depths 1 and %d", d), deep, p.span[d])
 	}
+	spread := policy.Owners{}
+	var deep string
+	for d := 1; d <= 8; d++ {
+		if deep, err = cb.e.mkdir(key + "/" + chain("spread", d)); err != nil {
+			return err
+		}
+		spread.Cgroups = append(spread.Cgroups, cb.e.rel(deep))
+	}
+	rules = append(rules, policy.Rule{Port: p.spread, Protocol: policy.TCP, Owners: spread})
+	row("spread", "owners at every level 1..8", deep, p.spread)
+	uidDir, err := cb.e.mkdir(key + "/uid")
+	if err != nil {
+		return err
+	}
+	rules = append(rules, policy.Rule{Port: p.uid, Protocol: policy.TCP, Owners: policy.Owners{Cgroups: []string{cb.e.rel(sib)}, UIDs: []uint32{uint32(os.Getuid())}}})
+	row("uid", "uid owner", uidDir, p.uid)
+	podDir, err := cb.e.mkdir(key + "/kubepods/besteffort/pod1/ctr")
+	if err != nil {
+		return err
+	}
+	pods := benchPods{path: cb.e.rel(filepath.Dir(podDir)), pod: policy.Pod{Namespace: "kube-system", Name: "etcd-0", UID: "1", Labels: map[string]string{"component": "etcd"}}}
+	rules = append(rules, policy.Rule{Port: p.pod, Protocol: policy.TCP, Owners: policy.Owners{Pods: []policy.PodOwner{{Namespace: "kube-system", Labels: map[string]string{"component": "etcd"}}}}})
+	row("pod", "pod owner", podDir, p.pod)
+	slices.SortFunc(rules, func(a, b policy.Rule) int { return int(a.Port) - int(b.Port) })
+
 	c, err := buildPolicy(65536, rules, p.all())
 	if err != nil {
 		return err
 	}
-	l, err := loader.New(loader.Config{CgroupPath: dir, EventInterval: time.Hour})
+	l, err := loader.New(loader.Config{CgroupPath: dir, EventInterval: time.Hour, Members: store})
 	if err != nil {
 		return fmt.Errorf("bindguard with owners: %w", err)
 	}
 	cb.e.onClose(l.Close)
-	res, err := l.Apply(c, policy.ModeAudit, cb.e.cg)
+	res, err := l.Apply(c, loader.ApplyOptions{Mode: policy.ModeAudit}, loader.Sources{Cgroups: cb.e.cg, Pods: pods})
 	if err != nil {
 		return fmt.Errorf("bindguard with owners: %w", err)
 	}
@@ -284,7 +324,7 @@ func (cb *checkBench) addOwners(p ports) error {
 	if err := l.Attach(); err != nil {
 		return fmt.Errorf("bindguard with owners: %w", err)
 	}
-	progs, err := attachedPrograms(cb.e, dir)
+	progs, err := attachedPrograms(cb.e, dir, ebpf.AttachCGroupInet4Bind, ebpf.AttachCGroupInet6Bind)
 	if err != nil {
 		return err
 	}
@@ -292,6 +332,58 @@ func (cb *checkBench) addOwners(p ports) error {
 		t.progs = progs
 		cb.add(t)
 	}
+	return nil
+}
+
+// benchPods is a node with one pod, whose cgroup is path.
+type benchPods struct {
+	path string
+	pod  policy.Pod
+}
+
+func (b benchPods) PodCgroups() []loader.PodCgroup {
+	return []loader.PodCgroup{{Path: b.path, Pod: &b.pod}}
+}
+
+func (b benchPods) SpawnPending() []string { return nil }
+
+// addDeny loads a bindguard that enforces a 65,536-entry registry: its row
+// is an undeclared bind that fails with EPERM, the violation path with
+// rate-limited events.
+func (cb *checkBench) addDeny(p ports) error {
+	dir, err := cb.e.mkdir("bgdeny")
+	if err != nil {
+		return err
+	}
+	leaf, err := cb.e.mkdir("bgdeny/leaf")
+	if err != nil {
+		return err
+	}
+	c, err := buildPolicy(65536, []policy.Rule{{Port: p.declared, Protocol: policy.TCP}}, p.all())
+	if err != nil {
+		return err
+	}
+	l, err := loader.New(loader.Config{CgroupPath: dir, EventInterval: time.Hour})
+	if err != nil {
+		return fmt.Errorf("bindguard enforcing: %w", err)
+	}
+	cb.e.onClose(l.Close)
+	if _, err := l.Apply(c, loader.ApplyOptions{Mode: policy.ModeEnforce}, loader.Sources{Cgroups: cb.e.cg}); err != nil {
+		return fmt.Errorf("bindguard enforcing: %w", err)
+	}
+	if err := l.Attach(); err != nil {
+		return fmt.Errorf("bindguard enforcing: %w", err)
+	}
+	progs, err := attachedPrograms(cb.e, dir, ebpf.AttachCGroupInet4Bind, ebpf.AttachCGroupInet6Bind)
+	if err != nil {
+		return err
+	}
+	cb.add(&target{key: "bg65536.deny", name: "bindguard 65,536 entries, undeclared port denied (enforce)", dir: leaf, port: p.undeclared, progs: progs, deny: true})
+	post, err := attachedPrograms(cb.e, dir, ebpf.AttachCGroupInet4PostBind, ebpf.AttachCGroupInet6PostBind)
+	if err != nil {
+		return err
+	}
+	cb.add(&target{key: "bg65536.postbind", name: "bindguard post_bind after an explicit bind", dir: leaf, port: p.declared, progs: post})
 	return nil
 }
 
@@ -304,16 +396,20 @@ func chain(name string, d int) string {
 	return strings.Join(parts, "/")
 }
 
-// attachedPrograms opens the bind4 and bind6 programs attached to dir: the
-// loader does not hand out its programs, the kernel does by id.
-func attachedPrograms(e *env, dir string) ([2]*ebpf.Program, error) {
+// attachedPrograms opens the two programs attached to dir at the hooks at
+// (bind4 and bind6 unless told otherwise): the loader does not hand out its
+// programs, the kernel does by id.
+func attachedPrograms(e *env, dir string, at ...ebpf.AttachType) ([2]*ebpf.Program, error) {
+	if len(at) == 0 {
+		at = []ebpf.AttachType{ebpf.AttachCGroupInet4Bind, ebpf.AttachCGroupInet6Bind}
+	}
 	var progs [2]*ebpf.Program
 	f, err := os.Open(dir)
 	if err != nil {
 		return progs, err
 	}
 	defer f.Close()
-	for i, at := range []ebpf.AttachType{ebpf.AttachCGroupInet4Bind, ebpf.AttachCGroupInet6Bind} {
+	for i, at := range at[:2] {
 		q, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: at})
 		if err != nil {
 			return progs, fmt.Errorf("query programs of %s: %w", dir, err)
@@ -358,7 +454,11 @@ func (cb *checkBench) round(ctx context.Context, r int, withStats bool) error {
 				return fmt.Errorf("%s: %w", t.key, err)
 			}
 		}
-		out, err := helper(ctx, t.dir, helperLoop, strconv.Itoa(families[fi]), strconv.Itoa(int(t.port)), strconv.Itoa(cb.o.iters), strconv.Itoa(int(id)))
+		deny := "0"
+		if t.deny {
+			deny = "1"
+		}
+		out, err := helper(ctx, t.dir, helperLoop, strconv.Itoa(families[fi]), strconv.Itoa(int(t.port)), strconv.Itoa(cb.o.iters), strconv.Itoa(int(id)), deny)
 		if err != nil {
 			return fmt.Errorf("%s IPv%d: %w", t.key, families[fi], err)
 		}

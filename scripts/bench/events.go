@@ -79,7 +79,7 @@ func eventBench(ctx context.Context, e *env, o *options, p ports, log io.Writer)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := l.Apply(c, policy.ModeAudit, e.cg); err != nil {
+	if _, err := l.Apply(c, loader.ApplyOptions{Mode: policy.ModeAudit}, loader.Sources{Cgroups: e.cg}); err != nil {
 		return nil, fmt.Errorf("event bench: %w", err)
 	}
 	if err := l.Attach(); err != nil {

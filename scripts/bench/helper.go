@@ -114,6 +114,7 @@ type binder struct {
 	domain int
 	sa     unix.Sockaddr
 	port   int
+	deny   bool
 }
 
 func newBinder(family, port int) (*binder, error) {
@@ -137,6 +138,12 @@ func (b *binder) once() error {
 		}
 		err = unix.Bind(fd, b.sa)
 		unix.Close(fd)
+		if b.deny {
+			if err == unix.EPERM {
+				return nil
+			}
+			return fmt.Errorf("bind port %d: %v, want EPERM", b.port, err)
+		}
 		if err == nil {
 			return nil
 		}
@@ -170,6 +177,8 @@ func loopMain(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// A fifth argument 1: every bind must fail with EPERM (an enforcing row).
+	b.deny = len(args) > 4 && args[4] == "1"
 	var prog *ebpf.Program
 	if progID != 0 {
 		if prog, err = ebpf.NewProgramFromID(ebpf.ProgramID(progID)); err != nil {

@@ -49,7 +49,7 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: 1 round, few iterations, short event steps (figures are not meaningful)")
 	fs.StringVar(&o.jsonPath, "json", "bin/bench.json", "write the results as JSON to this file")
 	fs.DurationVar(&o.step, "event-step", 2*time.Second, "duration of each event throughput step")
-	fs.IntVar(&o.portBase, "port-base", 61000, "TCP ports port-base+1..port-base+30 are bound; they must be free and outside the ephemeral range")
+	fs.IntVar(&o.portBase, "port-base", 61000, "TCP ports port-base+1..port-base+40 are bound; they must be free and outside the ephemeral range")
 }
 
 // applyQuick lowers what -quick lowers, unless set explicitly.

@@ -94,7 +94,7 @@ func memMain(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	res, err := l.Apply(c, policy.ModeAudit, cg)
+	res, err := l.Apply(c, loader.ApplyOptions{Mode: policy.ModeAudit}, loader.Sources{Cgroups: cg})
 	if err != nil {
 		return err
 	}

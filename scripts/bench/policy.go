@@ -8,7 +8,7 @@ import (
 )
 
 // portSpan is how many ports above -port-base the bench may bind.
-const portSpan = 30
+const portSpan = 40
 
 // ports are the TCP ports the loops bind, fixed offsets from -port-base.
 type ports struct {
@@ -17,6 +17,9 @@ type ports struct {
 	owner map[int]uint16
 	// span[d] is the port whose owners span depths 1..d.
 	span map[int]uint16
+	// spread is owned by a cgroup at every level 1..8 of one chain; uid
+	// by a uid only; pod by a pod owner.
+	spread, uid, pod uint16
 	// hammer are undeclared ports, one per event binder: concurrent binds
 	// of one port would fail with EADDRINUSE.
 	hammer []uint16
@@ -25,7 +28,7 @@ type ports struct {
 // ownerDepths and spanDepths are the cgroup depths, below the attach cgroup,
 // the owner rows bind from.
 var (
-	ownerDepths = []int{1, 4, 8}
+	ownerDepths = []int{1, 4, 8, 16}
 	spanDepths  = []int{4, 8}
 )
 
@@ -37,6 +40,7 @@ func newPorts(base int) ports {
 	for _, d := range spanDepths {
 		p.span[d] = uint16(base + 20 + d)
 	}
+	p.spread, p.uid, p.pod = uint16(base+33), uint16(base+34), uint16(base+35)
 	for i := 0; i < eventBinders; i++ {
 		p.hammer = append(p.hammer, uint16(base+3+i))
 	}
@@ -52,19 +56,20 @@ func (p ports) all() []uint16 {
 		out = append(out, v)
 	}
 	out = append(out, p.hammer...)
+	out = append(out, p.spread, p.uid, p.pod)
 	slices.Sort(out)
 	return out
 }
 
 // buildPolicy returns a compiled policy that encodes to exactly entries map
-// entries: the meta entry, the given rules, one entry per owner cgroup, and
+// entries: the meta entry, the given rules, one pair per uid owner, and
 // filler rules (alternately TCP and UDP, from port 1 up, never one of the
 // ports in avoid) for the rest. An owner that resolves to no cgroup would
 // change the count, so the caller checks ApplyResult.Entries.
 func buildPolicy(entries int, rules []policy.Rule, avoid []uint16) (*policy.Compiled, error) {
 	fixed := 1 // meta
 	for _, r := range rules {
-		fixed += 1 + len(r.Owners.Cgroups) + len(r.Owners.UIDs)
+		fixed += 1 + len(r.Owners.UIDs)
 	}
 	fill := entries - fixed
 	if fill < 0 {

@@ -1,0 +1,41 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/spf13/pflag"
+)
+
+// flagsStruct is a subcommand's flags: a struct whose register method puts
+// every flag on a FlagSet.
+type flagsStruct interface {
+	register(fs *pflag.FlagSet)
+}
+
+// parseFlags registers f on a new flag set named after the subcommand and
+// parses args. --help prints the usage to stdout and returns done with a nil
+// error, so the command exits 0; a bad flag prints the usage to stderr and
+// returns an exitError with code 2. operands describes the positional
+// arguments in the usage line ("" for none).
+func parseFlags(name, operands string, f flagsStruct, args []string, stdout, stderr io.Writer) (fs *pflag.FlagSet, done bool, err error) {
+	fs = pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SetOutput(io.Discard) // pflag's own messages; ours follow
+	f.register(fs)
+	usage := func(w io.Writer) {
+		fmt.Fprintf(w, "usage: bindguard %s [flags] %s\n\nflags:\n", name, operands)
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			usage(stdout)
+			return fs, true, nil
+		}
+		usage(stderr)
+		return fs, true, &exitError{code: 2, msg: fmt.Sprintf("%s: %v", name, err)}
+	}
+	return fs, false, nil
+}

@@ -1,0 +1,81 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/bindguard/bindguard/loader"
+	"github.com/bindguard/bindguard/policy"
+)
+
+func (d *Daemon) compile() (*policy.Compiled, error) {
+	reg, err := policy.Load(d.cfg.Registry...)
+	if err == nil {
+		var c *policy.Compiled
+		if c, err = policy.Compile(reg, d.cfg.NodeLabels); err == nil {
+			return c, nil
+		}
+	}
+	var list policy.ErrorList
+	if errors.As(err, &list) {
+		return nil, err // every line says FILE:LINE:COL already
+	}
+	return nil, fmt.Errorf("registry %s: %w", strings.Join(d.cfg.Registry, " "), err)
+}
+
+// Reload recompiles the registry and swaps the policy. A registry that does
+// not load, validate or compile changes nothing in the kernel.
+func (d *Daemon) Reload(why string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	log := d.log.WithField("trigger", why)
+	c, err := d.compile()
+	if err == nil {
+		var res *loader.ApplyResult
+		if res, err = d.ld.Apply(c, d.applyOptions(), d.sources()); err == nil {
+			d.metrics.reloads.WithLabelValues("ok").Inc()
+			d.applied(c, res)
+			return
+		}
+	}
+	d.metrics.reloads.WithLabelValues("failed").Inc()
+	if rerr := d.ld.RecordFailure(err); rerr != nil {
+		log.WithError(rerr).Error("record failed reload")
+	}
+	log.WithField("generation", d.ld.Generation()).WithError(err).
+		Error("reload rejected; the previous policy stays in force")
+}
+
+// applied records the origins of a policy now in force, for its events, and
+// logs it.
+func (d *Daemon) applied(c *policy.Compiled, res *loader.ApplyResult) {
+	d.origins.set(res.Generation, c.Origins)
+	d.metrics.entries.Set(float64(res.Entries))
+	d.metrics.generation.Set(float64(res.Generation))
+	d.log.WithFields(logrus.Fields{
+		"generation": res.Generation, "rules": res.Rules, "entries": res.Entries,
+		"digest": c.Digest, "mode": string(d.cfg.Mode),
+		"fill_ms": float64(res.Fill.Microseconds()) / 1000, "swap_us": res.Swap.Microseconds(),
+	}).Info("policy in force")
+	for _, u := range res.Unresolved {
+		d.log.WithFields(logrus.Fields{"port": u.Port, "protocol": u.Protocol.String(), "owner": u.Owner}).
+			WithError(u.Err).Warn("owner not resolved: its cgroup does not exist; the port stays restricted to the other owners")
+	}
+}
+
+// applyOptions are the node-wide switches of the policy.
+func (d *Daemon) applyOptions() loader.ApplyOptions {
+	return loader.ApplyOptions{Mode: d.cfg.Mode, PodPorts: d.cfg.PodPorts}
+}
+
+// sources are where the loader resolves owners.
+func (d *Daemon) sources() loader.Sources {
+	src := loader.Sources{Cgroups: d.cg}
+	if d.pods != nil {
+		src.Pods = d.pods
+	}
+	return src
+}

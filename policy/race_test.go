@@ -1,5 +1,0 @@
-//go:build race
-
-package policy
-
-func init() { raceEnabled = true }

@@ -1,0 +1,269 @@
+package test
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/bindguard/bindguard/internal/testutils"
+)
+
+// A cgroup created below an owner is an owner from its first instant: the
+// kernel copies the membership at mkdir, before any task can join it. So the
+// very first bind from a process placed there is allowed, at any depth, every
+// time; nothing waits for the daemon.
+func TestInheritedOwnerAtMkdir(t *testing.T) {
+	e := newEnv(t)
+	e.writeRegistry(`entries:
+  - port: 43200
+    process: owned
+    owners: [{cgroup: "%CG%/owner"}]
+`)
+	d := e.start("enforce")
+	owner := e.child("owner")
+	b := testutils.StartBinder(t, e.child("outside"), testutils.BinderOptions{})
+	expect(t, b, []bindCase{{"not below the owner", "tcp", "4", any4, 43200, unix.EPERM}})
+
+	dir := owner
+	for depth := 1; depth <= 20; depth++ {
+		for i := 0; i < 10; i++ {
+			c := filepath.Join(dir, fmt.Sprintf("n%d", i))
+			if err := os.Mkdir(c, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Move(c); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Bind("tcp", "4", any4, 43200); err != nil {
+				t.Fatalf("first bind from a new cgroup at depth %d below the owner: %v\n%s", depth, err, d.output())
+			}
+		}
+		dir = filepath.Join(dir, "n0")
+	}
+	if err := b.Move(e.child("outside")); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, b, []bindCase{{"moved out again", "tcp", "4", any4, 43200, unix.EPERM}})
+}
+
+// 5,000 cgroups created and removed under owner subtrees while binds run:
+// every verdict right, and the membership map holds nothing of them after.
+func TestCgroupChurnUnderOwners(t *testing.T) {
+	e := newEnv(t)
+	e.writeRegistry(`entries:
+  - port: 43000
+    process: everyone
+  - port: 43001
+    process: owned-a
+    owners: [{cgroup: "%CG%/a"}]
+  - port: 43002
+    process: owned-b
+    owners: [{unit: churn-b.service}]
+`)
+	a := e.child("a")
+	bdir := e.child("system.slice/churn-b.service")
+	d := e.start("enforce")
+	before := membershipEntries(t, e.pinPath)
+
+	// A steady loop outside both subtrees: 43000 allowed, 43001/43002 denied.
+	steady := testutils.StartBinder(t, e.child("steady"), testutils.BinderOptions{})
+	var wrong atomic.Int64
+	var binds atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for port, want := range map[uint16]error{43000: nil, 43001: unix.EPERM, 43002: unix.EPERM} {
+				if err := steady.Bind("tcp", "4", any4, port); !errors.Is(err, want) && !(want == nil && err == nil) {
+					wrong.Add(1)
+				}
+				binds.Add(1)
+			}
+		}
+	}()
+
+	churn := testutils.StartBinder(t, e.child("steady"), testutils.BinderOptions{})
+	const n = 5000
+	for i := 0; i < n; i++ {
+		parent, port, other := a, uint16(43001), uint16(43002)
+		if i%2 == 1 {
+			parent, port, other = bdir, 43002, 43001
+		}
+		c := filepath.Join(parent, fmt.Sprintf("c%d", i), "x")
+		if err := os.MkdirAll(c, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := churn.Move(c); err != nil {
+			t.Fatal(err)
+		}
+		if err := churn.Bind("tcp", "4", any4, port); err != nil {
+			wrong.Add(1)
+			t.Errorf("cgroup %d: own port %d refused: %v", i, port, err)
+		}
+		if err := churn.Bind("tcp", "4", any4, other); !errors.Is(err, unix.EPERM) {
+			wrong.Add(1)
+			t.Errorf("cgroup %d: other owner's port %d = %v", i, other, errOrOK(err))
+		}
+		binds.Add(2)
+		if err := churn.Move(e.child("steady")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(c); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(filepath.Dir(c)); err != nil {
+			t.Fatal(err)
+		}
+		if t.Failed() {
+			break
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if wrong.Load() > 0 {
+		t.Fatalf("%d wrong verdicts out of %d binds\n%s", wrong.Load(), binds.Load(), d.output())
+	}
+	t.Logf("%d cgroups created and removed, %d binds judged, 0 wrong", 2*n, binds.Load())
+	if after := membershipEntries(t, e.pinPath); after >= 0 && after != before {
+		t.Errorf("membership map holds %d entries after the churn, %d before: entries were left behind", after, before)
+	}
+}
+
+// membershipEntries counts the entries of the membership hash, or returns -1
+// where memberships live in cgroup storage (they go with their cgroup, and
+// the map cannot be iterated).
+func membershipEntries(t *testing.T, pins string) int {
+	t.Helper()
+	m, err := ebpf.LoadPinnedMap(filepath.Join(pins, "bg_members_hash"), nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return -1
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	n := 0
+	var k uint64
+	it := m.Iterate()
+	v := make([]byte, m.ValueSize())
+	for it.Next(&k, &v) {
+		n++
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// A unit owner is the system manager's unit: a cgroup named after it in a
+// delegated subtree (what `systemd-run --user --unit=etcd.service` makes)
+// is not it, and its events do not name the unit.
+func TestUnitImpersonation(t *testing.T) {
+	e := newEnv(t)
+	e.writeRegistry(`entries:
+  - port: 43300
+    process: etcd
+    owners: [{unit: imp-etcd.service}]
+`)
+	d := e.start("enforce")
+	real := testutils.StartBinder(t, e.child("system.slice/imp-etcd.service"), testutils.BinderOptions{})
+	expect(t, real, []bindCase{{"the system unit", "tcp", "4", any4, 43300, nil}})
+	for _, p := range []string{
+		"user.slice/user-1000.slice/user@1000.service/app.slice/imp-etcd.service",
+		"delegated/imp-etcd.service",
+		"system.slice/other.service/imp-etcd.service",
+	} {
+		fake := testutils.StartBinder(t, e.child(p), testutils.BinderOptions{})
+		expect(t, fake, []bindCase{{p, "tcp", "4", any4, 43300, unix.EPERM}})
+	}
+	ev := d.waitLog("impersonator's event", func(m map[string]any) bool {
+		c, _ := m["cgroup"].(string)
+		return m["port"] == float64(43300) && strings.HasSuffix(c, "/delegated/imp-etcd.service")
+	})
+	if u, ok := ev["unit"]; ok {
+		t.Errorf("event of a look-alike cgroup names unit %v", u)
+	}
+}
+
+// One process cycling through ports cannot flood the log: the per-cgroup
+// bucket holds its events to a burst and a rate, whatever the keys, while
+// the counters stay exact.
+func TestEventFloodBoundedPerCgroup(t *testing.T) {
+	e := newEnv(t)
+	e.writeRegistry("entries:\n  - {port: 43400, process: x}\n")
+	d := e.start("audit", "--event-interval", "1h")
+	b := testutils.StartBinder(t, e.child("cycler"), testutils.BinderOptions{})
+	const n = 3000
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		if err := b.Bind("udp", "4", any4, uint16(20000+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	elapsed := time.Since(start)
+	out, code := bindguard(t, "status", "--pin-path", e.pinPath, "-o", "json")
+	if code != 0 {
+		t.Fatalf("status: %s", out)
+	}
+	if !strings.Contains(out, fmt.Sprintf(`"undeclared":%d`, n)) && !strings.Contains(out, fmt.Sprintf(`"undeclared": %d`, n)) {
+		t.Errorf("status does not count all %d audited binds:\n%s", n, out)
+	}
+	time.Sleep(200 * time.Millisecond) // let the reader log what it got
+	events := 0
+	for _, ev := range d.events() {
+		if c, _ := ev["cgroup"].(string); strings.HasSuffix(c, "/cycler") {
+			events++
+		}
+	}
+	// BG_EVENT_BURST, then BG_EVENTS_PER_SEC a second.
+	limit := 32 + int(16*elapsed.Seconds()) + 16
+	if events == 0 || events > limit {
+		t.Errorf("%d events for %d violations in %v from one cgroup cycling ports, want 1..%d", events, n, elapsed, limit)
+	}
+	t.Logf("%d violations in %v from one cgroup: %d events logged", n, elapsed, events)
+}
+
+// bind(0) with the socket's ephemeral range narrowed to a restricted port
+// gets it without an explicit bind: post_bind judges where it landed.
+func TestAutobindRestrictedPort(t *testing.T) {
+	e := newEnv(t)
+	e.writeRegistry(`entries:
+  - port: 43500
+    process: owned
+    owners: [{cgroup: "%CG%/owner"}]
+  - port: 43501
+    process: free
+`)
+	d := e.start("enforce")
+	b := testutils.StartBinder(t, e.child("intruder"), testutils.BinderOptions{})
+	if _, err := b.Autobind("tcp", "4", any4, 43500); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("autobind onto an owned port: %v, want EPERM", errOrOK(err))
+	}
+	if p, err := b.Autobind("tcp", "4", any4, 43501); err != nil || p != 43501 {
+		t.Errorf("autobind onto a port anyone may bind: %d, %v", p, err)
+	}
+	o := testutils.StartBinder(t, e.child("owner"), testutils.BinderOptions{})
+	if p, err := o.Autobind("tcp", "4", any4, 43500); err != nil || p != 43500 {
+		t.Errorf("the owner's autobind onto its port: %d, %v", p, err)
+	}
+	ev := d.waitLog("autobind event", func(m map[string]any) bool { return m["reason"] == "autobind" })
+	if ev["port"] != float64(43500) || ev["verdict"] != "deny" {
+		t.Errorf("autobind event = %v", ev)
+	}
+}
