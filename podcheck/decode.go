@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kjson "sigs.k8s.io/json"
 )
 
@@ -18,6 +19,12 @@ const maxErrors = 20
 // ReadPods decodes what `kubectl get pods -A -o json` prints: a List or
 // PodList of Pods, or a single Pod (as `kubectl apply --dry-run=server -o
 // json` prints for one manifest). name is the file name used in errors.
+//
+// A workload (DaemonSet, Deployment, StatefulSet, ReplicaSet, Job, CronJob,
+// PodTemplate), alone or as a List item, stands for the pods it makes: its
+// pod template becomes a pod named "daemonset/NAME" (the kind in lower
+// case) in the workload's namespace, with the template's labels and no
+// node, so that rendered manifests can be checked before anything runs.
 //
 // Fields are decoded as the API server decodes them: case-sensitively, and
 // a field given twice is an error, so that no file can make this check see
@@ -33,7 +40,7 @@ func ReadPods(data []byte, name string) ([]corev1.Pod, error) {
 	seen := map[string]int{}
 	var errs errorList
 	for i, raw := range raws {
-		where, err := decodeItem(raw, "Pod", i, &pods[i])
+		where, err := decodePodItem(raw, i, &pods[i])
 		if err == nil {
 			for _, e := range checkPod(&pods[i]) {
 				errs = append(errs, fmt.Errorf("%s: %s: %w", name, where, e))
@@ -87,6 +94,64 @@ func ReadNodes(data []byte, name string) ([]corev1.Node, error) {
 	return nodes, nil
 }
 
+// workloads are the kinds whose pod template ReadPods checks, with their
+// apiVersion.
+var workloads = map[string]string{
+	"DaemonSet": "apps/v1", "Deployment": "apps/v1", "StatefulSet": "apps/v1", "ReplicaSet": "apps/v1",
+	"Job": "batch/v1", "CronJob": "batch/v1", "PodTemplate": "v1",
+}
+
+// workload is the part of a workload that holds its pod template: spec.template,
+// a CronJob's spec.jobTemplate.spec.template, or a PodTemplate's template.
+type workload struct {
+	Metadata metav1.ObjectMeta       `json:"metadata"`
+	Template *corev1.PodTemplateSpec `json:"template"`
+	Spec     struct {
+		Template    *corev1.PodTemplateSpec `json:"template"`
+		JobTemplate *struct {
+			Spec struct {
+				Template *corev1.PodTemplateSpec `json:"template"`
+			} `json:"spec"`
+		} `json:"jobTemplate"`
+	} `json:"spec"`
+}
+
+// decodePodItem decodes item i as a Pod, or a workload's pod template as a
+// pod named KIND/NAME (kind in lower case) with the template's labels and
+// no node.
+func decodePodItem(raw json.RawMessage, i int, pod *corev1.Pod) (string, error) {
+	var hdr object
+	_ = kjson.UnmarshalCaseSensitivePreserveInts(raw, &hdr)
+	apiVersion, ok := workloads[hdr.Kind]
+	if !ok {
+		return decodeItem(raw, "Pod", i, pod)
+	}
+	where := fmt.Sprintf("items[%d] (%s %s/%s)", i, strings.ToLower(hdr.Kind), hdr.Metadata.Namespace, hdr.Metadata.Name)
+	if hdr.APIVersion != apiVersion {
+		return where, fmt.Errorf("apiVersion %q: want %s for a %s", hdr.APIVersion, apiVersion, hdr.Kind)
+	}
+	var w workload
+	if err := strictDecode(raw, &w); err != nil {
+		return where, describe(raw, err, &workload{})
+	}
+	t := w.Template
+	if t == nil {
+		t = w.Spec.Template
+	}
+	if t == nil && w.Spec.JobTemplate != nil {
+		t = w.Spec.JobTemplate.Spec.Template
+	}
+	if t == nil {
+		return where, errors.New("no pod template (spec.template)")
+	}
+	*pod = corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: w.Metadata.Namespace, Name: strings.ToLower(hdr.Kind) + "/" + w.Metadata.Name, Labels: t.Labels},
+		Spec:       t.Spec,
+	}
+	pod.Spec.NodeName = ""
+	return where, nil
+}
+
 // object is the part of every item that names it.
 type object struct {
 	APIVersion string          `json:"apiVersion"`
@@ -106,6 +171,9 @@ func items(data []byte, name, kind string) ([]json.RawMessage, error) {
 	var top object
 	if err := strictDecode(data, &top); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, describe(data, err, &object{}))
+	}
+	if _, ok := workloads[top.Kind]; ok && kind == "Pod" {
+		return []json.RawMessage{data}, nil
 	}
 	switch top.Kind {
 	case kind:

@@ -30,8 +30,8 @@ func TestReadPods(t *testing.T) {
 		{"bad JSON", "{\n  \"kind\": \"List\",\n  \"items\": [}\n", 0, "f.json: line 3 column 13: invalid JSON"},
 		{"no kind", `{"items": []}`, 0, "f.json: kind is not set: want List, PodList or Pod"},
 		{"another kind", `{"apiVersion": "v1", "kind": "NodeList", "items": []}`, 0, `f.json: kind "NodeList": want List, PodList or Pod`},
-		{"an item of another kind", podList(`{"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"namespace": "ns", "name": "ds"}}`), 0,
-			`f.json: items[0] (daemonset ns/ds): kind "DaemonSet": want Pod`},
+		{"an item of another kind", podList(`{"apiVersion": "v1", "kind": "Service", "metadata": {"namespace": "ns", "name": "svc"}}`), 0,
+			`f.json: items[0] (service ns/svc): kind "Service": want Pod`},
 		{"a wrong type names the field", podList(good, podJSON("ns", "bad", `{"hostNetwork": "yes"}`)), 0,
 			"f.json: items[1] (pod ns/bad): field spec.hostNetwork: got a JSON string, want bool"},
 		{"a wrong type deep down", podList(podJSON("ns", "bad", `{"containers": [{"name": "c", "ports": [{"containerPort": "9100"}]}]}`)), 0,
@@ -52,12 +52,30 @@ func TestReadPods(t *testing.T) {
 			`spec.containers[0].ports[0].protocol: "tcp": want TCP, UDP or SCTP`},
 		{"hostIP", podList(podJSON("ns", "p", `{"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 80, "hostIP": "localhost"}]}]}`)), 0,
 			`spec.containers[0].ports[0].hostIP: "localhost" is not an IP address`},
+		{"a workload", `{"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"namespace": "ns", "name": "ds"}, "spec": {"template": {"spec": {"hostNetwork": true, "nodeName": "x"}}}}`, 1, ""},
+		{"workloads in a list", podList(good,
+			`{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"namespace": "ns", "name": "p"}, "spec": {"template": {"metadata": {"labels": {"a": "b"}}, "spec": {}}}}`,
+			`{"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"namespace": "ns", "name": "p"}, "spec": {"jobTemplate": {"spec": {"template": {"spec": {}}}}}}`,
+			`{"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"namespace": "ns", "name": "p"}, "template": {"spec": {}}}`), 4, ""},
+		{"a workload of the wrong apiVersion", podList(`{"apiVersion": "extensions/v1beta1", "kind": "DaemonSet", "metadata": {"namespace": "ns", "name": "ds"}, "spec": {"template": {}}}`), 0,
+			`f.json: items[0] (daemonset ns/ds): apiVersion "extensions/v1beta1": want apps/v1 for a DaemonSet`},
+		{"a workload without a template", `{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"namespace": "ns", "name": "d"}, "spec": {}}`, 0,
+			"f.json: items[0] (deployment ns/d): no pod template (spec.template)"},
+		{"a workload's template of the wrong type", `{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"namespace": "ns", "name": "d"}, "spec": {"template": {"spec": {"hostNetwork": 1}}}}`, 0,
+			"f.json: items[0] (deployment ns/d): field spec.template.spec.hostNetwork: got a JSON number, want bool"},
+		{"a workload's bad port", `{"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"namespace": "ns", "name": "d"}, "spec": {"template": {"spec": {"containers": [{"name": "c", "ports": [{"containerPort": 0}]}]}}}}`, 0,
+			"f.json: items[0] (daemonset ns/d): spec.containers[0].ports[0].containerPort: 0: want 1-65535"},
 		{"ephemeral containers are checked", podList(podJSON("ns", "p", `{"ephemeralContainers": [{"name": "d", "ports": [{"containerPort": 0}]}]}`)), 0,
 			"spec.ephemeralContainers[0].ports[0].containerPort: 0: want 1-65535"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			pods, err := ReadPods([]byte(tt.input), "f.json")
+			for _, p := range pods {
+				if p.Spec.NodeName != "" && strings.Contains(p.Name, "/") {
+					t.Errorf("workload pod %s has node %q", p.Name, p.Spec.NodeName)
+				}
+			}
 			if tt.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.err) {
 					t.Fatalf("error %v, want one containing %q", err, tt.err)

@@ -14,10 +14,13 @@
 //   - decoding the JSON that `kubectl get pods -A -o json` and
 //     `kubectl get nodes -o json` print, with errors that name the item and
 //     the field (ReadPods, ReadNodes), and listing the same from a live API
-//     server (List).
+//     server (List). A workload in a file (DaemonSet, Deployment, ...)
+//     stands for its pod template, so rendered manifests can be checked;
+//   - the report's table and its one JSON document (Report.WriteTable,
+//     Report.WriteJSON).
 //
 // It does not own the registry language, selectors, owners or compilation
-// (package policy), loading kubeconfig files or printing results (cmd), or
+// (package policy), finding the API server and credentials (cmd), or
 // anything at bind() time: a pod that binds a port it never declared is
 // caught on the node by the kernel programs, not here.
 //
@@ -45,7 +48,8 @@
 // Unscheduled pods and pods on unknown nodes are judged with Options.Labels
 // when it is set (as `bindguard pods --node-label` does for rendered
 // manifests), never against every node: a pod judged against nodes it will
-// never run on reports violations that are not there.
+// never run on reports violations that are not there. A workload's pod
+// template has no node: it is judged only with Options.Labels.
 //
 // Init containers run in the pod's network namespace, so their ports are
 // checked like the others'. Ephemeral containers may not declare ports (the

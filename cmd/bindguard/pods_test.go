@@ -43,6 +43,8 @@ func TestPods(t *testing.T) {
 	declared := writeFile(t, "declared.json", podsList(hostPod("a", "etcd", "cp-0", "2379"), hostPod("a", "exp", "w-0", "9100")))
 	violation := writeFile(t, "violation.json", podsList(hostPod("a", "etcd", "w-0", "2379")))
 	warnings := writeFile(t, "warnings.json", podsList(hostPod("a", "quiet", "w-0"), hostPod("a", "pending", "", "2379")))
+	rendered := writeFile(t, "ds.json", `{"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"namespace": "a", "name": "etcd"},
+	  "spec": {"template": {"spec": {"hostNetwork": true, "containers": [{"name": "c", "ports": [{"containerPort": 2379}]}]}}}}`)
 	bad := writeFile(t, "bad.json", podsList(hostPod("a", "p", "w-0", `"x"`)))
 	tests := []struct {
 		name   string
@@ -56,6 +58,9 @@ func TestPods(t *testing.T) {
 		{"warnings pass", []string{"--pods", warnings, "--nodes", nodes}, 0, "2 warnings (no-ports 1, unscheduled 1,", ""},
 		{"warnings fail with --strict", []string{"--pods", warnings, "--nodes", nodes, "--strict"}, 3, "2 warnings", "bindguard: pods: --strict: 2 warnings\n"},
 		{"unscheduled judged as a node", []string{"--pods", warnings, "--nodes", nodes, "--node-label", "node-role.kubernetes.io/control-plane="}, 0, "1 ok", ""},
+		{"a rendered DaemonSet is unscheduled", []string{"--pods", rendered}, 0, "a          daemonset/etcd  -     c          2379/tcp  unscheduled", ""},
+		{"a rendered DaemonSet judged as a worker", []string{"--pods", rendered, "--node-label", "node-role.kubernetes.io/worker="}, 3, "1 violation (undeclared 1,", ""},
+		{"a rendered DaemonSet judged as control plane", []string{"--pods", rendered, "--node-label", "node-role.kubernetes.io/control-plane="}, 0, "1 ok, 0 violations", ""},
 		{"nodes unknown without --nodes", []string{"--pods", declared}, 0, "2 warnings (no-ports 0, unscheduled 0, unknown-node 2,", ""},
 		{"a malformed pods file", []string{"--pods", bad}, 1, "", "bad.json: items[0] (pod a/p): field spec.containers.ports.containerPort: got a JSON string, want int32"},
 		{"a missing pods file", []string{"--pods", "/nonexistent.json"}, 1, "", "pods: open /nonexistent.json"},
