@@ -113,7 +113,7 @@ func TestPodsJSON(t *testing.T) {
 		t.Error("more than one JSON document")
 	}
 	s := doc.Summary
-	if s.Pods != 16 || s.Ports != 26 || s.OK != 26 || s.Violations["undeclared"] != 0 || s.Warnings["no-ports"] != 4 {
+	if s.Pods != 17 || s.Ports != 29 || s.OK != 26 || s.Violations["undeclared"] != 0 || s.Warnings["no-ports"] != 4 {
 		t.Errorf("summary %+v", s)
 	}
 	if len(s.Violations) != 4 || len(s.Warnings) != 4 {
