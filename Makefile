@@ -34,6 +34,7 @@ test: lint
 
 fuzz:
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./podcheck -run '^$$' -fuzz '^FuzzReadPods$$' -fuzztime $(FUZZTIME)
 
 lint:
 	$(GO) vet ./...

@@ -36,3 +36,23 @@ func FuzzReadPods(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReadNodes feeds arbitrary input to the nodes file decoder: whatever it
+// accepts has named, distinct nodes.
+func FuzzReadNodes(f *testing.F) {
+	f.Add([]byte(`{"apiVersion": "v1", "kind": "List", "items": [{"kind": "Node", "metadata": {"name": "a", "labels": {"x": "1"}}}]}`))
+	f.Add([]byte(`{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "a"}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		nodes, err := ReadNodes(data, "f.json")
+		if err != nil {
+			return
+		}
+		seen := map[string]bool{}
+		for _, n := range nodes {
+			if n.Name == "" || seen[n.Name] {
+				t.Fatalf("node %q accepted empty or twice", n.Name)
+			}
+			seen[n.Name] = true
+		}
+	})
+}
