@@ -27,3 +27,6 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 clang --version | head -1
+# The real API server test bed (kube-apiserver and etcd, built from the Go
+# module proxy once per machine; skipped when present at the right version).
+"$(dirname "$0")/testbed/build-k8s.sh"
