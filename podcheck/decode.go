@@ -76,7 +76,7 @@ func ReadNodes(data []byte, name string) ([]corev1.Node, error) {
 	for i, raw := range raws {
 		where, err := decodeItem(raw, "Node", i, &nodes[i])
 		if err == nil && nodes[i].Name == "" {
-			err = errors.New("metadata.name: empty")
+			err = errors.New("field metadata.name: empty")
 		}
 		if err == nil {
 			if first, dup := seen[nodes[i].Name]; dup {
@@ -170,6 +170,10 @@ type objectMeta struct {
 func items(data []byte, name, kind string) ([]json.RawMessage, error) {
 	var top object
 	if err := strictDecode(data, &top); err != nil {
+		if isSyntax, off := kjson.SyntaxErrorOffset(err); isSyntax {
+			line, col := lineCol(data, off-1) // the offset is past the bad byte
+			return nil, fmt.Errorf("%s:%d:%d: invalid JSON: %s", name, line, col, strings.TrimPrefix(err.Error(), "json: "))
+		}
 		return nil, fmt.Errorf("%s: %w", name, describe(data, err, &object{}))
 	}
 	if _, ok := workloads[top.Kind]; ok && kind == "Pod" {
@@ -184,16 +188,34 @@ func items(data []byte, name, kind string) ([]json.RawMessage, error) {
 	default:
 		return nil, fmt.Errorf("%s: kind %q: want List, %sList or %s", name, top.Kind, kind, kind)
 	}
-	if top.APIVersion != "v1" {
+	if top.APIVersion != "" && top.APIVersion != "v1" {
 		return nil, fmt.Errorf("%s: apiVersion %q: want v1", name, top.APIVersion)
 	}
 	var raws []json.RawMessage
 	if len(top.Items) > 0 && !bytes.Equal(top.Items, []byte("null")) {
+		if top.Items[0] != '[' {
+			return nil, fmt.Errorf("%s: field items: got a JSON %s, want an array", name, jsonKind(top.Items[0]))
+		}
 		if err := strictDecode(top.Items, &raws); err != nil {
-			return nil, fmt.Errorf("%s: items: %w", name, describe(top.Items, err, &raws))
+			return nil, fmt.Errorf("%s: items: %w", name, describe(top.Items, err, nil))
 		}
 	}
 	return raws, nil
+}
+
+// jsonKind names the JSON value that starts with b.
+func jsonKind(b byte) string {
+	switch {
+	case b == '{':
+		return "object"
+	case b == '"':
+		return "string"
+	case b == 't' || b == 'f':
+		return "bool"
+	case b == '-' || (b >= '0' && b <= '9'):
+		return "number"
+	}
+	return "value"
 }
 
 // decodeItem decodes item i of a list into v, checking that it is a v1 kind.
@@ -206,7 +228,7 @@ func decodeItem(raw json.RawMessage, kind string, i int, v any) (string, error) 
 		if ns := hdr.Metadata.Namespace; ns != "" {
 			n = ns + "/" + n
 		}
-		where += fmt.Sprintf(" (%s %s)", strings.ToLower(cmpOr(hdr.Kind, kind)), n)
+		where += fmt.Sprintf(" (%s %s)", strings.ToLower(kind), n)
 	}
 	if hdr.Kind != "" && hdr.Kind != kind {
 		return where, fmt.Errorf("kind %q: want %s", hdr.Kind, kind)
@@ -218,13 +240,6 @@ func decodeItem(raw json.RawMessage, kind string, i int, v any) (string, error) 
 		return where, describe(raw, err, newLike(v))
 	}
 	return where, nil
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // newLike returns a new zero value of v's type, for re-decoding.
@@ -251,18 +266,14 @@ func strictDecode(data []byte, v any) error {
 	return nil
 }
 
-// describe turns a decoding error into one that names the field (for a
-// wrong type) or the line and column (for bad JSON). The standard decoder
+// describe turns a decoding error into one that names the field: one given
+// twice, or one of the wrong type. The standard decoder
 // is run again into fresh to learn the field's path, which the API's
 // decoder does not export.
 func describe(data []byte, err error, fresh any) error {
 	var fe kjson.FieldError
 	if errors.As(err, &fe) {
 		return fmt.Errorf("field %s: given more than once", fe.FieldPath())
-	}
-	if isSyntax, off := kjson.SyntaxErrorOffset(err); isSyntax {
-		line, col := lineCol(data, off-1) // the offset is past the bad byte
-		return fmt.Errorf("line %d column %d: invalid JSON: %s", line, col, strings.TrimPrefix(err.Error(), "json: "))
 	}
 	if fresh != nil {
 		var te *json.UnmarshalTypeError
@@ -286,10 +297,10 @@ func lineCol(data []byte, off int64) (int, int) {
 // so that a hand-edited file cannot make a port look other than it is.
 func checkPod(p *corev1.Pod) []error {
 	if p.Name == "" {
-		return []error{errors.New("metadata.name: empty")}
+		return []error{errors.New("field metadata.name: empty")}
 	}
 	if p.Namespace == "" {
-		return []error{errors.New("metadata.namespace: empty: the namespace decides which pod owners match")}
+		return []error{errors.New("field metadata.namespace: empty: the namespace decides which pod owners match")}
 	}
 	var errs []error
 	check := func(field string, ports []corev1.ContainerPort) {

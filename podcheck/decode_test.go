@@ -27,11 +27,12 @@ func TestReadPods(t *testing.T) {
 		{"one pod", good, 1, ""},
 		{"empty list", podList(), 0, ""},
 		{"unknown fields are ignored", podJSON("ns", "p", `{"futureField": 1, "containers": [{"name": "c", "newThing": {}}]}`), 1, ""},
-		{"bad JSON", "{\n  \"kind\": \"List\",\n  \"items\": [}\n", 0, "f.json: line 3 column 13: invalid JSON"},
+		{"bad JSON", "{\n  \"kind\": \"List\",\n  \"items\": [}\n", 0, "f.json:3:13: invalid JSON: invalid character '}'"},
+		{"items not an array", `{"kind": "List", "items": {}}`, 0, "f.json: field items: got a JSON object, want an array"},
 		{"no kind", `{"items": []}`, 0, "f.json: kind is not set: want List, PodList or Pod"},
 		{"another kind", `{"apiVersion": "v1", "kind": "NodeList", "items": []}`, 0, `f.json: kind "NodeList": want List, PodList or Pod`},
 		{"an item of another kind", podList(`{"apiVersion": "v1", "kind": "Service", "metadata": {"namespace": "ns", "name": "svc"}}`), 0,
-			`f.json: items[0] (service ns/svc): kind "Service": want Pod`},
+			`f.json: items[0] (pod ns/svc): kind "Service": want Pod`},
 		{"a wrong type names the field", podList(good, podJSON("ns", "bad", `{"hostNetwork": "yes"}`)), 0,
 			"f.json: items[1] (pod ns/bad): field spec.hostNetwork: got a JSON string, want bool"},
 		{"a wrong type deep down", podList(podJSON("ns", "bad", `{"containers": [{"name": "c", "ports": [{"containerPort": "9100"}]}]}`)), 0,
@@ -39,8 +40,8 @@ func TestReadPods(t *testing.T) {
 		{"a field given twice", podList(podJSON("ns", "twice", `{"hostNetwork": true, "hostNetwork": false}`)), 0,
 			`f.json: items[0] (pod ns/twice): field spec.hostNetwork: given more than once`},
 		{"field names are case-sensitive, as in the API server", podJSON("ns", "p", `{"HostNetwork": "not a bool"}`), 1, ""},
-		{"no name", podList(`{"metadata": {"namespace": "ns"}}`), 0, "f.json: items[0]: metadata.name: empty"},
-		{"no namespace", podList(`{"metadata": {"name": "p"}}`), 0, "f.json: items[0] (pod p): metadata.namespace: empty"},
+		{"no name", podList(`{"metadata": {"namespace": "ns"}}`), 0, "f.json: items[0]: field metadata.name: empty"},
+		{"no namespace", podList(`{"metadata": {"name": "p"}}`), 0, "f.json: items[0] (pod p): field metadata.namespace: empty"},
 		{"the same pod twice", podList(good, good), 0, "f.json: items[1] (pod ns/p): pod ns/p is also items[0]"},
 		{"port out of range", podList(podJSON("ns", "p", `{"containers": [{"name": "c", "ports": [{"containerPort": 80}, {"containerPort": 70000}]}]}`)), 0,
 			"f.json: items[0] (pod ns/p): spec.containers[0].ports[1].containerPort: 70000: want 1-65535"},
@@ -124,10 +125,10 @@ func TestReadNodes(t *testing.T) {
 	}{
 		{"list", podList(node("a", `{"x": "1"}`), node("b", `{}`)), 2, ""},
 		{"one node", node("a", `{}`), 1, ""},
-		{"pods are not nodes", podList(podJSON("ns", "p", `{}`)), 0, `f.json: items[0] (pod ns/p): kind "Pod": want Node`},
+		{"pods are not nodes", podList(podJSON("ns", "p", `{}`)), 0, `f.json: items[0] (node ns/p): kind "Pod": want Node`},
 		{"labels of the wrong type", podList(node("a", `["x"]`)), 0, "f.json: items[0] (node a): field metadata.labels: got a JSON array"},
 		{"the same node twice", podList(node("a", `{}`), node("a", `{}`)), 0, "f.json: items[1] (node a): node a is also items[0]"},
-		{"no name", podList(`{"metadata": {}}`), 0, "f.json: items[0]: metadata.name: empty"},
+		{"no name", podList(`{"metadata": {}}`), 0, "f.json: items[0]: field metadata.name: empty"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

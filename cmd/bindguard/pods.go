@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -35,8 +34,8 @@ func (f *podsFlags) register(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&f.registry, "registry", nil, "registry file, directory of fragments, or builtin:NAME (repeatable)")
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster to read; without it and without --pods: $KUBECONFIG, ~/.kube/config, or the in-cluster service account")
 	fs.StringVar(&f.context, "context", "", "kubeconfig context to use (default: the current context)")
-	fs.StringVar(&f.pods, "pods", "", "read pods from this file (the JSON of kubectl get pods -A -o json) instead of the API server")
-	fs.StringVar(&f.nodes, "nodes", "", "with --pods: read nodes and their labels from this file (the JSON of kubectl get nodes -o json)")
+	fs.StringVar(&f.pods, "pods", "", "read pods from this file (the JSON of kubectl get pods -A -o json, or rendered workloads; - for stdin) instead of the API server")
+	fs.StringVar(&f.nodes, "nodes", "", "with --pods: read nodes and their labels from this file (the JSON of kubectl get nodes -o json; - for stdin)")
 	fs.StringArrayVar(&f.labels, "node-label", nil, "judge pods without spec.nodeName, or on nodes not given, as on a node with this label key=value (repeatable); without any such pods are warnings")
 	fs.StringVarP(&f.output, "output", "o", "table", "table or json")
 	fs.BoolVar(&f.strict, "strict", false, "exit 3 on warnings too (no-ports, unscheduled, unknown-node, sctp)")
@@ -54,6 +53,8 @@ func (f *podsFlags) usage(fs *pflag.FlagSet) error {
 		return fmt.Errorf("--pods reads a file: --kubeconfig and --context are for the API server")
 	case f.nodes != "" && f.pods == "":
 		return fmt.Errorf("--nodes needs --pods: the API server's nodes are read with its pods")
+	case f.pods == "-" && f.nodes == "-":
+		return fmt.Errorf("--pods and --nodes cannot both read stdin")
 	case f.output != "table" && f.output != "json":
 		return fmt.Errorf("--output %q: want table or json", f.output)
 	}
@@ -126,20 +127,16 @@ func (f *podsFlags) cluster() (podcheck.Cluster, error) {
 
 func readCluster(podsFile, nodesFile string) (podcheck.Cluster, error) {
 	var cl podcheck.Cluster
-	data, err := os.ReadFile(podsFile)
+	data, err := readInputFile(podsFile, "kubectl get pods -A -o json")
 	if err != nil {
 		return cl, err
 	}
 	if cl.Pods, err = podcheck.ReadPods(data, podsFile); err != nil {
 		return cl, err
 	}
-	if nodesFile == "" {
-		return cl, nil
+	if nodesFile != "" {
+		cl.Nodes, err = readNodesFile(nodesFile)
 	}
-	if data, err = os.ReadFile(nodesFile); err != nil {
-		return cl, err
-	}
-	cl.Nodes, err = podcheck.ReadNodes(data, nodesFile)
 	return cl, err
 }
 

@@ -64,6 +64,8 @@ func TestPods(t *testing.T) {
 		{"nodes unknown without --nodes", []string{"--pods", declared}, 0, "2 warnings (no-ports 0, unscheduled 0, unknown-node 2,", ""},
 		{"a malformed pods file", []string{"--pods", bad}, 1, "", "bad.json: items[0] (pod a/p): field spec.containers.ports.containerPort: got a JSON string, want int32"},
 		{"a missing pods file", []string{"--pods", "/nonexistent.json"}, 1, "", "pods: open /nonexistent.json"},
+		{"a directory for a pods file", []string{"--pods", t.TempDir()}, 1, "", "not a regular file: want the output of kubectl get pods -A -o json"},
+		{"both from stdin", []string{"--pods", "-", "--nodes", "-"}, 2, "", "--pods and --nodes cannot both read stdin"},
 		{"a bad registry", []string{"--pods", declared}, 1, "", "three-mistakes.yaml:8:11: port 70000 is out of range"},
 		{"an unreadable kubeconfig", []string{"--kubeconfig", "/nonexistent/kubeconfig"}, 1, "", "bindguard: pods: kubeconfig:"},
 		{"no registry", []string{"--pods", declared}, 2, "", "pods: no --registry given"},
