@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
+	"unicode"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	kjson "sigs.k8s.io/json"
 )
 
@@ -75,8 +78,8 @@ func ReadNodes(data []byte, name string) ([]corev1.Node, error) {
 	var errs errorList
 	for i, raw := range raws {
 		where, err := decodeItem(raw, "Node", i, &nodes[i])
-		if err == nil && nodes[i].Name == "" {
-			err = errors.New("field metadata.name: empty")
+		if err == nil {
+			err = checkNodeName("metadata.name", nodes[i].Name)
 		}
 		if err == nil {
 			if first, dup := seen[nodes[i].Name]; dup {
@@ -126,7 +129,7 @@ func decodePodItem(raw json.RawMessage, i int, pod *corev1.Pod) (string, error) 
 	if !ok {
 		return decodeItem(raw, "Pod", i, pod)
 	}
-	where := fmt.Sprintf("items[%d] (%s %s/%s)", i, strings.ToLower(hdr.Kind), hdr.Metadata.Namespace, hdr.Metadata.Name)
+	where := fmt.Sprintf("items[%d] (%s %s)", i, strings.ToLower(hdr.Kind), printable(hdr.Metadata.Namespace+"/"+hdr.Metadata.Name))
 	if hdr.APIVersion != apiVersion {
 		return where, fmt.Errorf("apiVersion %q: want %s for a %s", hdr.APIVersion, apiVersion, hdr.Kind)
 	}
@@ -203,6 +206,15 @@ func items(data []byte, name, kind string) ([]json.RawMessage, error) {
 	return raws, nil
 }
 
+// printable quotes a name from the input when it holds a space or a
+// character that is not printable, so that it cannot forge a line.
+func printable(s string) string {
+	if strings.ContainsFunc(s, func(r rune) bool { return r == ' ' || !unicode.IsPrint(r) }) {
+		return strconv.Quote(s)
+	}
+	return s
+}
+
 // jsonKind names the JSON value that starts with b.
 func jsonKind(b byte) string {
 	switch {
@@ -228,7 +240,7 @@ func decodeItem(raw json.RawMessage, kind string, i int, v any) (string, error) 
 		if ns := hdr.Metadata.Namespace; ns != "" {
 			n = ns + "/" + n
 		}
-		where += fmt.Sprintf(" (%s %s)", strings.ToLower(kind), n)
+		where += fmt.Sprintf(" (%s %s)", strings.ToLower(kind), printable(n))
 	}
 	if hdr.Kind != "" && hdr.Kind != kind {
 		return where, fmt.Errorf("kind %q: want %s", hdr.Kind, kind)
@@ -294,7 +306,8 @@ func lineCol(data []byte, off int64) (int, int) {
 }
 
 // checkPod checks what the check relies on and the API server guarantees,
-// so that a hand-edited file cannot make a port look other than it is.
+// so that a hand-edited file cannot make a port look other than it is, nor
+// a name (with a tab or a newline) forge a line of the report.
 func checkPod(p *corev1.Pod) []error {
 	if p.Name == "" {
 		return []error{errors.New("field metadata.name: empty")}
@@ -303,23 +316,47 @@ func checkPod(p *corev1.Pod) []error {
 		return []error{errors.New("field metadata.namespace: empty: the namespace decides which pod owners match")}
 	}
 	var errs []error
-	check := func(field string, ports []corev1.ContainerPort) {
-		for j, cp := range ports {
+	name := p.Name[strings.IndexByte(p.Name, '/')+1:] // a workload's pod is KIND/NAME
+	if bad := validation.IsDNS1123Subdomain(name); len(bad) > 0 {
+		errs = append(errs, fmt.Errorf("field metadata.name: %q: %s", name, bad[0]))
+	}
+	if bad := validation.IsDNS1123Label(p.Namespace); len(bad) > 0 {
+		errs = append(errs, fmt.Errorf("field metadata.namespace: %q: %s", p.Namespace, bad[0]))
+	}
+	if err := checkNodeName("spec.nodeName", p.Spec.NodeName); p.Spec.NodeName != "" && err != nil {
+		errs = append(errs, err)
+	}
+	check := func(field string, ctr *corev1.Container) {
+		if bad := validation.IsDNS1123Label(ctr.Name); len(bad) > 0 {
+			errs = append(errs, fmt.Errorf("%s.name: %q: %s", field, ctr.Name, bad[0]))
+		}
+		for j, cp := range ctr.Ports {
 			if err := checkPort(p.Spec.HostNetwork, cp); err != nil {
 				errs = append(errs, fmt.Errorf("%s.ports[%d].%w", field, j, err))
 			}
 		}
 	}
 	for i := range p.Spec.Containers {
-		check(fmt.Sprintf("spec.containers[%d]", i), p.Spec.Containers[i].Ports)
+		check(fmt.Sprintf("spec.containers[%d]", i), &p.Spec.Containers[i])
 	}
 	for i := range p.Spec.InitContainers {
-		check(fmt.Sprintf("spec.initContainers[%d]", i), p.Spec.InitContainers[i].Ports)
+		check(fmt.Sprintf("spec.initContainers[%d]", i), &p.Spec.InitContainers[i])
 	}
 	for i := range p.Spec.EphemeralContainers {
-		check(fmt.Sprintf("spec.ephemeralContainers[%d]", i), p.Spec.EphemeralContainers[i].Ports)
+		check(fmt.Sprintf("spec.ephemeralContainers[%d]", i), (*corev1.Container)(&p.Spec.EphemeralContainers[i].EphemeralContainerCommon))
 	}
 	return errs
+}
+
+// checkNodeName checks a node's name as the API server does.
+func checkNodeName(field, name string) error {
+	if name == "" {
+		return fmt.Errorf("field %s: empty", field)
+	}
+	if bad := validation.IsDNS1123Subdomain(name); len(bad) > 0 {
+		return fmt.Errorf("field %s: %q: %s", field, name, bad[0])
+	}
+	return nil
 }
 
 func checkPort(hostNetwork bool, cp corev1.ContainerPort) error {

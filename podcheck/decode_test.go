@@ -66,6 +66,10 @@ func TestReadPods(t *testing.T) {
 			"f.json: items[0] (deployment ns/d): field spec.template.spec.hostNetwork: got a JSON number, want bool"},
 		{"a workload's bad port", `{"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"namespace": "ns", "name": "d"}, "spec": {"template": {"spec": {"containers": [{"name": "c", "ports": [{"containerPort": 0}]}]}}}}`, 0,
 			"f.json: items[0] (daemonset ns/d): spec.containers[0].ports[0].containerPort: 0: want 1-65535"},
+		{"a name that would forge a report line", podList(podJSON("ns", `p\n`, `{}`)), 0, `f.json: items[0] (pod "ns/p\n"): field metadata.name: "p\n": a lowercase RFC 1123 subdomain`},
+		{"a bad node name", podList(podJSON("ns", "p", `{"nodeName": "a b"}`)), 0, `field spec.nodeName: "a b": a lowercase RFC 1123 subdomain`},
+		{"a bad namespace", podList(podJSON("Ns", "p", `{}`)), 0, `field metadata.namespace: "Ns": a lowercase RFC 1123 label`},
+		{"a bad container name", podList(podJSON("ns", "p", `{"containers": [{"name": "c\tok"}]}`)), 0, `spec.containers[0].name: "c\tok": a lowercase RFC 1123 label`},
 		{"ephemeral containers are checked", podList(podJSON("ns", "p", `{"ephemeralContainers": [{"name": "d", "ports": [{"containerPort": 0}]}]}`)), 0,
 			"spec.ephemeralContainers[0].ports[0].containerPort: 0: want 1-65535"},
 	}
