@@ -18,11 +18,11 @@ build:
 
 # Regenerate the committed BPF objects and their Go bindings (needs clang, llvm-strip, libbpf-dev).
 generate:
-	$(GO) generate ./loader/... ./internal/benchbpf/...
+	$(GO) generate ./loader/... ./internal/benchbpf/... ./scan/...
 
 # Fails when the committed objects differ from what the sources generate.
 check-generate: generate
-	git diff --exit-code -- loader/ internal/benchbpf/ || { echo "generated BPF objects are stale: run 'make generate' and commit" >&2; exit 1; }
+	git diff --exit-code -- loader/ internal/benchbpf/ scan/ || { echo "generated BPF objects are stale: run 'make generate' and commit" >&2; exit 1; }
 
 # The whole suite: lint, unit tests with -race, the privileged end-to-end
 # tests against the real kernel (they skip without root; CI is root and sets
@@ -34,6 +34,9 @@ test: lint
 
 fuzz:
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./cgroups -run '^$$' -fuzz '^FuzzParseKube$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./cri -run '^$$' -fuzz '^FuzzParsePorts$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./scan -run '^$$' -fuzz '^FuzzParseTable$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./podcheck -run '^$$' -fuzz '^FuzzReadPods$$' -fuzztime $(FUZZTIME)
 
 lint:
@@ -59,7 +62,7 @@ clean:
 # qemu-system-x86, busybox-static, cpio; downloads are cached). KERNEL is 5.10
 # (below the minimum: checks that `run` refuses), 6.1 or 6.12. See docs/kernels.md.
 VMTEST_CI_KERNEL  ?= 6.1
-VMTEST_CI_TIMEOUT ?= 600
+VMTEST_CI_TIMEOUT ?= 900
 .PHONY: vmtest vmtest-ci vmtest-all
 vmtest:
 	@[ -n "$(KERNEL)" ] || { echo "usage: make vmtest KERNEL=5.10|6.1|6.12" >&2; exit 2; }

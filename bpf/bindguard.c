@@ -146,14 +146,14 @@ struct {
 } bg_buckets SEC(".maps");
 
 /*
- * The port each thread asked bind() for, per CPU: bind4/6 write it, and
- * post_bind tells a bind(0) from an explicit bind by it. A thread that
- * migrates between the two hooks is taken for an explicit bind (judged
- * already), never for an autobind.
+ * The socket of the last bind(port 0) on this CPU, by its cookie: bind4/6
+ * write it for port 0 only (an explicit bind pays nothing), and post_bind
+ * judges only the socket it names. A cookie is never reused, so a stale
+ * entry matches nothing; a thread that migrates between the two hooks is
+ * taken for an explicit bind (judged already), never for an autobind.
  */
 struct bg_last_bind {
-	__u32 tid;
-	__u32 port;
+	__u64 cookie;
 };
 
 struct {
@@ -321,10 +321,14 @@ static __always_inline int has_pair(struct policy *p, struct bg_key *k)
 	return pairs && bpf_map_lookup_elem(pairs, k);
 }
 
-/* uid_owns reports whether the task's real uid is an owner of the set. */
-static __always_inline int uid_owns(struct policy *p, __u16 set)
+/* uid_owns reports whether the task's real uid is an owner of the rule:
+ * the one uid the rule holds, or a pair of its set. */
+static __always_inline int uid_owns(struct policy *p, struct bg_value *rule)
 {
-	struct bg_key k = {.kind = BG_PAIR_UID, .set = set, .id = (__u32)bpf_get_current_uid_gid()};
+	__u32 uid = (__u32)bpf_get_current_uid_gid();
+	if (rule->uid)
+		return rule->uid == uid + 1;
+	struct bg_key k = {.kind = BG_PAIR_UID, .set = rule->set, .id = uid};
 	return has_pair(p, &k);
 }
 
@@ -358,7 +362,7 @@ static __always_inline __u8 violation(struct policy *p, struct bg_value *rule, _
 	if (flags & BG_RULE_OWNERS) {
 		ms = member_slot(member_of(storage), p);
 		looked = 1;
-		if (!in_set(ms, rule->set) && !((flags & BG_RULE_UID_OWNERS) && uid_owns(p, rule->set))) {
+		if (!in_set(ms, rule->set) && !((flags & BG_RULE_UID_OWNERS) && uid_owns(p, rule))) {
 			*msp = ms;
 			if ((flags & BG_RULE_POD_OWNERS) && (member_flags(ms) & BG_MEMBER_PENDING))
 				return BG_REASON_POD_PENDING;
@@ -507,22 +511,20 @@ static __always_inline __u8 verdict_of(struct policy *p, struct bg_value *rule, 
 	return audit ? BG_VERDICT_AUDIT : BG_VERDICT_DENY;
 }
 
-static __always_inline void remember_bind(__u16 port)
+static __always_inline void remember_autobind(struct bpf_sock_addr *ctx)
 {
 	__u32 zero = 0;
 	struct bg_last_bind *lb = bpf_map_lookup_elem(&bg_last_bind, &zero);
-	if (lb) {
-		lb->tid = (__u32)bpf_get_current_pid_tgid();
-		lb->port = port;
-	}
+	if (lb)
+		lb->cookie = bpf_get_socket_cookie(ctx);
 }
 
 /* judge returns the program's verdict: 1 lets the bind proceed, 0 makes it fail with EPERM. */
 static __always_inline int judge(struct bpf_sock_addr *ctx, __u8 family, int loopback, int storage)
 {
 	__u16 port = bpf_ntohs((__u16)ctx->user_port);
-	remember_bind(port);
 	if (!port) {
+		remember_autobind(ctx);
 		count(BG_CNT_EPHEMERAL);
 		goto allow;
 	}
@@ -622,9 +624,9 @@ static __always_inline int post_bind(struct bpf_sock *sk, __u8 family, int loopb
 {
 	__u32 zero = 0;
 	struct bg_last_bind *lb = bpf_map_lookup_elem(&bg_last_bind, &zero);
-	if (!lb || lb->port != 0 || lb->tid != (__u32)bpf_get_current_pid_tgid())
+	if (!lb || !lb->cookie || lb->cookie != bpf_get_socket_cookie(sk))
 		return 1; /* an explicit bind: judged by bind4/6 */
-	lb->port = 0xffff0000; /* consumed */
+	lb->cookie = 0; /* consumed */
 	__u8 proto = proto_of(sk->protocol);
 	if (!proto)
 		return 1;

@@ -18,7 +18,7 @@
 /* Sizes and versions. An enum rather than #defines so bpf2go exports them to Go. */
 enum bg_limits {
 	/* Bump when any struct or constant here changes meaning or shape. */
-	BG_LAYOUT_VERSION = 3,
+	BG_LAYOUT_VERSION = 4,
 	/* Entries of one rules array: one per (protocol, port), see bg_rule_index. */
 	BG_RULES_ENTRIES = 2 << 16,
 	/* Capacity of one pairs map (uid owners and pods' declared ports). The
@@ -82,9 +82,10 @@ enum bg_mode {
  * Worked example, a registry with
  *   - {port: 2379, protocol: tcp, owners: [{cgroup: /system.slice/etcd.service}, {uid: 0}]}
  * in generation 7, slot 1, compiles to:
- *   rules[bg_rule_index(TCP, 2379) = 2379] = {origin=1, flags=DECLARED|OWNERS|UID_OWNERS, set=0}
- *   pairs[{kind=UID, set=0, id=0}]         = 1
+ *   rules[bg_rule_index(TCP, 2379) = 2379] = {origin=1, flags=DECLARED|OWNERS|UID_OWNERS, set=0, uid=0+1}
  *   rules[0]                               = {origin=7, flags=0 (enforce)}
+ * (a rule listing two uids or more has uid=0 and one pair per uid:
+ *   pairs[{kind=UID, set=0, id=UID}] = 1)
  * and the cgroup /system.slice/etcd.service, and every cgroup below it,
  * holds member.slot[1] = {generation=7, bits[0]=1<<0}. A bind of 2379 from
  * /system.slice/etcd.service/x is allowed because bit 0 is set; from any
@@ -139,6 +140,11 @@ struct bg_value {
 	__u8 flags;
 	__u8 pad;
 	__u16 set;
+	/* rule with BG_RULE_UID_OWNERS: uid + 1 of its owner when it lists
+	 * exactly one uid (checked here, no map lookup); 0 when it lists more,
+	 * and each is a BG_PAIR_UID pair. */
+	__u32 uid;
+	__u32 pad2;
 };
 
 /* bg_member_slot.flags */

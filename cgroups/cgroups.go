@@ -297,3 +297,29 @@ func Container(rel string) string {
 	}
 	return ""
 }
+
+// ArgPath turns a --cgroup argument into a registry path. It takes both
+// forms bpftool and systemd take: a path of the cgroup2 file system
+// ("/sys/fs/cgroup/unified/x", below the mount found in mountinfo) and a path
+// relative to the cgroup2 root ("x" or "/x"). A path that names the mount
+// point or lies below it is read as the former. It does not check that the
+// cgroup exists.
+func ArgPath(arg string) string {
+	root, err := Mount2()
+	if err != nil {
+		root = ""
+	}
+	return argPath(root, arg)
+}
+
+func argPath(root, arg string) string {
+	if root != "" && filepath.IsAbs(arg) {
+		root = filepath.Clean(root)
+		if p := filepath.Clean(arg); p == root {
+			return "/"
+		} else if rel, ok := strings.CutPrefix(p, root+"/"); ok {
+			return "/" + rel
+		}
+	}
+	return filepath.Clean("/" + arg)
+}

@@ -113,3 +113,38 @@ func TestFindUnits(t *testing.T) {
 		t.Errorf("FindUnit = %v", one)
 	}
 }
+
+func TestArgPath(t *testing.T) {
+	const root = "/sys/fs/cgroup/unified"
+	tests := []struct{ root, arg, want string }{
+		{root, "/sys/fs/cgroup/unified/x", "/x"},
+		{root, "/sys/fs/cgroup/unified/system.slice/a.service/", "/system.slice/a.service"},
+		{root, "/sys/fs/cgroup/unified", "/"},
+		{root, "/sys/fs/cgroup/unified/", "/"},
+		{root, "x", "/x"},
+		{root, "x/y", "/x/y"},
+		{root, "/x", "/x"},
+		{root, "/", "/"},
+		{root, "", "/"},
+		{root, "/sys/fs/cgroup/unifiedx", "/sys/fs/cgroup/unifiedx"}, // whole components only
+		{root, "../../etc", "/etc"},                                  // never escapes the root
+		{root, "/sys/fs/cgroup/unified/../x", "/sys/fs/cgroup/x"},    // cleaned first: not below the mount
+		{"", "/sys/fs/cgroup/unified/x", "/sys/fs/cgroup/unified/x"}, // no cgroup2 mount known
+	}
+	for _, tt := range tests {
+		t.Run(tt.arg, func(t *testing.T) {
+			if got := argPath(tt.root, tt.arg); got != tt.want {
+				t.Errorf("argPath(%q, %q) = %q, want %q", tt.root, tt.arg, got, tt.want)
+			}
+		})
+	}
+	// The mount of this machine, from mountinfo: both forms name one cgroup.
+	if m, err := Mount2(); err == nil {
+		if got := ArgPath(m + "/a/b"); got != "/a/b" {
+			t.Errorf("ArgPath(%q) = %q, want /a/b", m+"/a/b", got)
+		}
+		if got := ArgPath("a/b"); got != "/a/b" {
+			t.Errorf("ArgPath(a/b) = %q, want /a/b", got)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package cgroups
 
 import (
+	"os"
 	"path"
 	"strings"
 )
@@ -43,7 +44,8 @@ const (
 // their own cgroup. The caller must therefore compare Kubepods with the
 // place where kubelet's tree really is on this node (the configured
 // kubepods cgroup, e.g. "/kubepods.slice" or "/kubepods", or "<cgroup-root>/kubepods"),
-// and treat a path whose Kubepods differs as no pod at all. Even then the
+// and treat a path whose Kubepods differs as no pod at all (InKubepods;
+// FS.Kubepods finds the default places). Even then the
 // identity is only a claim to be confirmed with the container runtime, which
 // the cri package does (the pod UID and container id must be a pod and a
 // container of that pod there).
@@ -301,4 +303,36 @@ func isLowerHex(s string) bool {
 		}
 	}
 	return true
+}
+
+// DefaultKubepods are where kubelet puts its tree with the default
+// --cgroup-root "/": the systemd driver's slice and cgroupfs' directory.
+var DefaultKubepods = []string{"/kubepods.slice", "/kubepods"}
+
+// Kubepods returns those of candidates (DefaultKubepods when none are
+// given) that exist in this hierarchy: kubelet's place on this node, for
+// comparison with KubeCgroup.Kubepods.
+func (c *FS) Kubepods(candidates ...string) []string {
+	if len(candidates) == 0 {
+		candidates = DefaultKubepods
+	}
+	var out []string
+	for _, k := range candidates {
+		if fi, err := os.Stat(c.Abs(k)); err == nil && fi.IsDir() {
+			out = append(out, path.Clean("/"+k))
+		}
+	}
+	return out
+}
+
+// InKubepods reports whether k lies in one of the kubepods cgroups given,
+// which the caller knows to be kubelet's: the check that tells a pod from a
+// look-alike path created elsewhere.
+func (k KubeCgroup) InKubepods(kubepods []string) bool {
+	for _, p := range kubepods {
+		if k.Kubepods == path.Clean("/"+p) {
+			return true
+		}
+	}
+	return false
 }

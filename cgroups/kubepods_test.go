@@ -1,6 +1,7 @@
 package cgroups
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -38,6 +39,8 @@ func TestParseKube(t *testing.T) {
 			KubeCgroup{Level: KubeContainer, Root: "/", Kubepods: "/kubepods.slice", Systemd: true, QoS: "burstable", PodUID: uid, ContainerID: cid, Runtime: "crio", Subgroup: true}, true},
 		{"systemd cgroup-root", "/node.slice/node-kubepods.slice/node-kubepods-besteffort.slice/node-kubepods-besteffort-pod" + uidSd + ".slice/cri-containerd-" + cid + ".scope",
 			KubeCgroup{Level: KubeContainer, Root: "/node.slice", Kubepods: "/node.slice/node-kubepods.slice", Systemd: true, QoS: "besteffort", PodUID: uid, ContainerID: cid, Runtime: "containerd"}, true},
+		{"systemd cgroup-root kubelet.slice (kind)", "/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod" + uidSd + ".slice/cri-containerd-" + cid + ".scope",
+			KubeCgroup{Level: KubeContainer, Root: "/kubelet.slice", Kubepods: "/kubelet.slice/kubelet-kubepods.slice", Systemd: true, QoS: "besteffort", PodUID: uid, ContainerID: cid, Runtime: "containerd"}, true},
 		{"cgroupfs besteffort", "/kubepods/besteffort/pod" + uid + "/" + cid,
 			KubeCgroup{Level: KubeContainer, Root: "/", Kubepods: "/kubepods", QoS: "besteffort", PodUID: uid, ContainerID: cid}, true},
 		{"cgroupfs guaranteed", "/kubepods/pod" + uid + "/" + cid,
@@ -148,4 +151,38 @@ func FuzzParseKube(f *testing.F) {
 			t.Errorf("%q: root %q, kubepods %q", p, k.Root, k.Kubepods)
 		}
 	})
+}
+
+func TestInKubepods(t *testing.T) {
+	real := []string{"/kubepods.slice", "kubepods/"}
+	for _, tc := range []struct {
+		path string
+		want bool
+	}{
+		{"/kubepods/besteffort/pod" + uid + "/" + cid, true},
+		{"/kubepods.slice/kubepods-pod" + uidSd + ".slice/cri-containerd-" + cid + ".scope", true},
+		{"/user.slice/kubepods/besteffort/pod" + uid + "/" + cid, false},
+		{"/kubepods/besteffort/pod" + uid + "/" + cid + "/kubepods/pod" + uid + "/" + cid, false},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			k, ok := ParseKube(tc.path)
+			if !ok || k.InKubepods(real) != tc.want {
+				t.Errorf("ParseKube(%q) = %+v, %v; InKubepods = %v, want %v", tc.path, k, ok, k.InKubepods(real), tc.want)
+			}
+		})
+	}
+}
+
+func TestKubepodsFound(t *testing.T) {
+	root := t.TempDir()
+	if err := os.Mkdir(root+"/kubepods", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fs := &FS{Root: root}
+	if got := fs.Kubepods(); len(got) != 1 || got[0] != "/kubepods" {
+		t.Errorf("Kubepods() = %v, want [/kubepods]", got)
+	}
+	if got := fs.Kubepods("/t/kubepods", "kubepods"); len(got) != 1 || got[0] != "/kubepods" {
+		t.Errorf("Kubepods(/t/kubepods, kubepods) = %v", got)
+	}
 }

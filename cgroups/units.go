@@ -147,7 +147,7 @@ func (c *FS) FindSystemUnits(root string, units []string) (map[string][]string, 
 	walk = func(rel string) error {
 		ents, err := os.ReadDir(c.Abs(rel))
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
+			if errors.Is(err, fs.ErrNotExist) && rel != cleanRel(root) {
 				return nil // removed while walking
 			}
 			return err

@@ -1,6 +1,11 @@
 package cgroups
 
-import "testing"
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+)
 
 func TestUnitOf(t *testing.T) {
 	tests := []struct {
@@ -120,4 +125,58 @@ func FuzzSystemUnit(f *testing.F) {
 			t.Fatalf("SystemUnit(%q, %q) = %q, but InUnit disagrees", root, rel, u)
 		}
 	})
+}
+
+// TestFindSystemUnits walks a directory tree laid out like a cgroup2
+// hierarchy (the walk reads directories only, so no cgroup2 mount is needed).
+func TestFindSystemUnits(t *testing.T) {
+	dir := t.TempDir()
+	for _, p := range []string{
+		"init.scope",
+		"system.slice/etcd.service/sub",
+		"system.slice/system-getty.slice/getty@tty1.service",
+		"system.slice/containerd.service/etcd.service",
+		"user.slice/user-1000.slice/user@1000.service/app.slice/etcd.service",
+		"mygroup/etcd.service",
+		"t/system.slice/etcd.service",
+	} {
+		if err := os.MkdirAll(filepath.Join(dir, p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := &FS{Root: dir}
+	tests := []struct {
+		root  string
+		units []string
+		want  map[string][]string
+	}{
+		{"/", []string{"etcd.service", "init.scope", "getty@tty1.service", "system-getty.slice", "user@1000.service", "app.slice"}, map[string][]string{
+			"etcd.service":       {"/system.slice/etcd.service"},
+			"init.scope":         {"/init.scope"},
+			"getty@tty1.service": {"/system.slice/system-getty.slice/getty@tty1.service"},
+			"system-getty.slice": {"/system.slice/system-getty.slice"},
+			"user@1000.service":  {"/user.slice/user-1000.slice/user@1000.service"},
+		}},
+		{"/t", []string{"etcd.service"}, map[string][]string{"etcd.service": {"/t/system.slice/etcd.service"}}},
+		{"/", nil, map[string][]string{}},
+	}
+	for _, tt := range tests {
+		got, err := c.FindSystemUnits(tt.root, tt.units)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("FindSystemUnits(%q, %v) = %v, want %v", tt.root, tt.units, got, tt.want)
+		}
+		for u, paths := range got {
+			for _, p := range paths {
+				if !InUnit(tt.root, p, u) {
+					t.Errorf("%s found at %s, but InUnit disagrees", u, p)
+				}
+			}
+		}
+	}
+	if _, err := c.FindSystemUnits("/missing", []string{"x.service"}); err == nil {
+		t.Error("a missing root: no error")
+	}
 }

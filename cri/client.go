@@ -197,33 +197,39 @@ func (c *Client) watch(conn *grpc.ClientConn) {
 	}
 }
 
-// setDown records an outage; only the first failure of an outage is logged.
+// setDown records an outage; only the first failure of an outage is
+// logged (outside the lock: Logf may do anything, even call Status).
 func (c *Client) setDown(err error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.status.Connected {
 		c.status.Since = time.Now()
 	}
 	c.status.Connected, c.status.LastError = false, err.Error()
-	if !c.outage {
-		c.outage = true
-		c.opts.Logf("cri: container runtime at %s unreachable: %v; keeping %d known pod identities, new pods are unresolved until it is back", c.status.Socket, err, len(c.pods))
+	first := !c.outage
+	c.outage = true
+	sock, known := c.status.Socket, len(c.pods)
+	c.mu.Unlock()
+	if first {
+		c.opts.Logf("cri: container runtime at %s unreachable: %v; keeping %d known pod identities, new pods are unresolved until it is back", sock, err, known)
 	}
 }
 
-// setUp records a working connection; logged once per outage.
+// setUp records a working connection; logged once at first and once per
+// outage.
 func (c *Client) setUp(v *runtimeapi.VersionResponse) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if !c.status.Connected {
 		c.status.Since = time.Now()
 	}
-	if c.outage || c.status.RuntimeName == "" {
-		c.outage = false
-		c.opts.Logf("cri: connected to %s %s at %s", v.GetRuntimeName(), v.GetRuntimeVersion(), c.status.Socket)
-	}
+	news := c.outage || c.status.RuntimeName == ""
+	c.outage = false
 	c.status.Connected, c.status.LastError = true, ""
 	c.status.RuntimeName, c.status.RuntimeVersion = v.GetRuntimeName(), v.GetRuntimeVersion()
+	sock := c.status.Socket
+	c.mu.Unlock()
+	if news {
+		c.opts.Logf("cri: connected to %s %s at %s", v.GetRuntimeName(), v.GetRuntimeVersion(), sock)
+	}
 }
 
 // sync asks the runtime for every sandbox and container and replaces the

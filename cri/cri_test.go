@@ -3,6 +3,8 @@ package cri
 import (
 	"context"
 	"errors"
+	"net"
+	"os"
 	"path/filepath"
 	"reflect"
 	"sync"
@@ -212,4 +214,24 @@ func TestNoRuntime(t *testing.T) {
 
 func pp(port uint16, proto policy.Protocol) policy.PodPort {
 	return policy.PodPort{Port: port, Protocol: proto}
+}
+
+func TestDetect(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "rt.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	plain := filepath.Join(dir, "file.sock")
+	if err := os.WriteFile(plain, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Detect(filepath.Join(dir, "absent.sock"), plain, sock); err != nil || got != sock {
+		t.Errorf("Detect = %q, %v; want %q", got, err, sock)
+	}
+	if _, err := Detect(plain); !errors.Is(err, ErrNoSocket) {
+		t.Errorf("Detect(regular file) = %v, want ErrNoSocket", err)
+	}
 }

@@ -26,7 +26,22 @@ var (
 	// ErrInvalid: the pod UID or container id is not in the form kubelet
 	// and the runtimes make them.
 	ErrInvalid = errors.New("invalid pod uid or container id")
+	// ErrNotPod: the cgroup is not in kubelet's layout below one of the
+	// kubepods cgroups given.
+	ErrNotPod = errors.New("not a pod's cgroup")
 )
+
+// LookupCgroup resolves the pod of a cgroup path (relative to the cgroup2
+// root): the path must be in kubelet's layout (cgroups.ParseKube) below one
+// of kubepods, kubelet's place on this node (cgroups.FS.Kubepods), and the
+// runtime must confirm it (Lookup). A look-alike tree elsewhere is ErrNotPod.
+func (c *Client) LookupCgroup(rel string, kubepods []string) (*policy.Pod, error) {
+	k, ok := cgroups.ParseKube(rel)
+	if !ok || !k.InKubepods(kubepods) {
+		return nil, fmt.Errorf("cri: cgroup %s: %w", rel, ErrNotPod)
+	}
+	return c.Lookup(k.PodUID, k.ContainerID)
+}
 
 // Lookup returns the identity of the pod podUID as seen from containerID:
 // one of its containers, its sandbox (Container ""), or "" for the pod

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/bindguard/bindguard/autobind"
 	"github.com/bindguard/bindguard/cgroups"
 	"github.com/bindguard/bindguard/loader"
 	"github.com/bindguard/bindguard/policy"
@@ -45,6 +46,9 @@ type Config struct {
 	Kubepods []string
 	// PodPorts: pods may bind only the ports their containers declare.
 	PodPorts bool
+	// ReserveState is the file recording the ports bindguard added to
+	// ip_local_reserved_ports; "none" leaves the sysctl alone.
+	ReserveState string
 }
 
 // DefaultCheckInterval is how often a running daemon checks, by default,
@@ -76,6 +80,8 @@ type Daemon struct {
 	cleanup []func()
 	// pods follows kubelet's pods; nil when pod identity is off.
 	pods *podTracker
+	// reserver keeps restricted ports out of autobind; nil when off.
+	reserver *autobind.Reserver
 }
 
 // Run loads the registry, puts the policy in force, attaches, and then logs
@@ -125,7 +131,9 @@ func (c *Config) complete() error {
 }
 
 // start puts the policy in force and starts everything serve relies on.
-// Whatever it started is undone by shutdown, also when it fails half-way.
+// Whatever it started is undone by shutdown, also when it fails half-way:
+// a step that needs undoing registers it with onShutdown. A signal that
+// arrives meanwhile waits for serve.
 func (d *Daemon) start() (err error) {
 	compiled, err := d.compile()
 	if err != nil {
@@ -139,11 +147,15 @@ func (d *Daemon) start() (err error) {
 	if st, err := os.Stat(attach); err != nil || !st.IsDir() {
 		return fmt.Errorf("attach cgroup %s: no such cgroup below %s", d.cfg.Cgroup, d.cg.Root)
 	}
+	if d.cfg.ReserveState != "none" {
+		d.reserver = autobind.New(d.cfg.ReserveState)
+	}
 	if d.cfg.CRISocket != "none" {
 		if d.pods, err = newPodTracker(d); err != nil {
 			return err
 		}
 		d.onShutdown(d.pods.close)
+		d.metrics.reg.MustRegister(d.pods.collectors()...)
 		// Pods that exist already go into the first policy as pending.
 		d.pods.scan()
 	}
@@ -201,7 +213,7 @@ func (d *Daemon) load(attach string, compiled *policy.Compiled) (err error) {
 	if err != nil {
 		return err
 	}
-	d.applied(compiled, res)
+	d.logApplied(compiled, res)
 	if err := d.ld.Attach(); err != nil {
 		return err
 	}
@@ -266,6 +278,7 @@ func (d *Daemon) shutdown() error {
 			d.log.WithField("pin_path", d.cfg.PinPath).Info("not started; whatever was pinned there before is left as it was")
 		}
 	case !d.cfg.KeepOnExit:
+		d.releasePorts()
 		if err := d.ld.Detach(); err != nil {
 			return fmt.Errorf("detach: %w", err)
 		}

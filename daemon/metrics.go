@@ -26,6 +26,8 @@ type metrics struct {
 	// podsResolved counts pod and container cgroups whose identity the
 	// runtime reported and which were put in force.
 	podsResolved prometheus.Counter
+	// reserveFailed counts reservations of restricted ports that failed.
+	reserveFailed prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -53,7 +55,10 @@ func newMetrics() *metrics {
 	m.podsResolved = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "bindguard_pod_identities_resolved_total", Help: "Pod and container cgroups whose identity the container runtime reported and that were put in force.",
 	})
-	m.reg.MustRegister(m.reloads, m.events, m.entries, m.generation, m.ownersResolved, m.attachLost, m.podsResolved)
+	m.reserveFailed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "bindguard_port_reservation_failures_total", Help: "Times the restricted ports could not be kept out of the kernel's autobind (ip_local_reserved_ports).",
+	})
+	m.reg.MustRegister(m.reloads, m.events, m.entries, m.generation, m.ownersResolved, m.attachLost, m.podsResolved, m.reserveFailed)
 	return m
 }
 
@@ -67,7 +72,7 @@ var (
 	descDenied  = prometheus.NewDesc("bindguard_binds_denied_total", "Violations denied with EPERM, by reason.", []string{"reason"}, nil)
 	descDropped = prometheus.NewDesc("bindguard_events_dropped_total", "Events lost because the ring buffer was full.", nil, nil)
 	descSupp    = prometheus.NewDesc("bindguard_events_suppressed_total", "Events folded by rate limiting.", nil, nil)
-	descAttach  = prometheus.NewDesc("bindguard_attached", "1 when the kernel says both bind programs are attached to the cgroup, 0 when not (binds are not judged).", nil, nil)
+	descAttach  = prometheus.NewDesc("bindguard_attached", "1 when the kernel says every bind program is attached to the cgroup, 0 when not (binds are not judged).", nil, nil)
 )
 
 func (k kernelCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -127,7 +132,7 @@ func (d *Daemon) serveMetrics(addr string) (stop func(), err error) {
 	return func() { srv.Close() }, nil
 }
 
-// healthz is ok only while the kernel says both programs are attached.
+// healthz is ok only while the kernel says every program is attached.
 func (d *Daemon) healthz(w http.ResponseWriter, _ *http.Request) {
 	if err := d.ld.CheckAttached(); err != nil {
 		http.Error(w, "bind programs not attached: "+err.Error(), http.StatusServiceUnavailable)

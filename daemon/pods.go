@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
 	"github.com/bindguard/bindguard/cgroups"
@@ -262,3 +263,37 @@ func (t *podTracker) identity(rel string) *policy.Pod {
 
 // status is the runtime connection and the pods known, for logs and metrics.
 func (t *podTracker) status() cri.Status { return t.cri.Status() }
+
+// collectors export the runtime connection and the pods known at scrape time.
+func (t *podTracker) collectors() []prometheus.Collector {
+	b := func(v bool) float64 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "bindguard_cri_connected", Help: "1 while the container runtime (CRI) answers; pod identities already known are kept while it does not.",
+		}, func() float64 { return b(t.status().Connected) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "bindguard_pods_known", Help: "Pods whose identity the container runtime reported.",
+		}, func() float64 { return float64(t.status().PodsKnown) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "bindguard_pod_cgroups_pending", Help: "Pod and container cgroups whose identity is not known yet: binds from them to pod-owned ports are pod-pending (audited).",
+		}, func() float64 { return float64(t.pending()) }),
+	}
+}
+
+// pending counts the pod and container cgroups still pending.
+func (t *podTracker) pending() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, pc := range t.cgroups {
+		if pc.Pod == nil || pc.Pod.Pending {
+			n++
+		}
+	}
+	return n
+}

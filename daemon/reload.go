@@ -37,7 +37,7 @@ func (d *Daemon) Reload(why string) {
 		var res *loader.ApplyResult
 		if res, err = d.ld.Apply(c, d.applyOptions(), d.sources()); err == nil {
 			d.metrics.reloads.WithLabelValues("ok").Inc()
-			d.applied(c, res)
+			d.logApplied(c, res)
 			return
 		}
 	}
@@ -49,10 +49,11 @@ func (d *Daemon) Reload(why string) {
 		Error("reload rejected; the previous policy stays in force")
 }
 
-// applied records the origins of a policy now in force, for its events, and
+// logApplied records the origins of a policy now in force, for its events, and
 // logs it.
-func (d *Daemon) applied(c *policy.Compiled, res *loader.ApplyResult) {
+func (d *Daemon) logApplied(c *policy.Compiled, res *loader.ApplyResult) {
 	d.origins.set(res.Generation, c.Origins)
+	d.reservePorts(c, d.applyOptions().Mode)
 	d.metrics.entries.Set(float64(res.Entries))
 	d.metrics.generation.Set(float64(res.Generation))
 	d.log.WithFields(logrus.Fields{

@@ -69,39 +69,21 @@ func (l *Loader) Apply(c *policy.Compiled, o ApplyOptions, src Sources) (*ApplyR
 		return nil, fmt.Errorf("apply policy: read active slot: %w", err)
 	}
 	next := (active ^ 1) & 1
+	res := &ApplyResult{Generation: gen, Entries: enc.entries(), Rules: enc.rules, Sets: len(enc.sets)}
 
 	start := time.Now()
-	plan, unresolved, err := l.plan(enc, src)
+	fresh, plan, err := l.prepare(enc, src, next, res)
 	if err != nil {
 		return nil, fmt.Errorf("apply policy: %w", err)
 	}
-	fresh, err := l.newSlot(enc)
-	if err != nil {
-		return nil, fmt.Errorf("apply policy: %w", err)
-	}
-	// Install the maps in the idle slot. No bind reads it: the previous
-	// Apply waited until every bind judged by it had finished.
-	if err := l.objs.BgRules.Put(next, fresh.rules); err != nil {
-		fresh.close()
-		return nil, fmt.Errorf("apply policy: install rules: %w", err)
-	}
-	if err := l.objs.BgPairs.Put(next, fresh.pairs); err != nil {
-		fresh.close()
-		return nil, fmt.Errorf("apply policy: install pairs: %w", err)
-	}
-	store := l.store()
-	if err := store.writeAll(plan, next, gen); err != nil {
-		fresh.close()
-		return nil, fmt.Errorf("apply policy: memberships: %w", err)
-	}
-	fill := time.Since(start)
+	res.Fill = time.Since(start)
 
 	start = time.Now()
 	if err := l.objs.BgActive.Put(uint32(0), next); err != nil {
 		fresh.close()
 		return nil, fmt.Errorf("apply policy: switch: %w", err)
 	}
-	swap := time.Since(start)
+	res.Swap = time.Since(start)
 
 	// Wait for the binds that read the old slot number to finish, so the
 	// next Apply may overwrite that slot. Replacing a map-in-map entry (here
@@ -110,19 +92,52 @@ func (l *Loader) Apply(c *policy.Compiled, o ApplyOptions, src Sources) (*ApplyR
 	if err := l.objs.BgPairs.Put(next, fresh.pairs); err != nil {
 		return nil, fmt.Errorf("apply policy: settle: %w", err)
 	}
-	settle := time.Since(start)
+	res.Settle = time.Since(start)
 
 	l.slots[next].close()
 	l.slots[next] = fresh
-	l.active = next
-	l.enc = enc
-	l.plan_ = plan
-	l.opts = o
-	l.generation = gen
+	l.active, l.enc, l.plan_, l.opts, l.generation = next, enc, plan, o, gen
+	if err := l.recordApplied(c, enc, o); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
 
-	if err := l.updateState(func(st *bindguardBgStatus) {
+// prepare fills the idle slot: new rules and pairs maps installed in it, and
+// every owner cgroup's membership for it. Nothing reads the idle slot: the
+// previous Apply waited until every bind judged by it had finished.
+func (l *Loader) prepare(enc *encoded, src Sources, next uint32, res *ApplyResult) (slot, memberPlan, error) {
+	plan, unresolved, err := l.plan(enc, src)
+	if err != nil {
+		return slot{}, nil, err
+	}
+	res.Unresolved = unresolved
+	fresh, err := l.newSlot(enc)
+	if err != nil {
+		return slot{}, nil, err
+	}
+	if err := l.objs.BgRules.Put(next, fresh.rules); err != nil {
+		fresh.close()
+		return slot{}, nil, fmt.Errorf("install rules: %w", err)
+	}
+	if err := l.objs.BgPairs.Put(next, fresh.pairs); err != nil {
+		fresh.close()
+		return slot{}, nil, fmt.Errorf("install pairs: %w", err)
+	}
+	store := l.store()
+	if err := store.writeAll(plan, next, enc.generation()); err != nil {
+		fresh.close()
+		return slot{}, nil, fmt.Errorf("memberships: %w", err)
+	}
+	res.Members = store.written
+	return fresh, plan, nil
+}
+
+// recordApplied notes the policy in force in the pinned state, for status.
+func (l *Loader) recordApplied(c *policy.Compiled, enc *encoded, o ApplyOptions) error {
+	return l.updateState(func(st *bindguardBgStatus) {
 		st.Layout = LayoutVersion
-		st.Generation = gen
+		st.Generation = enc.generation()
 		st.AppliedUnixNs = uint64(time.Now().UnixNano())
 		st.Entries = uint32(enc.entries())
 		st.Rules = uint32(enc.rules)
@@ -132,11 +147,7 @@ func (l *Loader) Apply(c *policy.Compiled, o ApplyOptions, src Sources) (*ApplyR
 		if d, err := hex.DecodeString(c.Digest); err == nil {
 			copy(st.Digest[:], d)
 		}
-	}); err != nil {
-		return nil, err
-	}
-	return &ApplyResult{Generation: gen, Entries: enc.entries(), Rules: enc.rules, Sets: len(enc.sets),
-		Members: store.written, Unresolved: unresolved, Fill: fill, Swap: swap, Settle: settle}, nil
+	})
 }
 
 func modeByte(m policy.Mode) uint8 {

@@ -46,15 +46,16 @@ func (l *Loader) Attach() error {
 	if l.generation == 0 || l.slots[l.active].rules == nil {
 		return errors.New("attach: no policy applied yet")
 	}
+	var cgID uint64
 	if l.cfg.CgroupPath != "" {
 		id, err := cgroups.IDOf(l.cfg.CgroupPath)
 		if err != nil {
 			return fmt.Errorf("attach: %w", err)
 		}
-		l.cgID = id
+		cgID = id
 	}
 	var a attachment
-	if err := l.attachBoth(&a); err != nil {
+	if err := l.attachBoth(&a, cgID); err != nil {
 		a.abandon(l.cfg.PinPath, l.cfg.logf)
 		return err
 	}
@@ -65,11 +66,11 @@ func (l *Loader) Attach() error {
 	// Every link is in place and pinned: the old ones may go now.
 	a.retire(l.cfg.logf)
 	l.mu.Lock()
-	l.links = a.links
+	l.links, l.cgID = a.links, cgID
 	l.tookOver = a.tookOver
 	l.mu.Unlock()
 	return l.updateState(func(st *bindguardBgStatus) {
-		st.AttachCgroupId = l.cgID
+		st.AttachCgroupId = cgID
 		st.StartedUnixNs = uint64(time.Now().UnixNano())
 	})
 }
@@ -87,7 +88,7 @@ type attachment struct {
 }
 
 // attachBoth takes over each pinned link or attaches a new one next to it.
-func (l *Loader) attachBoth(a *attachment) error {
+func (l *Loader) attachBoth(a *attachment, cgID uint64) error {
 	progs := l.objs.hookPrograms()
 	for i, h := range hooks {
 		if l.cfg.PinPath != "" {
@@ -95,7 +96,7 @@ func (l *Loader) attachBoth(a *attachment) error {
 			old, err := link.LoadPinnedLink(p, nil)
 			switch {
 			case err == nil:
-				if terr := l.takeOver(old, progs[i], l.cgID); terr == nil {
+				if terr := l.takeOver(old, progs[i], cgID); terr == nil {
 					a.links[i], a.tookOver = old, true
 					continue
 				} else {

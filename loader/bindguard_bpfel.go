@@ -93,15 +93,14 @@ type bindguardBgKey struct {
 }
 
 type bindguardBgLastBind struct {
-	_    structs.HostLayout
-	Tid  uint32
-	Port uint32
+	_      structs.HostLayout
+	Cookie uint64
 }
 
 type bindguardBgLimits uint32
 
 const (
-	bindguardBgLimitsBG_LAYOUT_VERSION      bindguardBgLimits = 3
+	bindguardBgLimitsBG_LAYOUT_VERSION      bindguardBgLimits = 4
 	bindguardBgLimitsBG_RULES_ENTRIES       bindguardBgLimits = 131072
 	bindguardBgLimitsBG_PAIRS_MAX_ENTRIES   bindguardBgLimits = 262144
 	bindguardBgLimitsBG_SLOTS               bindguardBgLimits = 2
@@ -230,6 +229,8 @@ type bindguardBgValue struct {
 	Flags  uint8
 	Pad    uint8
 	Set    uint16
+	Uid    uint32
+	Pad2   uint32
 }
 
 type bindguardBgVerdict uint32

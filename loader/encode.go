@@ -33,6 +33,7 @@ const (
 var (
 	_ = [1]struct{}{}[PairsMaxEntries-policy.MaxMapEntries]
 	_ = [setWords*64 - OwnerSets]struct{}{}
+	_ = [1]struct{}{}[OwnerSets-policy.MaxOwnerSets]
 )
 
 // ruleIndex is bg_rule_index from bpf/bindguard.h.
@@ -48,7 +49,6 @@ func (b *setBits) or(o setBits) {
 	}
 }
 func (b setBits) has(s int) bool { return b[s/64]&(1<<(s%64)) != 0 }
-func (b setBits) empty() bool    { return b == setBits{} }
 
 // Unresolved is an owner whose cgroup does not exist (yet); the rule is in
 // force without it, and the owner joins when its cgroup appears.
@@ -84,6 +84,9 @@ type podPrincipal struct {
 	owner policy.PodOwner
 	sets  setBits
 }
+
+// generation is the policy generation the meta entry carries.
+func (e *encoded) generation() uint32 { return e.ruleVals[0].Origin }
 
 // entries is the number of map entries the policy holds besides memberships.
 func (e *encoded) entries() int { return len(e.ruleIdx) + len(e.pairKeys) }
@@ -143,6 +146,9 @@ func encode(c *policy.Compiled, generation uint32, o encodeOptions) (*encoded, e
 			if len(rule.Owners.UIDs) > 0 {
 				v.Flags |= ruleUIDOwners
 			}
+			if len(rule.Owners.UIDs) == 1 {
+				v.Uid = rule.Owners.UIDs[0] + 1 // checked in the rule itself
+			}
 			if len(rule.Owners.Pods) > 0 {
 				v.Flags |= rulePodOwners
 			}
@@ -174,8 +180,10 @@ func ruleValue(rule policy.Rule) bindguardBgValue {
 func (e *encoded) addSet(o policy.Owners, s int) {
 	e.sets = append(e.sets, o)
 	e.setRules = append(e.setRules, nil)
-	for _, uid := range o.UIDs {
-		e.pairKeys = append(e.pairKeys, bindguardBgKey{Kind: pairUID, Set: uint32(s), Id: uint64(uid)})
+	if len(o.UIDs) > 1 { // one uid lives in the rule (bg_value.uid)
+		for _, uid := range o.UIDs {
+			e.pairKeys = append(e.pairKeys, bindguardBgKey{Kind: pairUID, Set: uint32(s), Id: uint64(uid)})
+		}
 	}
 	for _, cg := range o.Cgroups {
 		b := e.byPath[cleanPath(cg)]

@@ -45,8 +45,15 @@ func TestEncode(t *testing.T) {
 	if a.Set != b.Set || a.Flags != ruleDeclared|ruleOwners|ruleUIDOwners || a.Origin != 1 {
 		t.Errorf("2379 = %+v, 2380 = %+v: equal owner lists (written differently) must share one set", a, b)
 	}
-	if len(e.pairKeys) != 1 || e.pairKeys[0] != (bindguardBgKey{Kind: pairUID, Set: uint32(a.Set), Id: 0}) {
-		t.Errorf("uid pairs = %+v, want one for uid 0 of set %d", e.pairKeys, a.Set)
+	if len(e.pairKeys) != 0 || a.Uid != 0+1 {
+		t.Errorf("uid pairs = %+v, rule uid = %d: want the one uid 0 in the rule itself", e.pairKeys, a.Uid)
+	}
+	two, err := encode(&policy.Compiled{Rules: []policy.Rule{{Port: 1, Protocol: policy.TCP, Owners: policy.Owners{UIDs: []uint32{0, 7}}}}}, 1, encodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(two.pairKeys) != 2 || two.ruleVals[1].Uid != 0 {
+		t.Errorf("two uids: pairs %+v, rule uid %d: want a pair each and none in the rule", two.pairKeys, two.ruleVals[1].Uid)
 	}
 	if got := e.byPath["/system.slice/etcd.service"]; !got.has(int(a.Set)) {
 		t.Errorf("etcd.service is not a principal of set %d", a.Set)
@@ -128,7 +135,7 @@ func TestContractSizes(t *testing.T) {
 		{"bg_event", unsafe.Sizeof(bindguardBgEvent{}), 96},
 		{"bg_cgroup_event", unsafe.Sizeof(bindguardBgCgroupEvent{}), 288},
 		{"bg_key", unsafe.Sizeof(bindguardBgKey{}), 16},
-		{"bg_value", unsafe.Sizeof(bindguardBgValue{}), 8},
+		{"bg_value", unsafe.Sizeof(bindguardBgValue{}), 16},
 		{"bg_member_slot", unsafe.Sizeof(bindguardBgMemberSlot{}), 16 + 8*uintptr(setWords)},
 		{"bg_member", unsafe.Sizeof(bindguardBgMember{}), 2 * (16 + 8*uintptr(setWords))},
 	} {

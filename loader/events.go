@@ -122,7 +122,7 @@ func (l *Loader) StopReaders() error {
 		errs = append(errs, l.events.Stop())
 	}
 	if l.cgroupEvents != nil {
-		errs = append(errs, l.cgroupEvents.Flush())
+		errs = append(errs, l.cgroupEvents.Stop())
 	}
 	return errors.Join(errs...)
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 )
@@ -70,8 +69,7 @@ type Loader struct {
 	events *Ring[bindguardBgEvent]
 	// tracepoints watch cgroup creation; cgroupEvents reads what they report.
 	tracepoints  []link.Link
-	cgroupEvents *ringbuf.Reader
-	cgroupRec    ringbuf.Record
+	cgroupEvents *Ring[bindguardBgCgroupEvent]
 	// enc is the policy in force, plan_ its principals on this node, opts
 	// its switches; src is where owners are resolved; pods numbers the
 	// pods whose declared ports are in the pairs maps.
@@ -143,21 +141,9 @@ func New(cfg Config) (_ *Loader, err error) {
 
 	opts := ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{}}
 	if cfg.PinPath != "" {
-		mounted, err := ensurePinDir(cfg.PinPath)
-		if err != nil {
+		if opts.MapReplacements, err = l.openPins(spec); err != nil {
 			return nil, err
 		}
-		if l.lock, err = lockPinPath(cfg.PinPath); err != nil {
-			return nil, err
-		}
-		if mounted != "" {
-			cfg.logf("mounted a bpf file system at %s; in a private mount namespace (a container without the host's /sys/fs/bpf, a unit with PrivateMounts) it and the pins go away with this process", mounted)
-		}
-		replacements, err := l.pinnedReplacements(spec)
-		if err != nil {
-			return nil, err
-		}
-		opts.MapReplacements = replacements
 	}
 	objs, err := loadObjects(spec, members, &opts)
 	// The collection took its own references to replacements.
@@ -174,6 +160,22 @@ func New(cfg Config) (_ *Loader, err error) {
 	l.objs = *objs
 	l.generation = l.stateGeneration()
 	return l, nil
+}
+
+// openPins creates and locks the pin directory, then opens the maps an
+// earlier daemon pinned there, if they can be reused.
+func (l *Loader) openPins(spec *ebpf.CollectionSpec) (map[string]*ebpf.Map, error) {
+	mounted, err := ensurePinDir(l.cfg.PinPath)
+	if err != nil {
+		return nil, err
+	}
+	if l.lock, err = lockPinPath(l.cfg.PinPath); err != nil {
+		return nil, err
+	}
+	if mounted != "" {
+		l.cfg.logf("mounted a bpf file system at %s; in a private mount namespace (a container without the host's /sys/fs/bpf, a unit with PrivateMounts) it and the pins go away with this process", mounted)
+	}
+	return l.pinnedReplacements(spec)
 }
 
 // pinnedReplacements opens the maps an earlier daemon pinned, when they are
@@ -311,6 +313,10 @@ func (l *Loader) Detach() error {
 func (l *Loader) detachLinks() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	// The pins are ours to remove only while the pin directory is the one
+	// we locked: after a `bindguard detach` removed it, another daemon may
+	// have made it anew, and its pins are not ours.
+	pins := l.cfg.PinPath != "" && l.ownsPinDir()
 	var errs []error
 	for i, ln := range l.links {
 		if ln == nil {
@@ -319,16 +325,31 @@ func (l *Loader) detachLinks() error {
 		// Detach first: closing the last reference detaches too, but only
 		// once the kernel gets to it, and binds are judged until then.
 		errs = append(errs, detachLink(ln))
-		if l.cfg.PinPath != "" {
+		if pins {
 			errs = append(errs, ignoreNotExist(ln.Unpin()))
 		}
 		errs = append(errs, ln.Close())
 		l.links[i] = nil
 	}
-	if l.cfg.PinPath != "" {
+	if pins {
 		errs = append(errs, RemovePins(l.cfg.PinPath))
+	} else if l.cfg.PinPath != "" {
+		l.cfg.logf("pin path %s is no longer the directory this daemon locked (removed by bindguard detach, perhaps made anew by another daemon): its pins are left alone", l.cfg.PinPath)
 	}
 	return errors.Join(errs...)
+}
+
+// ownsPinDir reports whether the pin path is still the directory locked in
+// New: the same inode on the same device.
+func (l *Loader) ownsPinDir() bool {
+	if l.lock == nil {
+		return false
+	}
+	var locked, now unix.Stat_t
+	if unix.Fstat(int(l.lock.Fd()), &locked) != nil || unix.Stat(l.cfg.PinPath, &now) != nil {
+		return false
+	}
+	return locked.Dev == now.Dev && locked.Ino == now.Ino
 }
 
 // RemovePins detaches pinned links and removes every pin bindguard made under

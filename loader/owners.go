@@ -10,7 +10,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/bindguard/bindguard/cgroups"
 	"github.com/bindguard/bindguard/policy"
@@ -59,7 +58,7 @@ func (l *Loader) WatchCgroups() error {
 			return err
 		}
 	}
-	r, err := ringbuf.NewReader(l.objs.BgCgroupEvents)
+	r, err := newRing[bindguardBgCgroupEvent](l.objs.BgCgroupEvents)
 	if err != nil {
 		return fmt.Errorf("open cgroup event ring buffer: %w", err)
 	}
@@ -91,11 +90,8 @@ func (l *Loader) ReadCgroupEvent() (CgroupEvent, error) {
 	if l.cgroupEvents == nil {
 		return CgroupEvent{}, errors.New("read cgroup event: WatchCgroups was not called")
 	}
-	if err := l.cgroupEvents.ReadInto(&l.cgroupRec); err != nil {
-		return CgroupEvent{}, err
-	}
 	var e bindguardBgCgroupEvent
-	if err := decodeInto(l.cgroupRec.RawSample, &e); err != nil {
+	if err := l.cgroupEvents.Read(&e); err != nil {
 		return CgroupEvent{}, err
 	}
 	ev := CgroupEvent{Op: CgroupOp(e.Op), ID: e.Id, ParentID: e.ParentId, CopyFailed: e.CopyFailed != 0}

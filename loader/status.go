@@ -27,8 +27,8 @@ type Status struct {
 	LastError      string
 	Digest         string
 	Counters       *Counters
-	// Links says, for bind4 and bind6, whether the pinned link is attached
-	// to the cgroup the state names. Enforcement is in force only if both are.
+	// Links says, for each hook (bind4, bind6, post_bind4, post_bind6), whether its pinned link is attached
+	// to the cgroup the state names. Enforcement is in force only if all are.
 	Links [nHooks]LinkStatus
 }
 
@@ -40,8 +40,15 @@ type LinkStatus struct {
 	Problem string
 }
 
-// Attached reports whether both links are attached.
-func (s *Status) Attached() bool { return s.Links[0].Attached && s.Links[1].Attached }
+// Attached reports whether every link is attached.
+func (s *Status) Attached() bool {
+	for _, l := range s.Links {
+		if !l.Attached {
+			return false
+		}
+	}
+	return true
+}
 
 // ReadStatus reads the status and counters from the maps pinned under dir,
 // without any daemon.

@@ -22,6 +22,26 @@ func Compile(reg *Registry, nodeLabels map[string]string) (*Compiled, error) {
 	if errs := reg.Validate(nodeLabels); len(errs) > 0 {
 		return nil, errs
 	}
+	return compileValid(reg, nodeLabels), nil
+}
+
+// LoadAndCompile loads the registries at paths (see Load) and compiles them
+// for a node with nodeLabels, validating once. A reading error (a missing
+// file) returns a nil Registry and a plain error; registry errors return the
+// Registry and an ErrorList of every problem; either way nothing compiles.
+func LoadAndCompile(nodeLabels map[string]string, paths ...string) (*Compiled, *Registry, error) {
+	reg, err := Load(paths...)
+	if reg == nil {
+		return nil, nil, err
+	}
+	if errs := reg.Validate(nodeLabels); len(errs) > 0 {
+		return nil, reg, errs
+	}
+	return compileValid(reg, nodeLabels), reg, nil
+}
+
+// compileValid compiles a registry that Validate passed for nodeLabels.
+func compileValid(reg *Registry, nodeLabels map[string]string) *Compiled {
 	ents := reg.all()
 	var present []int
 	for i, e := range ents {
@@ -56,7 +76,7 @@ func Compile(reg *Registry, nodeLabels map[string]string) (*Compiled, error) {
 			}
 		})
 	}
-	return c, nil
+	return c
 }
 
 // mergeRule merges entries of one process (or removed entries) covering a

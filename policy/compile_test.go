@@ -249,3 +249,28 @@ func TestCompileRejectsInvalid(t *testing.T) {
 		t.Fatalf("Compile: %v, want one conflict", err)
 	}
 }
+
+func TestLoadAndCompile(t *testing.T) {
+	labels := map[string]string{"node-role.kubernetes.io/control-plane": ""}
+	c, reg, err := LoadAndCompile(labels, "testdata/pods.yaml")
+	if err != nil || reg == nil {
+		t.Fatalf("LoadAndCompile: %v", err)
+	}
+	want, err := Compile(reg, labels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("LoadAndCompile = %+v, Compile = %+v", c, want)
+	}
+
+	c, reg, err = LoadAndCompile(nil, "testdata/three-mistakes.yaml")
+	var errs ErrorList
+	if c != nil || reg == nil || !errors.As(err, &errs) || len(errs) != 3 {
+		t.Errorf("three mistakes: compiled %v, registry %v, error %v", c != nil, reg != nil, err)
+	}
+	c, reg, err = LoadAndCompile(nil, "testdata/missing.yaml")
+	if c != nil || reg != nil || err == nil || errors.As(err, &errs) {
+		t.Errorf("missing file: compiled %v, registry %v, error %T %v", c != nil, reg != nil, err, err)
+	}
+}

@@ -49,9 +49,10 @@ const (
 	MaxMapEntries = 1 << 18
 	// MaxOwnersPerRule bounds the owners one port may list.
 	MaxOwnersPerRule = 64
-	// MaxCgroupDepth is how many ancestor levels the kernel program checks.
-	// Owner cgroups deeper than this can never match and are rejected.
-	MaxCgroupDepth = 16
+	// MaxOwnerSets bounds the distinct owner lists of one node's policy:
+	// each is one bit of the membership bitmap every owner cgroup carries
+	// (BG_OWNER_SETS in bpf/bindguard.h).
+	MaxOwnerSets = 512
 )
 
 // Origin is the registry entry a compiled rule came from.

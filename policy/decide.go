@@ -98,7 +98,8 @@ type DecideOptions struct {
 // not); or its cgroup is the system manager's unit of an owner unit or below
 // it (cgroups.InUnit); or its pod matches a pod owner (PodOwner.Matches).
 // Owner cgroups resolve as the loader resolves them: one that does not
-// exist, or whose own path is deeper than MaxCgroupDepth, never matches. The
+// exist never matches. Owners and tasks may sit at any depth (the kernel
+// inherits memberships at mkdir, it walks no ancestors). The
 // task's cgroup may be at any depth below its owner.
 func Decide(c *Compiled, mode Mode, a BindAttempt, opts DecideOptions) Decision {
 	if a.Port == 0 || (a.Protocol != TCP && a.Protocol != UDP) || (!a.HostNetns && !opts.AllNetns) {
@@ -211,11 +212,3 @@ func InCgroup(path, ancestor string) bool {
 }
 
 func cleanCgroup(p string) string { return path.Clean("/" + p) }
-
-// cgroupDepth is the number of components of a clean registry path ("/" is 0).
-func cgroupDepth(p string) int {
-	if p == "/" {
-		return 0
-	}
-	return strings.Count(p, "/")
-}

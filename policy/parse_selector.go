@@ -50,7 +50,7 @@ func (p *parser) selector(n *yaml.Node) Selector {
 			p.errorf(n, "nodeSelector can match no node: %s", why)
 		}
 	}
-	return s
+	return s.Compiled()
 }
 
 // longForm reports whether a nodeSelector mapping uses matchLabels or matchExpressions.

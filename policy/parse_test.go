@@ -115,7 +115,6 @@ func TestParseErrors(t *testing.T) {
 		{"cgroup unclean", header + "  - {port: 1, process: a, owners: [{cgroup: /a/./b/}]}\n", []string{`4:45: cgroup "/a/./b/" is not clean: write "/a/b"`}},
 		{"cgroup root", header + "  - {port: 1, process: a, owners: [{cgroup: /}]}\n", []string{`4:45: cgroup "/" is the root`}},
 		{"cgroup mount path", header + "  - {port: 1, process: a, owners: [{cgroup: /sys/fs/cgroup/a.slice}]}\n", []string{`4:45: without /sys/fs/cgroup`}},
-		{"cgroup too deep", header + "  - {port: 1, process: a, owners: [{cgroup: " + strings.Repeat("/d", MaxCgroupDepth+1) + "}]}\n", []string{fmt.Sprintf(`4:45: levels deep: the kernel program looks at most %d levels down`, MaxCgroupDepth)}},
 		{"cgroup wrong type", header + "  - {port: 1, process: a, owners: [{cgroup: 5}]}\n", []string{`4:45: cgroup: want a string, got integer 5`}},
 		{"unit no suffix", header + "  - {port: 1, process: a, owners: [{unit: etcd}]}\n", []string{`4:43: unit "etcd" has no unit suffix`}},
 		{"unit timer", header + "  - {port: 1, process: a, owners: [{unit: backup.timer}]}\n", []string{`4:43: unit "backup.timer" runs no processes of its own`}},

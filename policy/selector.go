@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
@@ -15,11 +16,34 @@ import (
 // node's labels. MatchLabels and MatchExpressions are ANDed, as in
 // metav1.LabelSelector; the zero Selector matches every node. Matching is
 // k8s.io/apimachinery/pkg/labels'.
+//
+// A Selector is a value: do not change its maps or slices once it is used.
+// Parsed selectors, and those LabelSelector and Selector.Compiled return,
+// build their apimachinery selector once for all copies; a literal builds it
+// on every Matches.
 type Selector struct {
 	// MatchLabels: each key must be present with exactly this value.
 	MatchLabels map[string]string
 	// MatchExpressions: each must hold.
 	MatchExpressions []Requirement
+
+	cache *selectorCache
+}
+
+// selectorCache holds the apimachinery selector, built once.
+type selectorCache struct {
+	once sync.Once
+	sel  labels.Selector
+	err  error
+}
+
+// Compiled returns the selector with its apimachinery form built on first use
+// and shared by its copies.
+func (s Selector) Compiled() Selector {
+	if s.cache == nil {
+		s.cache = &selectorCache{}
+	}
+	return s
 }
 
 // Requirement is one item of matchExpressions.
@@ -50,7 +74,7 @@ var Operators = []Operator{OpIn, OpNotIn, OpExists, OpDoesNotExist}
 
 // LabelSelector returns a selector of matchLabels alone, the short form.
 func LabelSelector(matchLabels map[string]string) Selector {
-	return Selector{MatchLabels: matchLabels}
+	return Selector{MatchLabels: matchLabels}.Compiled()
 }
 
 // Empty reports whether the selector has no requirement, so it matches every node.
@@ -62,11 +86,20 @@ func (s Selector) Matches(nodeLabels map[string]string) bool {
 	if s.Empty() {
 		return true
 	}
-	sel, err := s.labelsSelector()
+	sel, err := s.selector()
 	if err != nil {
 		return false
 	}
 	return sel.Matches(labels.Set(nodeLabels))
+}
+
+// selector returns the apimachinery selector, from the cache when there is one.
+func (s Selector) selector() (labels.Selector, error) {
+	if s.cache == nil {
+		return s.labelsSelector()
+	}
+	s.cache.once.Do(func() { s.cache.sel, s.cache.err = s.labelsSelector() })
+	return s.cache.sel, s.cache.err
 }
 
 // String prints the selector in Kubernetes' selector syntax
@@ -75,7 +108,7 @@ func (s Selector) String() string {
 	if s.Empty() {
 		return ""
 	}
-	sel, err := s.labelsSelector()
+	sel, err := s.selector()
 	if err != nil {
 		return fmt.Sprintf("invalid selector (%v)", err)
 	}

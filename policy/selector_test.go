@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -309,4 +310,60 @@ func drawSelector(data []byte) Selector {
 		}
 	}
 	return s
+}
+
+func BenchmarkSelectorMatches(b *testing.B) {
+	s := Selector{MatchLabels: map[string]string{"kubernetes.io/os": "linux"}, MatchExpressions: []Requirement{
+		{"node-role.kubernetes.io/control-plane", OpExists, nil},
+		{"topology.kubernetes.io/zone", OpIn, []string{"a", "b", "c"}},
+		{"bindguard.io/network-type", OpNotIn, []string{"OpenShiftSDN"}},
+	}}
+	node := map[string]string{"kubernetes.io/os": "linux", "kubernetes.io/hostname": "cp-1",
+		"node-role.kubernetes.io/control-plane": "", "topology.kubernetes.io/zone": "b"}
+	for _, bb := range []struct {
+		name string
+		sel  Selector
+	}{{"literal", s}, {"compiled", s.Compiled()}} {
+		b.Run(bb.name, func(b *testing.B) {
+			for b.Loop() {
+				if !bb.sel.Matches(node) {
+					b.Fatal("no match")
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkSatisfiable(b *testing.B) {
+	x := req("zone", OpIn, "a", "b", "c")
+	y := Selector{MatchLabels: map[string]string{"role": "x"}, MatchExpressions: []Requirement{{"zone", OpNotIn, []string{"a", "b"}}}}
+	for b.Loop() {
+		Satisfiable(x, y)
+	}
+}
+
+// TestSelectorConcurrent compiles one parsed registry from several
+// goroutines: the selector cache its copies share is built once, race-free
+// (run with -race).
+func TestSelectorConcurrent(t *testing.T) {
+	reg, err := Load("testdata/pods.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	labels := map[string]string{"node-role.kubernetes.io/control-plane": ""}
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			c, err := Compile(reg, labels)
+			if err == nil && len(c.Rules) != 3 {
+				err = fmt.Errorf("%d rules, want 3", len(c.Rules))
+			}
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
 }

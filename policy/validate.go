@@ -189,6 +189,7 @@ func (r *Registry) checkLimits(ents []*Entry, present, gid []int, nodeLabels map
 			owners += n * most
 		})
 	}
+	checkOwnerSets(ents, nodeLabels, allNodes, &errs)
 	total := 1 + rules + owners
 	if total <= MaxMapEntries {
 		return errs
@@ -278,4 +279,32 @@ func mergedOwnerCount(ents []*Entry, g []int) int {
 		return ents[g[0]].Owners.Count()
 	}
 	return mergeOwners(ents, g).Count()
+}
+
+// checkOwnerSets refuses a policy that names more distinct owner lists than
+// a cgroup's membership bitmap holds (MaxOwnerSets). Entries with the same
+// owners share one list; merged entries can only form fewer new lists than
+// the entries that form them, and the loader checks the exact count.
+func checkOwnerSets(ents []*Entry, nodeLabels map[string]string, allNodes bool, errs *ErrorList) {
+	lists := map[string]Pos{}
+	for _, e := range ents {
+		if e.Owners.Any() || (!allNodes && !e.Matches(nodeLabels)) {
+			continue
+		}
+		k := fmt.Sprintf("%v", e.Owners)
+		if _, ok := lists[k]; !ok {
+			lists[k] = e.Pos
+		}
+	}
+	if len(lists) <= MaxOwnerSets {
+		return
+	}
+	var first Pos
+	for _, e := range ents {
+		if !e.Owners.Any() {
+			first = e.Pos
+			break
+		}
+	}
+	errs.add(first, fmt.Sprintf("the policy names %d distinct owner lists: a node holds at most %d (one bit per list in each cgroup's membership); give entries with the same owners the same owner list", len(lists), MaxOwnerSets))
 }

@@ -395,3 +395,19 @@ func BenchmarkParse65536(b *testing.B) {
 		}
 	}
 }
+
+func TestTooManyOwnerLists(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("apiVersion: bindguard.io/v1\nkind: PortRegistry\nmetadata: {name: t}\nentries:\n")
+	for i := 0; i <= MaxOwnerSets; i++ {
+		fmt.Fprintf(&b, "  - {port: %d, process: p%d, owners: [{uid: %d}]}\n", 1000+i, i, i)
+	}
+	reg, err := Parse("many.yaml", []byte(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := reg.Validate(nil)
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "distinct owner lists") || !strings.Contains(errs[0].Error(), "many.yaml:5:") {
+		t.Errorf("Validate = %v, want one error about %d owner lists at the first entry", errs, MaxOwnerSets+1)
+	}
+}

@@ -151,9 +151,6 @@ func checkCgroup(p string) error {
 	if path.Clean(p) != p {
 		return fmt.Errorf("cgroup %q is not clean: write %q", p, path.Clean(p))
 	}
-	if d := strings.Count(p, "/"); d > MaxCgroupDepth {
-		return fmt.Errorf("cgroup %q is %d levels deep: the kernel program looks at most %d levels down, so it could never match", p, d, MaxCgroupDepth)
-	}
 	return nil
 }
 

@@ -1,13 +1,8 @@
 package scan
 
 import (
-	"bufio"
 	"cmp"
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -19,6 +14,39 @@ import (
 	"github.com/bindguard/bindguard/policy"
 )
 
+// Bound says who chose a socket's port.
+type Bound int
+
+const (
+	// BoundUnknown: read from procfs, which does not say.
+	BoundUnknown Bound = iota
+	// BoundExplicit: the caller gave the port to bind() (SOCK_BINDPORT_LOCK).
+	// The bind programs judged that port.
+	BoundExplicit
+	// BoundKernel: the kernel chose the port: bind(port 0), listen(),
+	// connect() or sendto() without a bind. The bind programs saw port 0 or
+	// nothing.
+	BoundKernel
+)
+
+func (b Bound) String() string {
+	switch b {
+	case BoundExplicit:
+		return "explicit"
+	case BoundKernel:
+		return "kernel"
+	}
+	return "unknown"
+}
+
+// Socket states as scan names them.
+const (
+	StateListen      = "listen"      // a TCP listener
+	StateBound       = "bound"       // a TCP socket bound, neither listening nor connected
+	StateConnected   = "connected"   // a TCP socket with a peer, or a connected UDP socket
+	StateUnconnected = "unconnected" // a bound UDP socket without a peer
+)
+
 // Socket is one bound socket of the host network namespace.
 type Socket struct {
 	Protocol policy.Protocol
@@ -27,64 +55,95 @@ type Socket struct {
 	Family  int
 	Address netip.Addr
 	Port    uint16
-	// Connected is set for a UDP socket with a peer. TCP sockets are
-	// listeners and never connected.
-	Connected bool
+	// State is one of the State constants.
+	State string
+	// Bound says who chose the port.
+	Bound Bound
 	// UID owns the socket: the fsuid of the task that created it.
 	UID   uint32
 	Inode uint64
+	// NetnsCookie is the socket's network namespace cookie; 0 from procfs.
+	NetnsCookie uint64
+	// CgroupID is the socket's own cgroup (the one it was created in, whose
+	// bind programs ran); 0 from procfs. Cgroup is its registry path, the
+	// cgroup the socket is judged with: from procfs, where the socket's
+	// own is unknown, the holding process's. "" when neither is known.
+	CgroupID uint64
+	Cgroup   string
+	// Unit is the systemd unit Cgroup shows.
+	Unit string
 	// PID is the lowest pid holding the socket open, 0 when none does.
 	PID  int
 	Comm string
-	// Cgroup is the registry path of the process's cgroup ("" when PID is 0
-	// or the process went away); Unit the systemd unit that path shows.
-	Cgroup string
-	Unit   string
+	// ProcCgroup is the cgroup the holding process is in now ("" when PID
+	// is 0 or the process went away); it differs from Cgroup when the
+	// process moved or the descriptor was passed on.
+	ProcCgroup string
+}
+
+// Connected reports whether the socket has a peer.
+func (s Socket) Connected() bool { return s.State == StateConnected }
+
+// Path names where a listing came from.
+const (
+	PathIterators = "iterators" // BPF socket iterators (bpf/iter.c)
+	PathProcfs    = "procfs"    // /proc/net/{tcp,tcp6,udp,udp6}
+)
+
+// Listing is the sockets of the caller's network namespace and how they
+// were found.
+type Listing struct {
+	Sockets []Socket
+	// Path is PathIterators or PathProcfs; Why says why procfs was used.
+	Path string
+	Why  string
 }
 
 // Options say where to read from.
 type Options struct {
 	// Proc is where procfs is mounted; "" means /proc.
 	Proc string
+	// Procfs skips the socket iterators.
+	Procfs bool
+	// Cgroups resolves cgroup ids to paths; nil opens the cgroup2 mount.
+	Cgroups *cgroups.FS
+
+	// iterate replaces the iterators in tests.
+	iterate func() ([]iterBgSock, error)
 }
 
-// Sockets lists the TCP listeners and bound UDP sockets of the caller's
-// network namespace, sorted by protocol, port, address and pid. A connected
-// UDP socket whose port lies in the ephemeral range (ip_local_port_range) is
-// left out: it was bound implicitly by connect or sendto, which no bind
-// program sees; one outside that range was bound explicitly and is listed.
-func Sockets(o Options) ([]Socket, error) {
+// Sockets lists the bound sockets of the caller's network namespace, sorted
+// by protocol, port, address and pid: with the socket iterators where the
+// kernel has them (Linux 5.9), from procfs otherwise; Listing.Path says which.
+func Sockets(o Options) (Listing, error) {
 	proc := o.Proc
 	if proc == "" {
 		proc = "/proc"
 	}
-	eph, err := ephemeralRange(filepath.Join(proc, "sys/net/ipv4/ip_local_port_range"))
-	if err != nil {
-		return nil, fmt.Errorf("scan: %w", err)
+	l := Listing{Path: PathIterators}
+	var err error
+	if o.Procfs {
+		l.Path, l.Why = PathProcfs, "asked for"
+	} else if l.Sockets, err = iterSockets(o); err != nil {
+		l.Path, l.Why = PathProcfs, err.Error()
 	}
-	var socks []Socket
-	for _, t := range []struct {
-		file   string
-		proto  policy.Protocol
-		family int
-	}{
-		{"tcp", policy.TCP, 4}, {"tcp6", policy.TCP, 6},
-		{"udp", policy.UDP, 4}, {"udp6", policy.UDP, 6},
-	} {
-		f, err := os.Open(filepath.Join(proc, "net", t.file))
-		if errors.Is(err, fs.ErrNotExist) && t.family == 6 {
-			continue // IPv6 disabled
+	if l.Path == PathProcfs {
+		if l.Sockets, err = procSockets(proc); err != nil {
+			return Listing{}, fmt.Errorf("scan: %w", err)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("scan: %w", err)
-		}
-		s, err := parseTable(f, t.proto, t.family, eph)
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("scan: %s/net/%s: %w", proc, t.file, err)
-		}
-		socks = append(socks, s...)
 	}
+	addHolders(proc, l.Sockets, l.Path == PathProcfs)
+	slices.SortFunc(l.Sockets, func(a, b Socket) int {
+		return cmp.Or(cmp.Compare(a.Protocol, b.Protocol), cmp.Compare(a.Port, b.Port),
+			a.Address.Compare(b.Address), cmp.Compare(a.PID, b.PID), cmp.Compare(a.Inode, b.Inode))
+	})
+	return l, nil
+}
+
+// addHolders fills in the pid, comm and cgroup of the process holding each
+// socket. With judgeByProcess (procfs), the holder's cgroup is also the one
+// the socket is judged with.
+func addHolders(proc string, socks []Socket, judgeByProcess bool) {
 	inodes := make(map[uint64]bool, len(socks))
 	for _, s := range socks {
 		if s.Inode != 0 {
@@ -92,136 +151,28 @@ func Sockets(o Options) ([]Socket, error) {
 		}
 	}
 	pids := holders(proc, inodes)
-	procs := map[int]*Socket{}
+	type info struct{ comm, cgroup string }
+	procs := map[int]info{}
 	for i := range socks {
 		s := &socks[i]
 		s.PID = pids[s.Inode]
-		if s.PID == 0 {
-			continue
+		if s.PID != 0 {
+			p, ok := procs[s.PID]
+			if !ok {
+				p.comm, p.cgroup = processInfo(proc, s.PID)
+				procs[s.PID] = p
+			}
+			s.Comm, s.ProcCgroup = p.comm, p.cgroup
 		}
-		if p, ok := procs[s.PID]; ok {
-			s.Comm, s.Cgroup, s.Unit = p.Comm, p.Cgroup, p.Unit
-			continue
+		if judgeByProcess {
+			s.Cgroup = s.ProcCgroup
 		}
-		s.Comm, s.Cgroup = processInfo(proc, s.PID)
-		if s.Cgroup != "" {
-			s.Unit = cgroups.Unit(s.Cgroup)
+		// Only the system manager's unit names a socket's unit: a look-alike
+		// in a delegated subtree is not the unit it imitates.
+		if u, _, ok := cgroups.UnitOf("/", s.Cgroup); ok && s.Cgroup != "" {
+			s.Unit = u
 		}
-		procs[s.PID] = s
 	}
-	slices.SortFunc(socks, func(a, b Socket) int {
-		return cmp.Or(cmp.Compare(a.Protocol, b.Protocol), cmp.Compare(a.Port, b.Port),
-			a.Address.Compare(b.Address), cmp.Compare(a.PID, b.PID), cmp.Compare(a.Inode, b.Inode))
-	})
-	return socks, nil
-}
-
-// portRange is an inclusive range of ports.
-type portRange struct{ lo, hi uint16 }
-
-func (r portRange) contains(p uint16) bool { return p >= r.lo && p <= r.hi }
-
-func ephemeralRange(path string) (portRange, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return portRange{}, err
-	}
-	f := strings.Fields(string(b))
-	if len(f) != 2 {
-		return portRange{}, fmt.Errorf("%s: want two ports, got %q", path, b)
-	}
-	lo, err1 := strconv.ParseUint(f[0], 10, 16)
-	hi, err2 := strconv.ParseUint(f[1], 10, 16)
-	if err := errors.Join(err1, err2); err != nil {
-		return portRange{}, fmt.Errorf("%s: %w", path, err)
-	}
-	return portRange{uint16(lo), uint16(hi)}, nil
-}
-
-// Socket states of /proc/net/{tcp,udp} (include/net/tcp_states.h).
-const (
-	stateEstablished = 0x01 // a connected UDP socket
-	stateClose       = 0x07 // an unconnected UDP socket
-	stateListen      = 0x0a
-)
-
-// parseTable reads one of /proc/net/{tcp,tcp6,udp,udp6}:
-//
-//	sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-//	 0: 0100007F:0CEA 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1060 ...
-//
-// Addresses are the kernel's 32-bit words printed in host byte order; ports
-// are in host byte order already.
-func parseTable(r io.Reader, proto policy.Protocol, family int, ephemeral portRange) ([]Socket, error) {
-	var out []Socket
-	s := bufio.NewScanner(r)
-	s.Buffer(make([]byte, 4096), 1<<20)
-	first := true
-	for s.Scan() {
-		if first { // the header
-			first = false
-			continue
-		}
-		f := strings.Fields(s.Text())
-		if len(f) < 10 {
-			continue
-		}
-		state, err := strconv.ParseUint(f[3], 16, 8)
-		if err != nil {
-			return nil, fmt.Errorf("bad state %q", f[3])
-		}
-		connected := false
-		switch {
-		case proto == policy.TCP && state == stateListen:
-		case proto == policy.UDP && state == stateClose:
-		case proto == policy.UDP && state == stateEstablished:
-			connected = true
-		default:
-			continue
-		}
-		addr, port, err := parseEndpoint(f[1])
-		if err != nil {
-			return nil, err
-		}
-		if port == 0 || (connected && ephemeral.contains(port)) {
-			continue
-		}
-		uid, err := strconv.ParseUint(f[7], 10, 32)
-		if err != nil {
-			return nil, fmt.Errorf("bad uid %q", f[7])
-		}
-		inode, err := strconv.ParseUint(f[9], 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("bad inode %q", f[9])
-		}
-		out = append(out, Socket{Protocol: proto, Family: family, Address: addr, Port: port,
-			Connected: connected, UID: uint32(uid), Inode: inode})
-	}
-	return out, s.Err()
-}
-
-// parseEndpoint parses "0100007F:0CEA" or the 32-hex-digit IPv6 form.
-func parseEndpoint(s string) (netip.Addr, uint16, error) {
-	a, p, ok := strings.Cut(s, ":")
-	if !ok || (len(a) != 8 && len(a) != 32) {
-		return netip.Addr{}, 0, fmt.Errorf("bad address %q", s)
-	}
-	port, err := strconv.ParseUint(p, 16, 16)
-	if err != nil {
-		return netip.Addr{}, 0, fmt.Errorf("bad port in %q", s)
-	}
-	var b [16]byte
-	for i := 0; i < len(a)/8; i++ {
-		w, err := strconv.ParseUint(a[8*i:8*i+8], 16, 32)
-		if err != nil {
-			return netip.Addr{}, 0, fmt.Errorf("bad address %q", s)
-		}
-		binary.NativeEndian.PutUint32(b[4*i:], uint32(w))
-	}
-	if len(a) == 8 {
-		return netip.AddrFrom4([4]byte(b[:4])), uint16(port), nil
-	}
-	return netip.AddrFrom16(b), uint16(port), nil
 }
 
 // holders maps each socket inode to the lowest pid with a file descriptor
@@ -290,52 +241,4 @@ func unifiedCgroup(s string) string {
 		}
 	}
 	return ""
-}
-
-// Finding is a socket and the verdict a bind of it would get now.
-type Finding struct {
-	Socket
-	Decision policy.Decision
-}
-
-// Judge decides each socket as a bind by its process, in the host network
-// namespace, under policy c on a node in mode. Sockets without a process
-// are judged as binds from the cgroup2 root.
-func Judge(c *policy.Compiled, mode policy.Mode, socks []Socket, opts policy.DecideOptions) []Finding {
-	out := make([]Finding, len(socks))
-	for i, s := range socks {
-		a := policy.BindAttempt{Port: s.Port, Protocol: s.Protocol, Family: policy.Family(s.Family), Address: s.Address,
-			Cgroup: s.Cgroup, UID: s.UID, HostNetns: true}
-		out[i] = Finding{Socket: s, Decision: policy.Decide(c, mode, a, opts)}
-	}
-	return out
-}
-
-// Summary counts findings.
-type Summary struct {
-	Sockets int
-	Allowed int
-	// Violations counts violations by reason; Audited and Denied by verdict.
-	Violations map[string]int
-	Audited    int
-	Denied     int
-}
-
-// Summarize counts findings by verdict and reason.
-func Summarize(fs []Finding) Summary {
-	s := Summary{Sockets: len(fs), Violations: map[string]int{}}
-	for _, f := range fs {
-		switch f.Decision.Verdict {
-		case policy.Allow:
-			s.Allowed++
-		case policy.Audit:
-			s.Audited++
-		case policy.Deny:
-			s.Denied++
-		}
-		if f.Decision.Reason != "" {
-			s.Violations[string(f.Decision.Reason)]++
-		}
-	}
-	return s
 }

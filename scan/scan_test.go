@@ -1,6 +1,7 @@
 package scan
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -55,8 +56,8 @@ func TestParseTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []Socket{
-		{Protocol: policy.TCP, Family: 4, Address: netip.MustParseAddr("0.0.0.0"), Port: 22, UID: 0, Inode: 1001},
-		{Protocol: policy.TCP, Family: 4, Address: netip.MustParseAddr("127.0.0.1"), Port: 3306, UID: 999, Inode: 1003},
+		{Protocol: policy.TCP, Family: 4, Address: netip.MustParseAddr("0.0.0.0"), Port: 22, State: StateListen, UID: 0, Inode: 1001},
+		{Protocol: policy.TCP, Family: 4, Address: netip.MustParseAddr("127.0.0.1"), Port: 3306, State: StateListen, UID: 999, Inode: 1003},
 	}
 	if !equalSockets(got, want) {
 		t.Errorf("tcp:\n got %+v\nwant %+v", got, want)
@@ -72,8 +73,8 @@ func TestParseTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	want = []Socket{
-		{Protocol: policy.UDP, Family: 4, Address: netip.MustParseAddr("0.0.0.0"), Port: 53, UID: 101, Inode: 2001},
-		{Protocol: policy.UDP, Family: 4, Address: netip.MustParseAddr("192.0.2.2"), Port: 123, Connected: true, Inode: 2003},
+		{Protocol: policy.UDP, Family: 4, Address: netip.MustParseAddr("0.0.0.0"), Port: 53, State: StateUnconnected, UID: 101, Inode: 2001},
+		{Protocol: policy.UDP, Family: 4, Address: netip.MustParseAddr("192.0.2.2"), Port: 123, State: StateConnected, Inode: 2003},
 	}
 	if !equalSockets(got, want) {
 		t.Errorf("udp:\n got %+v\nwant %+v", got, want)
@@ -137,8 +138,10 @@ func fakeProc(t *testing.T, files map[string]string, links map[string]string) st
 	return root
 }
 
-func TestSocketsJudge(t *testing.T) {
-	proc := fakeProc(t, map[string]string{
+// fakeNode is a procfs with four sockets: sshd, web and mysqld listeners,
+// and a kernel NFS socket no process holds.
+func fakeNode(t *testing.T) string {
+	return fakeProc(t, map[string]string{
 		"sys/net/ipv4/ip_local_port_range": "32768\t60999\n",
 		"net/tcp": tcpHeader +
 			"   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1001 1 0\n" +
@@ -161,10 +164,35 @@ func TestSocketsJudge(t *testing.T) {
 		"300/fd/9": "socket:[1003]",
 		"301/fd/9": "socket:[1003]", // shared after fork: the lower pid is reported
 	})
-	socks, err := Sockets(Options{Proc: proc})
+}
+
+// TestSocketsFallback fakes the iterators' absence: the procfs path is
+// taken, and the listing says so and why.
+func TestSocketsFallback(t *testing.T) {
+	missing := func() ([]iterBgSock, error) { return nil, errors.New("load socket iterators: not supported") }
+	l, err := Sockets(Options{Proc: fakeNode(t), iterate: missing})
 	if err != nil {
 		t.Fatal(err)
 	}
+	if l.Path != PathProcfs || l.Why != "load socket iterators: not supported" || len(l.Sockets) != 4 {
+		t.Errorf("path %q (%q), %d sockets, want procfs with the iterators' error, 4", l.Path, l.Why, len(l.Sockets))
+	}
+	if r := (Report{Listing: l}); !strings.Contains(r.PathLine(), "/proc/net (load socket iterators: not supported)") {
+		t.Errorf("path line %q does not say procfs was used and why", r.PathLine())
+	}
+	for _, s := range l.Sockets {
+		if s.Bound != BoundUnknown || s.CgroupID != 0 || s.Cgroup != s.ProcCgroup {
+			t.Errorf("procfs socket %+v: want bound unknown, no cgroup id, judged by the holder's cgroup", s)
+		}
+	}
+}
+
+func TestSocketsJudge(t *testing.T) {
+	l, err := Sockets(Options{Proc: fakeNode(t), Procfs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	socks := l.Sockets
 	type row struct {
 		proto  policy.Protocol
 		port   uint16
@@ -204,10 +232,10 @@ entries:
 		t.Fatal(err)
 	}
 	fs := Judge(c, policy.ModeEnforce, socks, policy.DecideOptions{})
-	wantReasons := []policy.Reason{"", policy.ReasonAddress, policy.ReasonUndeclared, ""}
+	wantReasons := []string{"", string(policy.ReasonAddress), string(policy.ReasonUndeclared), ""}
 	for i, f := range fs {
-		if f.Decision.Reason != wantReasons[i] {
-			t.Errorf("%d/%s: reason %q, want %q", f.Port, f.Protocol, f.Decision.Reason, wantReasons[i])
+		if f.Reason != wantReasons[i] {
+			t.Errorf("%d/%s: reason %q, want %q", f.Port, f.Protocol, f.Reason, wantReasons[i])
 		}
 	}
 	sum := Summarize(fs)
@@ -232,10 +260,12 @@ func TestSocketsLive(t *testing.T) {
 		t.Skipf("no IPv6: %v", err)
 	}
 	defer u.Close()
-	socks, err := Sockets(Options{})
+	ls, err := Sockets(Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("path %s %s", ls.Path, ls.Why)
+	socks := ls.Sockets
 	find := func(proto policy.Protocol, addr net.Addr) *Socket {
 		ap := netip.MustParseAddrPort(addr.String())
 		for i, s := range socks {

@@ -20,6 +20,10 @@ command -v cpio >/dev/null || need+=(cpio)
 # containerd brings ctr, which imports the locally built images.
 command -v containerd >/dev/null || need+=(containerd)
 command -v runc >/dev/null || need+=(runc)
+# test/scan_busy_test.go runs real servers on loopback (started and stopped by the test).
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v python3 >/dev/null || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
   echo "ci-setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -105,23 +105,32 @@ type diffWorld struct {
 	addrs4  []netip.Addr
 	addrs6  []netip.Addr
 	binders []*diffBinder
+	labels  map[string]string // the node's labels, which selectors are judged against
 }
 
 func diffRound(t *testing.T, seed uint64, round int, mode string, attempts int) int {
 	w := &diffWorld{t: t, e: newEnv(t), rng: rand.New(rand.NewPCG(seed, uint64(round))), seed: seed, round: round}
+	w.labels = map[string]string{
+		"node-role.kubernetes.io/" + pick(w.rng, []string{"worker", "control-plane"}): "",
+		"topology.kubernetes.io/zone": pick(w.rng, []string{"a", "b", "c"}),
+	}
 	w.makeTree()
 	w.e.writeRegistry(w.makeRegistry())
 	reg, err := policy.Load(w.e.registry)
 	if err != nil {
 		t.Fatalf("seed %d round %d: generated registry does not load: %v", seed, round, err)
 	}
-	c, err := policy.Compile(reg, nil)
+	c, err := policy.Compile(reg, w.labels)
 	if err != nil {
 		body, _ := os.ReadFile(w.e.registry)
 		t.Fatalf("seed %d round %d: generated registry does not compile: %v\n%s", seed, round, err, body)
 	}
 	// Owners resolve while the daemon starts, so the tree is complete first.
-	w.e.start(mode, "--event-interval", "1h")
+	args := []string{"--event-interval", "1h"}
+	for k, v := range w.labels {
+		args = append(args, "--node-label", k+"="+v)
+	}
+	w.e.start(mode, args...)
 	w.startBinders()
 	w.addresses()
 
@@ -290,14 +299,14 @@ func (w *diffWorld) makeTree() {
 			add(child(p, pick(w.rng, names)))
 		}
 	}
-	// deep/d/…/d/UNIT: the unit lies at absolute depth MaxCgroupDepth+1.
+	// deep/d/…/d/UNIT: deeper than the 16 levels the kernel once looked at.
 	// Only the ends of this chain are picked as owners and binder places.
 	w.picks = slices.Clone(w.tree)
 	attachDepth := cgroups.Depth(w.e.cgRel)
 	deep := "deep"
 	add(deep)
 	w.picks = append(w.picks, deep)
-	for attachDepth+depth(deep)+1 < policy.MaxCgroupDepth+1 {
+	for attachDepth+depth(deep)+1 < diffDeepLevels+1 {
 		deep += "/d"
 		add(deep)
 	}
@@ -308,7 +317,7 @@ func (w *diffWorld) makeTree() {
 		w.e.child(p)
 	}
 	for _, p := range w.picks {
-		if attachDepth+depth(p) <= policy.MaxCgroupDepth {
+		if attachDepth+depth(p) <= diffDeepLevels {
 			w.owners = append(w.owners, w.rel(p))
 		}
 	}
@@ -337,6 +346,9 @@ func (w *diffWorld) makeRegistry() string {
 		}
 		if w.rng.IntN(100) < 15 {
 			entries.WriteString("    mode: audit\n")
+		}
+		if w.rng.IntN(100) < 30 {
+			entries.WriteString("    nodeSelector:\n" + pick(w.rng, diffSelectors))
 		}
 		if w.rng.IntN(2) == 0 {
 			entries.WriteString("    owners:\n")
@@ -404,6 +416,22 @@ func (w *diffWorld) makeRegistry() string {
 	return body
 }
 
+// diffSelectors are node selectors, in both forms and with every operator,
+// that some of the nodes a round draws match and others do not.
+var diffSelectors = []string{
+	"      topology.kubernetes.io/zone: a\n",
+	"      node-role.kubernetes.io/worker: \"\"\n",
+	"      matchExpressions: [{key: node-role.kubernetes.io/control-plane, operator: Exists}]\n",
+	"      matchExpressions: [{key: node-role.kubernetes.io/control-plane, operator: DoesNotExist}]\n",
+	"      matchExpressions: [{key: topology.kubernetes.io/zone, operator: In, values: [a, b]}]\n",
+	"      matchExpressions: [{key: topology.kubernetes.io/zone, operator: NotIn, values: [a]}]\n",
+	"      matchLabels: {topology.kubernetes.io/zone: c}\n      matchExpressions: [{key: node-role.kubernetes.io/worker, operator: Exists}]\n",
+}
+
+// diffDeepLevels is how deep the deep chain goes: past the 16 levels of
+// the old ancestor walk, since memberships have no depth limit.
+const diffDeepLevels = 20
+
 // owner returns one random owner item.
 func (w *diffWorld) owner() string {
 	switch r := w.rng.IntN(100); {
@@ -411,7 +439,7 @@ func (w *diffWorld) owner() string {
 		return "cgroup: " + pick(w.rng, w.owners)
 	case r < 60: // does not exist
 		p := pick(w.rng, w.owners)
-		if cgroups.Depth(p) >= policy.MaxCgroupDepth {
+		if cgroups.Depth(p) >= diffDeepLevels {
 			p = path.Dir(p)
 		}
 		return "cgroup: " + p + "/" + pick(w.rng, []string{"ghost", "a", "ab.service"})

@@ -38,7 +38,10 @@ func TestReloadUnderEventFlood(t *testing.T) {
 	startFlood(t, e.child("intruder"), 43010)
 	d.eventFor(43010, "tcp")
 
-	const reloads = 60
+	reloads := 60
+	if testing.Short() { // the VM runner, under software emulation
+		reloads = 15
+	}
 	for i := 0; i < reloads; i++ {
 		if i%2 == 0 {
 			e.writeRegistry(ownedAt7)
@@ -193,8 +196,16 @@ func TestDetachWhileRunningIsVisible(t *testing.T) {
 	d.waitLog("self-check", func(m map[string]any) bool {
 		return strings.HasPrefix(fmt.Sprint(m["msg"]), "bind programs are no longer attached")
 	})
+	if _, body := httpGet(t, "http://"+addr+"/metrics"); strings.Contains(body, "\nbindguard_attachment_lost_total 0\n") || !strings.Contains(body, "\nbindguard_attachment_lost_total ") {
+		t.Errorf("the self-check's lost attachment is not counted")
+	}
 	if _, code := bindguard(t, "status", "--pin-path", e.pinPath); code == 0 {
 		t.Error("status exits 0 after detach")
+	}
+	// Stopping a daemon whose links someone else detached is no error.
+	d.stop(syscall.SIGTERM)
+	if code := d.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("exit code %d after an outside detach:\n%s", code, tail(d.output(), 10))
 	}
 }
 
@@ -250,4 +261,29 @@ func TestRegistryDirReplaced(t *testing.T) {
 		return m["msg"] == "policy in force" && generation(m) >= 2
 	})
 	expect(t, b, []bindCase{{"B in force", "tcp", "4", any4, 43002, nil}})
+}
+
+// TestDetachThenNewDaemon: after `bindguard detach` under a running
+// daemon, a new daemon may make the pin path anew. The old daemon's exit
+// must then leave the new daemon's pins and links alone.
+func TestDetachThenNewDaemon(t *testing.T) {
+	e := newEnv(t)
+	e.writeRegistry(registryA)
+	old := e.start("enforce")
+	if out, code := bindguard(t, "detach", "--pin-path", e.pinPath); code != 0 {
+		t.Fatalf("detach: %s", out)
+	}
+	b := testutils.StartBinder(t, e.child("svc"), testutils.BinderOptions{})
+	expect(t, b, []bindCase{{"detached", "tcp", "4", any4, 43003, nil}})
+
+	e.start("enforce")
+	expect(t, b, []bindCase{{"new daemon enforces", "tcp", "4", any4, 43003, unix.EPERM}})
+	old.stop(syscall.SIGTERM)
+	if code := old.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("old daemon exit code %d:\n%s", code, tail(old.output(), 10))
+	}
+	expect(t, b, []bindCase{{"new daemon still enforces after the old one exits", "tcp", "4", any4, 43003, unix.EPERM}})
+	if out, code := bindguard(t, "status", "--pin-path", e.pinPath); code != 0 {
+		t.Errorf("status after the old daemon exits: exit %d\n%s", code, out)
+	}
 }

@@ -121,8 +121,11 @@ type daemon struct {
 func (e *env) start(mode string, extra ...string) *daemon {
 	e.t.Helper()
 	ready := filepath.Join(e.t.TempDir(), "ready")
+	// The host's ip_local_reserved_ports is left alone unless a test asks
+	// (--reserve-state FILE in extra; the last flag wins).
 	args := append([]string{"run", "--registry", e.registry, "--mode", mode, "--cgroup", e.cgRel,
-		"--pin-path", e.pinPath, "--ready-file", ready, "--log-format", "json", "--event-interval", "0"}, extra...)
+		"--pin-path", e.pinPath, "--ready-file", ready, "--log-format", "json", "--event-interval", "0",
+		"--reserve-state", "none"}, extra...)
 	d := startDaemon(e.t, args...)
 	d.waitFile(ready, 20*time.Second)
 	return d

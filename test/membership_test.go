@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,8 +35,12 @@ func TestInheritedOwnerAtMkdir(t *testing.T) {
 	expect(t, b, []bindCase{{"not below the owner", "tcp", "4", any4, 43200, unix.EPERM}})
 
 	dir := owner
+	per := 10
+	if testing.Short() {
+		per = 2
+	}
 	for depth := 1; depth <= 20; depth++ {
-		for i := 0; i < 10; i++ {
+		for i := 0; i < per; i++ {
 			c := filepath.Join(dir, fmt.Sprintf("n%d", i))
 			if err := os.Mkdir(c, 0o755); err != nil {
 				t.Fatal(err)
@@ -99,7 +104,10 @@ func TestCgroupChurnUnderOwners(t *testing.T) {
 	}()
 
 	churn := testutils.StartBinder(t, e.child("steady"), testutils.BinderOptions{})
-	const n = 5000
+	n := 5000
+	if testing.Short() { // the VM runner: software emulation, same code paths
+		n = 300
+	}
 	for i := 0; i < n; i++ {
 		parent, port, other := a, uint16(43001), uint16(43002)
 		if i%2 == 1 {
@@ -265,5 +273,44 @@ func TestAutobindRestrictedPort(t *testing.T) {
 	ev := d.waitLog("autobind event", func(m map[string]any) bool { return m["reason"] == "autobind" })
 	if ev["port"] != float64(43500) || ev["verdict"] != "deny" {
 		t.Errorf("autobind event = %v", ev)
+	}
+}
+
+// In enforce mode the daemon keeps restricted ports out of the kernel's
+// autobind, so IP_LOCAL_PORT_RANGE [P, P] finds no port at all, and it
+// gives the sysctl back exactly as it was when it stops.
+func TestReservedPortsWhileEnforcing(t *testing.T) {
+	const sysctl = "/proc/sys/net/ipv4/ip_local_reserved_ports"
+	before, err := os.ReadFile(sysctl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.WriteFile(sysctl, before, 0o644) })
+	e := newEnv(t)
+	// 40123: inside the default ephemeral range (32768-60999).
+	e.writeRegistry(`entries:
+  - port: 40123
+    process: owned
+    owners: [{cgroup: "%CG%/owner"}]
+`)
+	state := filepath.Join(t.TempDir(), "reserved")
+	d := e.start("enforce", "--reserve-state", state)
+	d.waitLog("reservation", func(m map[string]any) bool { return m["reserved"] != nil })
+	now, _ := os.ReadFile(sysctl)
+	if !strings.Contains(","+strings.TrimSpace(string(now))+",", ",40123,") && !strings.Contains(string(now), "40123") {
+		t.Fatalf("ip_local_reserved_ports = %q while enforcing, want 40123 in it", now)
+	}
+	b := testutils.StartBinder(t, e.child("intruder"), testutils.BinderOptions{})
+	if p, err := b.Autobind("tcp", "4", any4, 40123); err == nil {
+		t.Errorf("autobind onto a reserved restricted port got %d", p)
+	}
+	o := testutils.StartBinder(t, e.child("owner"), testutils.BinderOptions{})
+	if err := o.Bind("tcp", "4", any4, 40123); err != nil {
+		t.Errorf("the owner's explicit bind of its reserved port: %v", err)
+	}
+	d.stop(syscall.SIGTERM)
+	after, _ := os.ReadFile(sysctl)
+	if string(after) != string(before) {
+		t.Errorf("ip_local_reserved_ports = %q after the daemon stopped, was %q", after, before)
 	}
 }

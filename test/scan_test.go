@@ -27,7 +27,12 @@ type scanSocket struct {
 	Cgroup   string `json:"cgroup"`
 	Unit     string `json:"unit"`
 	Inode    uint64 `json:"inode"`
+	State    string `json:"state"`
+	Bound    string `json:"bound"`
+	CgroupID uint64 `json:"cgroup_id"`
+	ProcCg   string `json:"process_cgroup"`
 	Verdict  string `json:"verdict"`
+	PolicyR  string `json:"policy_reason"`
 	Reason   string `json:"reason"`
 	Rule     string `json:"rule"`
 	Process  string `json:"process"`
@@ -35,10 +40,13 @@ type scanSocket struct {
 
 type scanOutput struct {
 	Mode    string       `json:"mode"`
+	Path    string       `json:"path"`
+	PathWhy string       `json:"path_reason"`
 	Sockets []scanSocket `json:"sockets"`
 	Summary struct {
 		Sockets    int            `json:"sockets"`
 		Allowed    int            `json:"allowed"`
+		Ephemeral  int            `json:"ephemeral"`
 		Audited    int            `json:"audited"`
 		Denied     int            `json:"denied"`
 		Violations map[string]int `json:"violations"`
@@ -175,14 +183,18 @@ func TestScan(t *testing.T) {
 				wantS.Unit = "web.service"
 			}
 			gotS := *s
-			gotS.Process = ""
+			if gotS.Bound != "explicit" || gotS.CgroupID == 0 || gotS.ProcCg != gotS.Cgroup {
+				t.Errorf("%s: bound %q, cgroup id %d, process cgroup %q: want explicit, the socket's cgroup, the same as the holder's",
+					name, gotS.Bound, gotS.CgroupID, gotS.ProcCg)
+			}
+			gotS.Process, gotS.State, gotS.Bound, gotS.CgroupID, gotS.ProcCg = "", "", "", 0, ""
 			if gotS != wantS {
 				t.Errorf("%s:\n got %+v\nwant %+v", name, gotS, wantS)
 			}
 		}
 		sum := got.Summary
 		if sum.Sockets != 8 || sum.Allowed != 4 || sum.Audited+sum.Denied != 4 ||
-			fmt.Sprint(sum.Violations) != "map[address:1 owner:1 removed:1 undeclared:1]" {
+			fmt.Sprint(sum.Violations) != "map[address:1 autobind:0 owner:1 removed:1 undeclared:1]" {
 			t.Errorf("summary %+v", sum)
 		}
 	}
@@ -196,10 +208,11 @@ func TestScan(t *testing.T) {
 		}
 		t.Logf("scan output:\n%s", out)
 		lines := strings.Split(strings.TrimSpace(out), "\n")
-		if len(lines) != 10 || !strings.HasPrefix(lines[0], "PROTO ") {
-			t.Fatalf("want a header, 8 sockets and a summary:\n%s", out)
+		if len(lines) != 11 || !strings.HasPrefix(lines[0], "sockets from: BPF socket iterators") || !strings.HasPrefix(lines[1], "PROTO ") {
+			t.Fatalf("want the path line, a header, 8 sockets and a summary:\n%s", out)
 		}
-		if want := "8 sockets: 4 allowed, 4 violations (4 denied, 0 audited): undeclared 1, owner 1, address 1, removed 1"; lines[9] != want {
+		lines = lines[1:]
+		if want := "8 sockets: 4 allowed, 0 ephemeral, 4 violations (4 denied, 0 audited): undeclared 1, owner 1, address 1, removed 1, autobind 0"; lines[9] != want {
 			t.Errorf("summary %q, want %q", lines[9], want)
 		}
 		// Columns are aligned: every row has REASON where the header has it.
@@ -234,7 +247,7 @@ func TestScan(t *testing.T) {
 		if code != 0 {
 			t.Errorf("exit %d, want 0:\n%s%s", code, out, stderr)
 		}
-		if !strings.HasSuffix(out, "8 sockets: 8 allowed, 0 violations (0 denied, 0 audited): undeclared 0, owner 0, address 0, removed 0\n") {
+		if !strings.HasSuffix(out, "8 sockets: 8 allowed, 0 ephemeral, 0 violations (0 denied, 0 audited): undeclared 0, owner 0, address 0, removed 0, autobind 0\n") {
 			t.Errorf("output:\n%s", out)
 		}
 	})

@@ -107,6 +107,9 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if c, err := policy.Compile(reg, labels); err == nil {
+		warnAutobind(c, stderr)
+	}
 	tcp, udp := reg.Coverage(labels)
 	node := "all nodes"
 	if len(labels) > 0 {

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/bindguard/bindguard/policy"
 )
 
 const policyTestdata = "../../policy/testdata/"
@@ -121,7 +123,7 @@ func TestCompileJSON(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	var got compiledJSON
+	var got policy.CompiledJSON
 	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
 		t.Fatal(err)
 	}
@@ -129,9 +131,9 @@ func TestCompileJSON(t *testing.T) {
 		t.Fatalf("got %d rules, labels %v, digest %q", len(got.Rules), got.NodeLabels, got.Digest)
 	}
 	first := got.Rules[0]
-	want := ruleJSON{
+	want := policy.RuleJSON{
 		Port: 22, Protocol: "tcp", Bind: "any", Mode: "enforce",
-		Owners: ownersJSON{Cgroups: []string{}, Units: []string{"sshd.service"}, UIDs: []uint32{}, Pods: []podOwnerJSON{}},
+		Owners: policy.OwnersJSON{Cgroups: []string{}, Units: []string{"sshd.service"}, UIDs: []uint32{}, Pods: []policy.PodOwnerJSON{}},
 		Rule:   policyTestdata + "valid.json:6", Process: "sshd",
 	}
 	if b, w := compactJSON(t, first), compactJSON(t, want); b != w {
@@ -184,11 +186,11 @@ func TestCompilePodOwners(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	var got compiledJSON
+	var got policy.CompiledJSON
 	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
 		t.Fatal(err)
 	}
-	want := []podOwnerJSON{
+	want := []policy.PodOwnerJSON{
 		{Namespace: "kube-system", Labels: map[string]string{"component": "etcd", "tier": "control-plane"}},
 		{Namespace: "openshift-etcd", Labels: map[string]string{"app": "etcd"}, Container: "etcd"},
 	}

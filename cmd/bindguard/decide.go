@@ -184,6 +184,7 @@ func runDecide(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("decide: %w (pass --assume-owners-exist to judge without this host's cgroups)", err)
 		}
 		defer cg.Close()
+		cg.unitRoot = f.unitRoot
 		opts.Exists, opts.FindUnit = cg.exists, cg.findUnit
 	}
 	d := policy.Decide(c, mode, a, opts)
@@ -282,17 +283,13 @@ func compileForNode(cmd string, paths, labelFlags []string, stderr io.Writer) (*
 	if err != nil {
 		return nil, &exitError{code: 2, msg: cmd + ": " + err.Error()}
 	}
-	reg, err := policy.Load(paths...)
-	if reg == nil {
-		return nil, fmt.Errorf("%s: %w", cmd, err)
-	}
-	c, err := policy.Compile(reg, labels)
+	c, _, err := policy.LoadAndCompile(labels, paths...)
 	var errs policy.ErrorList
 	if errors.As(err, &errs) {
 		for _, e := range errs {
 			fmt.Fprintln(stderr, e)
 		}
-		return nil, &exitError{code: 1, msg: fmt.Sprintf("%s: registry has %d errors: nothing judged", cmd, len(errs))}
+		return nil, &exitError{code: 1, msg: fmt.Sprintf("%s: the registry has %d errors: nothing compiled", cmd, len(errs))}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cmd, err)
@@ -301,10 +298,12 @@ func compileForNode(cmd string, paths, labelFlags []string, stderr io.Writer) (*
 }
 
 // ownerResolver resolves owners in this host's cgroup2 tree, as the daemon
-// does when it loads a policy. Unit lookups walk the tree, so they are cached.
+// does when it loads a policy. Unit lookups walk the slices below unitRoot
+// ("/" unless set), so they are cached.
 type ownerResolver struct {
-	fs    *cgroups.FS
-	units map[string][]string
+	fs       *cgroups.FS
+	unitRoot string
+	units    map[string][]string
 }
 
 func hostOwnerResolver() (*ownerResolver, error) {
@@ -312,7 +311,7 @@ func hostOwnerResolver() (*ownerResolver, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &ownerResolver{fs: fs, units: map[string][]string{}}, nil
+	return &ownerResolver{fs: fs, unitRoot: "/", units: map[string][]string{}}, nil
 }
 
 func (r *ownerResolver) exists(path string) bool {
@@ -324,9 +323,9 @@ func (r *ownerResolver) findUnit(unit string) []string {
 	if p, ok := r.units[unit]; ok {
 		return p
 	}
-	p, _ := r.fs.FindUnit(unit) // an unreadable tree resolves nothing, as in the loader
-	r.units[unit] = p
-	return p
+	found, _ := r.fs.FindSystemUnits(r.unitRoot, []string{unit}) // an unreadable tree resolves nothing, as in the loader
+	r.units[unit] = found[unit]
+	return found[unit]
 }
 
 func (r *ownerResolver) Close() error { return r.fs.Close() }

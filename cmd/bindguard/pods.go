@@ -106,7 +106,7 @@ func runPods(args []string, stdout, stderr io.Writer) error {
 	case rep.Summary.ViolationCount() > 0:
 		return &exitError{code: 3}
 	case f.strict && rep.Summary.WarningCount() > 0:
-		return &exitError{code: 3, msg: fmt.Sprintf("pods: --strict: %s", scanPlural(rep.Summary.WarningCount(), "warning"))}
+		return &exitError{code: 3, msg: fmt.Sprintf("pods: --strict: %d warnings", rep.Summary.WarningCount())}
 	}
 	return nil
 }

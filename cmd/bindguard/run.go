@@ -9,6 +9,8 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/pflag"
 
+	"github.com/bindguard/bindguard/autobind"
+	"github.com/bindguard/bindguard/cgroups"
 	"github.com/bindguard/bindguard/daemon"
 	"github.com/bindguard/bindguard/features"
 	"github.com/bindguard/bindguard/loader"
@@ -37,12 +39,13 @@ type runFlags struct {
 	criSocket     string
 	kubepods      []string
 	podPorts      string
+	reserveState  string
 }
 
 func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&f.registry, "registry", nil, "registry file, directory of fragments, or builtin:NAME (repeatable)")
 	fs.StringVar(&f.mode, "mode", "audit", "audit (report violations) or enforce (refuse them with EPERM)")
-	fs.StringVar(&f.cgroup, "cgroup", "/", "cgroup to attach to, relative to the cgroup2 root")
+	fs.StringVar(&f.cgroup, "cgroup", "/", "cgroup to attach to: a path below the cgroup2 mount (/sys/fs/cgroup/x) or relative to its root (x, /x)")
 	fs.StringVar(&f.pinPath, "pin-path", loader.DefaultPinPath, "bpffs directory for pinned links and maps (\"\" pins nothing)")
 	fs.StringArrayVar(&f.labels, "node-label", nil, "this node's label key=value, for nodeSelectors (repeatable)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "json or text")
@@ -56,6 +59,7 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.checkInterval, "check-interval", daemon.DefaultCheckInterval, "how often to ask the kernel whether the programs are still attached")
 	fs.StringVar(&f.criSocket, "cri-socket", "", "container runtime (CRI) socket for pod identity: a path or unix:///path; \"\" detects containerd's or CRI-O's; \"none\" turns pod identity off")
 	fs.StringArrayVar(&f.kubepods, "kubepods-cgroup", nil, "kubelet's kubepods cgroup, relative to the cgroup2 root (repeatable; default kubepods and kubepods.slice below --cgroup)")
+	fs.StringVar(&f.reserveState, "reserve-state", autobind.DefaultStateFile, "in enforce mode, keep the registry's restricted ports out of the kernel's autobind (net.ipv4.ip_local_reserved_ports), recording the ports added in this file; \"none\" leaves the sysctl alone")
 	fs.StringVar(&f.podPorts, "pod-ports", "ignore", "ignore, or require: a pod may bind only the ports its containers declare (reason pod-undeclared)")
 }
 
@@ -124,7 +128,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	err = daemon.Run(context.Background(), daemon.Config{
 		Registry:      f.registry,
 		Mode:          mode,
-		Cgroup:        f.cgroup,
+		Cgroup:        cgroups.ArgPath(f.cgroup),
 		PinPath:       f.pinPath,
 		NodeLabels:    labels,
 		ReadyFile:     f.readyFile,
@@ -137,6 +141,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		CRISocket:     f.criSocket,
 		Kubepods:      f.kubepods,
 		PodPorts:      podPorts == policy.PodPortsRequire,
+		ReserveState:  f.reserveState,
 	}, log)
 	if err != nil {
 		return fmt.Errorf("run: %w", err)

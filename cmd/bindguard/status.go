@@ -39,6 +39,9 @@ type statusJSON struct {
 	Denied        map[string]uint64 `json:"denied"`
 	EventsDropped uint64            `json:"eventsDropped"`
 	Suppressed    uint64            `json:"eventsSuppressed"`
+	// OtherProto counts binds of protocols that are not judged (UDP-Lite,
+	// SCTP, raw sockets).
+	OtherProto uint64 `json:"otherProto"`
 	// Attached is what the kernel says: both pinned links attached to the
 	// cgroup. When false, binds are not judged, whatever the rest says.
 	Attached bool         `json:"attached"`
@@ -82,6 +85,7 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 		LastError: st.LastError, Checks: st.Counters.Checks, Allowed: st.Counters.Allowed,
 		Audited: map[string]uint64{}, Denied: map[string]uint64{},
 		EventsDropped: st.Counters.EventsDropped, Suppressed: st.Counters.Suppressed,
+		OtherProto: st.Counters.OtherProto,
 	}
 	if st.Enforce {
 		s.Mode = "enforce"
@@ -138,6 +142,7 @@ func printStatus(stdout io.Writer, s statusJSON) error {
 		fmt.Fprintf(tw, "last failed reload\t%s: %s\n", s.LastFailure.Format(time.RFC3339), firstLine(s.LastError))
 	}
 	fmt.Fprintf(tw, "binds checked\t%d (allowed %d)\n", s.Checks, s.Allowed)
+	fmt.Fprintf(tw, "not judged\t%d binds of other protocols than tcp, udp and mptcp\n", s.OtherProto)
 	for _, r := range loader.Reasons {
 		fmt.Fprintf(tw, "  %s\taudited %d, denied %d\n", r, s.Audited[r.String()], s.Denied[r.String()])
 	}

@@ -230,6 +230,9 @@ func startHelper(tb testing.TB, what, env, cgroupAbs string, o BinderOptions) (*
 func (b *Binder) Bind(proto, family string, addr netip.Addr, port uint16) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.in == nil {
+		return errors.New("binder: stopped")
+	}
 	if _, err := fmt.Fprintf(b.in, "%s %s %s %d\n", proto, family, addr, port); err != nil {
 		return fmt.Errorf("binder: %w", err)
 	}
@@ -253,6 +256,9 @@ func (b *Binder) Bind(proto, family string, addr netip.Addr, port uint16) error 
 func (b *Binder) Autobind(proto, family string, addr netip.Addr, want uint16) (uint16, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.in == nil {
+		return 0, errors.New("binder: stopped")
+	}
 	if _, err := fmt.Fprintf(b.in, "autobind %s %s %s %d\n", proto, family, addr, want); err != nil {
 		return 0, fmt.Errorf("binder: %w", err)
 	}
@@ -279,6 +285,8 @@ func (b *Binder) Move(cgroupAbs string) error {
 
 // Stop ends the binder.
 func (b *Binder) Stop() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if b.in != nil {
 		b.in.Close()
 		b.in = nil

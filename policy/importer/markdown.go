@@ -12,10 +12,25 @@ import (
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/bindguard/bindguard/policy"
 )
 
-// MaxInput is the largest markdown document Markdown reads.
-const MaxInput = 16 << 20
+// Limits that bound what an import holds in memory by its input: a row
+// that names many ports repeats its other cells in every entry, so the cells
+// and the entries are bounded too, not only the input.
+const (
+	// MaxInput is the largest markdown document Markdown reads.
+	MaxInput = 4 << 20
+	// MaxEntries is the most entries (and removed ports) one import makes.
+	MaxEntries = 65536
+	// MaxNotes is the longest notes an entry gets; longer notes are cut,
+	// and say so.
+	MaxNotes = 1024
+	// MaxOutput is the largest registry an import writes: that of a
+	// registry file policy.Load reads.
+	MaxOutput = policy.MaxFileSize
+)
 
 // Registry is the imported registry in the shape of a registry file.
 type Registry struct {
@@ -107,13 +122,30 @@ func Markdown(name string, r io.Reader) (*Result, error) {
 		Metadata:   Metadata{Name: strings.TrimSpace(name)},
 	}}}
 	c.run(splitLines(data))
+	if c.tooMany != 0 {
+		return nil, fmt.Errorf("import markdown: line %d: the document lists more than %d ports, the most one import makes", c.tooMany, MaxEntries)
+	}
 	if c.tables == 0 {
 		return nil, errors.New("import markdown: no pipe table with a Port column found")
 	}
 	if c.res.Registry.Metadata.Source == "" {
 		c.res.Registry.Metadata.Source = c.title
 	}
+	if size := c.res.size(); size > MaxOutput {
+		return nil, fmt.Errorf("import markdown: the registry would be about %d bytes, over the %d bytes a registry file may hold; split the document", size, MaxOutput)
+	}
 	return c.res, nil
+}
+
+// size estimates the registry's YAML: each entry's fields and some syntax.
+func (r *Result) size() int {
+	n := 0
+	for _, list := range [][]Entry{r.Registry.Entries, r.Registry.Removed} {
+		for _, e := range list {
+			n += 96 + len(e.Process) + len(e.Team) + len(e.Since) + len(e.RemovedIn) + len(e.Notes)
+		}
+	}
+	return n
 }
 
 // splitLines splits the input into lines, making it valid UTF-8 and dropping
@@ -136,6 +168,8 @@ type converter struct {
 	title    string
 	headings []heading
 	tables   int // tables with a Port column
+	// tooMany is the line at which the entries went over MaxEntries.
+	tooMany int
 }
 
 var (
@@ -427,6 +461,9 @@ func (c *converter) table(headerLine int, header string, rows []string) {
 	c.tables++
 	for k, raw := range rows {
 		line := headerLine + 2 + k
+		if c.tooMany != 0 {
+			return
+		}
 		cells := splitRow(raw)
 		empty := true
 		for _, cell := range cells {
@@ -437,15 +474,19 @@ func (c *converter) table(headerLine int, header string, rows []string) {
 		}
 		ents, removed, why := convertRow(ctx, headers, cols, cells)
 		if why != "" {
-			c.warnf(line, "row not imported: %s: %s", why, strings.TrimSpace(raw))
+			c.warnf(line, "row not imported: %s: %s", why, excerpt(raw))
 			c.res.comments = append(c.res.comments, comment{
 				line: line, removed: removed,
-				text: fmt.Sprintf("line %d: not imported (%s): %s", line, why, strings.TrimSpace(raw)),
+				text: fmt.Sprintf("line %d: not imported (%s): %s", line, why, excerpt(raw)),
 			})
 			continue
 		}
 		for i := range ents {
 			ents[i].Line = line
+		}
+		if len(c.res.Registry.Entries)+len(c.res.Registry.Removed)+len(ents) > MaxEntries {
+			c.tooMany = line
+			return
 		}
 		if removed {
 			c.res.Registry.Removed = append(c.res.Registry.Removed, ents...)
@@ -468,18 +509,18 @@ func (n *notes) addf(format string, args ...any) { n.add(fmt.Sprintf(format, arg
 
 func (n notes) String() string { return strings.Join(n, "; ") }
 
-// convertRow turns one row into entries. removed says which list the row
-// belongs to; why is non-empty when the row cannot become an entry.
-func convertRow(ctx context, headers []string, cols []column, raw []string) (ents []Entry, removed bool, why string) {
-	var (
-		portCell, protoCell, process, description string
-		team, since, removedIn                    string
-		cpOnly                                    = ctx.cpOnly
-		localhost                                 = ctx.localhost
-		extra, tail                               notes
-		noteText                                  string
-	)
-	removed = ctx.removed
+// rowCells are the cells of one row, by meaning.
+type rowCells struct {
+	port, proto, process, description string
+	team, since, removedIn, notes     string
+	cpOnly, localhost, removed        bool
+	// extra holds cells that have no field, as notes.
+	extra notes
+}
+
+// readCells sorts a row's cells by column; the context gives the defaults.
+func readCells(ctx context, headers []string, cols []column, raw []string) rowCells {
+	r := rowCells{cpOnly: ctx.cpOnly, localhost: ctx.localhost, removed: ctx.removed}
 	for i, rawCell := range raw {
 		cell := cleanCell(rawCell)
 		if i >= len(cols) || cols[i] != colPort {
@@ -488,145 +529,188 @@ func convertRow(ctx context, headers []string, cols []column, raw []string) (ent
 		}
 		if i >= len(cols) {
 			if cell != "" {
-				extra.addf("extra cell: %s", cell)
+				r.extra.addf("extra cell: %s", cell)
 			}
 			continue
 		}
-		switch cols[i] {
-		case colPort:
-			portCell = cell
-		case colProtocol:
-			protoCell = cell
-		case colProcess:
-			process = cell
-		case colDescription:
-			description = cell
-		case colTeam:
-			team = cell
-		case colSince:
-			since = cell
-		case colRemoved:
-			removedIn = cell
-			if cell != "" && !isNo(cell) {
-				removed = true
-			}
-		case colNotes:
-			noteText = cell
-		case colControlPlane:
-			switch {
-			case isYes(cell):
-				cpOnly = true
-			case isNo(cell):
-			default:
-				extra.addf("unparsed %s cell: %s", strings.ToLower(headers[i]), cell)
-			}
-		case colLocalhost:
-			switch {
-			case isYes(cell):
-				localhost = true
-			case isNo(cell):
-			default:
-				extra.addf("unparsed %s cell: %s", strings.ToLower(headers[i]), cell)
-			}
-		case colBind:
-			switch strings.ToLower(cell) {
-			case "localhost", "loopback", "127.0.0.1", "::1", "[::1]", "lo":
-				localhost = true
-			case "", "any", "all", "*", "0.0.0.0", "::", "[::]", "-":
-			default:
-				extra.addf("%s: %s", strings.ToLower(headers[i]), cell)
-			}
+		r.set(cols[i], strings.ToLower(headers[i]), cell)
+	}
+	if cpOnlyRE.MatchString(r.notes) {
+		r.cpOnly = true
+	}
+	if localOnlyRE.MatchString(r.notes) {
+		r.localhost = true
+	}
+	if r.process == "" {
+		r.process, r.description = r.description, ""
+	}
+	return r
+}
+
+// set files one cell under its column; header is the column's name.
+func (r *rowCells) set(col column, header, cell string) {
+	switch col {
+	case colPort:
+		r.port = cell
+	case colProtocol:
+		r.proto = cell
+	case colProcess:
+		r.process = cell
+	case colDescription:
+		r.description = cell
+	case colTeam:
+		r.team = cell
+	case colSince:
+		r.since = cell
+	case colRemoved:
+		r.removedIn = cell
+		if cell != "" && !isNo(cell) {
+			r.removed = true
+		}
+	case colNotes:
+		r.notes = cell
+	case colControlPlane:
+		r.yesNo(&r.cpOnly, header, cell)
+	case colLocalhost:
+		r.yesNo(&r.localhost, header, cell)
+	case colBind:
+		switch strings.ToLower(cell) {
+		case "localhost", "loopback", "127.0.0.1", "::1", "[::1]", "lo":
+			r.localhost = true
+		case "", "any", "all", "*", "0.0.0.0", "::", "[::]", "-":
 		default:
-			if cell != "" {
-				extra.addf("%s: %s", strings.ToLower(headers[i]), cell)
-			}
+			r.extra.addf("%s: %s", header, cell)
+		}
+	default:
+		if cell != "" {
+			r.extra.addf("%s: %s", header, cell)
 		}
 	}
-	if cpOnlyRE.MatchString(noteText) {
-		cpOnly = true
-	}
-	if localOnlyRE.MatchString(noteText) {
-		localhost = true
-	}
-	if process == "" {
-		process, description = description, ""
-	}
-	if process == "" {
-		return nil, removed, "no process, service or description"
-	}
+}
 
+// yesNo sets *flag for a yes cell, leaves it for a no, and keeps anything
+// else in the notes.
+func (r *rowCells) yesNo(flag *bool, header, cell string) {
+	switch {
+	case isYes(cell):
+		*flag = true
+	case isNo(cell):
+	default:
+		r.extra.addf("unparsed %s cell: %s", header, cell)
+	}
+}
+
+// convertRow turns one row into entries. removed says which list the row
+// belongs to; why is non-empty when the row cannot become an entry.
+func convertRow(ctx context, headers []string, cols []column, raw []string) (ents []Entry, removed bool, why string) {
+	r := readCells(ctx, headers, cols, raw)
+	if r.process == "" {
+		return nil, r.removed, "no process, service or description"
+	}
+	var tail notes
 	// The protocol column may name a transport (TCP, UDP, TCP/UDP) or an
 	// application protocol (HTTPS, IPsec) that is kept in notes.
 	protos := ctx.protocols
-	if protoCell != "" {
-		p, rest, unsupported := parseProtocolCell(protoCell)
+	if r.proto != "" {
+		p, rest, unsupported := parseProtocolCell(r.proto)
 		if unsupported != "" {
-			return nil, removed, fmt.Sprintf("protocol %s is not tcp or udp", unsupported)
+			return nil, r.removed, fmt.Sprintf("protocol %s is not tcp or udp", unsupported)
 		}
 		if p != nil {
 			protos = p
 		}
 		if rest {
-			tail.addf("protocol: %s", protoCell)
+			tail.addf("protocol: %s", r.proto)
 		}
 	}
 	if protos == nil {
 		protos = []string{"tcp"}
 	}
-
-	ports, unparsed := parsePortCell(portCell)
+	if len(splitPieces(r.port, MaxEntries+1)) > MaxEntries {
+		return nil, r.removed, fmt.Sprintf("the port cell lists more than %d ports", MaxEntries)
+	}
+	ports, unparsed := parsePortCell(r.port)
 	if len(ports) == 0 {
-		if portCell == "" {
-			return nil, removed, "no port"
+		if r.port == "" {
+			return nil, r.removed, "no port"
 		}
-		return nil, removed, "unparsed port cell: " + portCell
+		return nil, r.removed, "unparsed port cell: " + r.port
 	}
 	if unparsed != "" {
 		tail.addf("unparsed port cell: %s", unparsed)
 	}
+	return r.entries(ports, protos, tail), r.removed, ""
+}
 
+// entries makes one entry per port of the row.
+func (r *rowCells) entries(ports []portSpec, protos []string, tail notes) []Entry {
 	var base notes
-	base.add(noteText)
-	if description != "" {
-		base.addf("description: %s", description)
+	base.add(r.notes)
+	if r.description != "" {
+		base.addf("description: %s", r.description)
 	}
-	base = append(base, extra...)
+	base = append(base, r.extra...)
 	base = append(base, tail...)
-	if removed && localhost {
+	localhost := r.localhost
+	if r.removed && localhost {
 		// Removed entries have no bind field; keep the fact.
-		if !localOnlyRE.MatchString(noteText) {
+		if !localOnlyRE.MatchString(r.notes) {
 			base.add("localhost-only")
 		}
 		localhost = false
 	}
+	baseNotes := cutNotes(base.String())
+	ents := make([]Entry, 0, len(ports))
 	for _, p := range ports {
-		e := Entry{
-			Port:     p.port,
-			Protocol: protocolValue(protos),
-			Process:  process,
-			Team:     team,
-			Since:    since,
-		}
-		if removed {
-			e.RemovedIn = removedIn
+		e := Entry{Port: p.port, Protocol: protocolValue(protos), Process: r.process, Team: r.team, Since: r.since}
+		if r.removed {
+			e.RemovedIn = r.removedIn
 		}
 		if p.protos != nil {
 			e.Protocol = protocolValue(p.protos)
 		}
-		if cpOnly {
+		if r.cpOnly {
 			e.NodeSelector = map[string]string{ControlPlaneLabel: ControlPlaneValue}
 		}
 		if localhost {
 			e.Bind = "localhost"
 		}
-		n := append(notes(nil), base...)
+		// One string for every port of the row, unless a port has a remark.
+		e.Notes = baseNotes
 		if p.remark != "" {
+			n := append(notes(nil), base...)
 			n.addf("port %v: %s", p.port, p.remark)
+			e.Notes = cutNotes(n.String())
 		}
-		e.Notes = n.String()
 		ents = append(ents, e)
 	}
-	return ents, removed, ""
+	return ents
+}
+
+// excerpt is a row as quoted in a warning: at most 200 bytes of it.
+func excerpt(raw string) string {
+	raw = strings.TrimSpace(raw)
+	if len(raw) <= 200 {
+		return raw
+	}
+	end := 200
+	for end > 0 && !utf8.RuneStart(raw[end]) {
+		end--
+	}
+	return fmt.Sprintf("%s … (%d more bytes)", raw[:end], len(raw)-end)
+}
+
+// cutNotes cuts notes longer than MaxNotes at a rune boundary, and says so.
+func cutNotes(s string) string {
+	if len(s) <= MaxNotes {
+		return s
+	}
+	const mark = " … (cut by bindguard import)"
+	end := MaxNotes - len(mark)
+	for end > 0 && !utf8.RuneStart(s[end]) {
+		end--
+	}
+	return strings.Clone(s[:end]) + mark
 }
 
 func protocolValue(ps []string) any {
@@ -698,7 +782,12 @@ var portPieceRE = regexp.MustCompile(`(?i)^(?:(tcp|udp)(?:\s*(?:/|or|and|&)\s*(t
 func parsePortCell(cell string) (ports []portSpec, unparsed string) {
 	cell = strings.NewReplacer("–", "-", "—", "-", "‒", "-", "−", "-").Replace(cell)
 	var bad []string
-	for _, piece := range splitPieces(cell) {
+	for _, piece := range splitPieces(cell, MaxEntries) {
+		// Most pieces are a bare port: no regular expression for those.
+		if n, err := strconv.Atoi(piece); err == nil && piece[0] != '+' && piece[0] != '-' && n >= 1 && n <= 65535 {
+			ports = append(ports, portSpec{port: n})
+			continue
+		}
 		m := portPieceRE.FindStringSubmatch(piece)
 		if m == nil {
 			bad = append(bad, piece)
@@ -730,8 +819,8 @@ func parsePortCell(cell string) (ports []portSpec, unparsed string) {
 }
 
 // splitPieces splits a port cell on commas, semicolons, line breaks and the
-// word "and", outside parentheses.
-func splitPieces(cell string) []string {
+// word "and", outside parentheses. It stops after limit pieces.
+func splitPieces(cell string, limit int) []string {
 	var out []string
 	var b strings.Builder
 	depth := 0
@@ -742,6 +831,9 @@ func splitPieces(cell string) []string {
 		b.Reset()
 	}
 	for _, r := range cell {
+		if len(out) >= limit {
+			return out
+		}
 		switch {
 		case r == '(':
 			depth++

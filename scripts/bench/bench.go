@@ -299,9 +299,40 @@ func evaluate(res *results) []targetRow {
 			return r.CheckVsFloor.Median, fmt.Sprintf("%.2f× (%.1f ns vs floor %.1f ns)", r.CheckVsFloor.Median, r.CheckNs.Median, r.CheckNs.Median-r.CheckOverFloorNs.Median)
 		}
 	}
-	perFamily("per-check ≤ 1.5× floor, 65,536 entries, owner at depth 8", 1.5, checkVsFloor("bg65536.owner8"))
-	perFamily("per-check ≤ 1.5× floor, 65,536 entries, owners at depths 1 and 8", 1.5, checkVsFloor("bg65536.span8"))
-	perFamily("per-check ≤ 1.5× floor, 65,536 entries, declared", 1.5, checkVsFloor("bg65536.declared"))
+	// Issue 11: every row at most 1.5x the hook floor, whatever the depth,
+	// the number of owners or the kind of owner, and on the violation path.
+	for _, r := range []struct{ key, what string }{
+		{"bg65536.declared", "declared"},
+		{"bg65536.undeclared", "undeclared, audit (rate-limited event)"},
+		{"bg65536.deny", "undeclared, enforce (denied)"},
+		{"bg65536.owner1", "owner at depth 1"},
+		{"bg65536.owner4", "owner at depth 4"},
+		{"bg65536.owner8", "owner at depth 8"},
+		{"bg65536.owner16", "owner at depth 16"},
+		{"bg65536.span8", "owners at depths 1 and 8"},
+		{"bg65536.spread", "owners at every level 1..8"},
+		{"bg65536.uid", "uid owner"},
+		{"bg65536.pod", "pod owner"},
+		{"bg65536hash.owner1", "hash fallback, owner at depth 1"},
+		{"bg65536hash.owner16", "hash fallback, owner at depth 16"},
+	} {
+		perFamily("per-check ≤ 1.5× floor, 65,536 entries, "+r.what, 1.5, checkVsFloor(r.key))
+	}
+	perFamily("owner cost flat across depths 1..16 (max/min ≤ 1.10)", 1.10, func(fam int) (float64, string) {
+		lo, hi := 0.0, 0.0
+		for _, d := range ownerDepths {
+			r := find(res.Checks, fmt.Sprintf("bg65536.owner%d", d), fam)
+			if r == nil || r.CheckNs == nil {
+				return 0, "n/a"
+			}
+			v := r.CheckNs.Median
+			if lo == 0 || v < lo {
+				lo = v
+			}
+			hi = max(hi, v)
+		}
+		return hi / lo, fmt.Sprintf("%.1f..%.1f ns (×%.2f)", lo, hi, hi/lo)
+	})
 
 	for _, kind := range []string{"declared", "undeclared"} {
 		perFamily("per-check 65,536 vs 1 rule within 10%, "+kind, 0.10, func(fam int) (float64, string) {

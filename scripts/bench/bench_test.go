@@ -58,8 +58,8 @@ func TestSmoke(t *testing.T) {
 	if err := json.Unmarshal(b, &res); err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Checks) != 28 {
-		t.Errorf("%d check rows, want 28 (14 configurations × 2 families)", len(res.Checks))
+	if len(res.Checks) != 58 {
+		t.Errorf("%d check rows, want 58 (29 configurations × 2 families)", len(res.Checks))
 	}
 	for _, r := range res.Checks {
 		if r.LoopNs.N == 0 || (r.Key != "baseline" && (r.CheckNs == nil || r.CheckNs.Median <= 0)) {

@@ -62,14 +62,18 @@ func (p ports) all() []uint16 {
 }
 
 // buildPolicy returns a compiled policy that encodes to exactly entries map
-// entries: the meta entry, the given rules, one pair per uid owner, and
+// entries: the meta entry, the given rules, one pair per uid owner of rules
+// that list two or more, and
 // filler rules (alternately TCP and UDP, from port 1 up, never one of the
 // ports in avoid) for the rest. An owner that resolves to no cgroup would
 // change the count, so the caller checks ApplyResult.Entries.
 func buildPolicy(entries int, rules []policy.Rule, avoid []uint16) (*policy.Compiled, error) {
 	fixed := 1 // meta
 	for _, r := range rules {
-		fixed += 1 + len(r.Owners.UIDs)
+		fixed++
+		if len(r.Owners.UIDs) > 1 { // one uid lives in the rule itself
+			fixed += len(r.Owners.UIDs)
+		}
 	}
 	fill := entries - fixed
 	if fill < 0 {

@@ -38,7 +38,6 @@ type Containerd struct {
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	lock    *os.File
-	pods    []*Pod
 }
 
 // Start starts containerd for the test, with pods below the test cgroup
@@ -56,7 +55,8 @@ func Start(tb testing.TB, cgroupAbs, cgroupRel string) *Containerd {
 	}
 	c := &Containerd{tb: tb, CgroupRel: "/" + strings.Trim(cgroupRel, "/"), cgroupAbs: cgroupAbs}
 	c.takeLock()
-	dir, err := os.MkdirTemp("", "bg-ctd-") // short: a unix socket path has 108 bytes
+	reapStale()
+	dir, err := os.MkdirTemp("", dirPrefix) // short: a unix socket path has 108 bytes
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -74,7 +74,12 @@ func Start(tb testing.TB, cgroupAbs, cgroupRel string) *Containerd {
 	return c
 }
 
+const dirPrefix = "bg-ctd-"
+
 func (c *Containerd) takeLock() {
+	if err := os.MkdirAll(filepath.Dir(lockPath), 0o755); err != nil {
+		c.tb.Fatalf("testbed: lock: %v", err)
+	}
 	f, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		c.tb.Fatalf("testbed: lock: %v", err)
@@ -244,13 +249,30 @@ func (c *Containerd) cleanup() {
 	}
 }
 
-// killShims kills the runc shims this containerd started (they outlive it)
-// and what still runs in them.
-func (c *Containerd) killShims() {
+// reapStale removes what a test binary killed before its cleanup left:
+// shims of earlier test containerds and the mounts in their directories.
+// Called under the lock, so no other test containerd is running.
+func reapStale() {
+	stale := filepath.Join(os.TempDir(), dirPrefix)
+	killShims(stale)
+	dirs, _ := filepath.Glob(stale + "*")
+	for _, d := range dirs {
+		if unmountBelow(d) == nil {
+			os.RemoveAll(d)
+		}
+	}
+}
+
+// killShims kills the runc shims of the containerd whose socket starts
+// with sock (they outlive it); what runs in them dies with them or with
+// the test cgroup.
+func (c *Containerd) killShims() { killShims(c.Socket) }
+
+func killShims(sock string) {
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, err := os.ReadFile(p)
-		if err != nil || !strings.Contains(string(b), "containerd-shim") || !strings.Contains(string(b), c.Socket) {
+		if err != nil || !strings.Contains(string(b), "containerd-shim") || !strings.Contains(string(b), sock) {
 			continue
 		}
 		var pid int

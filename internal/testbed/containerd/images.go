@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -26,29 +25,19 @@ const (
 
 const pkgPath = "github.com/bindguard/bindguard/internal/testbed/containerd"
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  error
-)
-
-// imageTars builds the static pause and binder binaries and their
-// single-layer images once per test process, and returns the image tar
-// files by reference.
-func imageTars() (map[string]string, error) {
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "bindguard-images-")
-		if buildErr != nil {
-			return
-		}
-		buildErr = buildImages(buildDir)
-	})
-	if buildErr != nil {
-		return nil, buildErr
+// imageTars builds the static pause and binder binaries (the go build
+// cache makes this quick after the first time) and their single-layer
+// images into dir, and returns the image tar files by reference.
+func imageTars(dir string) (map[string]string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := buildImages(dir); err != nil {
+		return nil, err
 	}
 	return map[string]string{
-		PauseImage:  filepath.Join(buildDir, "pause.tar"),
-		BinderImage: filepath.Join(buildDir, "binder.tar"),
+		PauseImage:  filepath.Join(dir, "pause.tar"),
+		BinderImage: filepath.Join(dir, "binder.tar"),
 	}, nil
 }
 
@@ -127,7 +116,7 @@ func writeImage(out, ref, binary, dst string) error {
 // importImages imports the test bed's images into the k8s.io namespace,
 // the only one CRI sees.
 func (c *Containerd) importImages() error {
-	tars, err := imageTars()
+	tars, err := imageTars(filepath.Join(c.Dir, "images"))
 	if err != nil {
 		return err
 	}

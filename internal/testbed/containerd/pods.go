@@ -78,7 +78,6 @@ func (c *Containerd) RunPod(ctx context.Context, spec PodSpec) (*Pod, error) {
 	if err := os.MkdirAll(filepath.Join(filepath.Dir(c.cgroupAbs), filepath.Base(c.cgroupAbs), "kubepods", "besteffort", "pod"+spec.UID), 0o755); err != nil {
 		return nil, fmt.Errorf("testbed: pod cgroup: %w", err)
 	}
-	c.pods = append(c.pods, p)
 	p.sandboxConfig = sandboxConfig(spec, p.CgroupRel, p.logDir)
 	r, err := c.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: p.sandboxConfig})
 	if err != nil {
@@ -183,8 +182,8 @@ func (c *Containerd) StartContainer(ctx context.Context, p *Pod, cs ContainerSpe
 }
 
 // RestartContainer restarts a container as kubelet does after it exits:
-// the old one is stopped and removed, a new one (new id, attempt + 1) is
-// created and started. It returns the new id.
+// the old one stops, a new one (new id, attempt + 1) is created and
+// started, and the exited one is removed afterwards. It returns the new id.
 func (c *Containerd) RestartContainer(ctx context.Context, p *Pod, name string) (string, error) {
 	old := p.Containers[name]
 	var spec *ContainerSpec
@@ -199,11 +198,15 @@ func (c *Containerd) RestartContainer(ctx context.Context, p *Pod, name string) 
 	if _, err := c.Runtime.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: old, Timeout: 0}); err != nil {
 		return "", fmt.Errorf("testbed: stop container %s: %w", name, err)
 	}
-	if _, err := c.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: old}); err != nil {
-		return "", fmt.Errorf("testbed: remove container %s: %w", name, err)
-	}
 	p.restarts[name]++
-	return c.StartContainer(ctx, p, *spec)
+	id, err := c.StartContainer(ctx, p, *spec)
+	if err != nil {
+		return id, err
+	}
+	if _, err := c.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: old}); err != nil {
+		return id, fmt.Errorf("testbed: remove container %s: %w", name, err)
+	}
+	return id, nil
 }
 
 // RemovePod stops and removes the pod's sandbox and containers and its pod
