@@ -9,7 +9,7 @@ COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 FUZZTIME ?= 30s
 
-.PHONY: all build generate check-generate test unit e2e fuzz lint run bench image clean
+.PHONY: all build generate check-generate test unit e2e fuzz lint run bench image image-oci clean
 
 all: build
 
@@ -55,6 +55,12 @@ image:
 	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make image: no container engine running here" >&2; exit 1; }
 	docker build -t bindguard:$(VERSION) --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) .
 
+# The image from the static binary alone, pulling nothing (scripts/image-oci):
+# bin/bindguard-image.tar, for `ctr -n k8s.io images import`, `docker load`
+# or `podman load`. `make image` is the Dockerfile build, for registries.
+image-oci: build
+	$(GO) run ./scripts/image-oci --binary $(BIN) --output bin/bindguard-image.tar --version $(VERSION) --commit $(COMMIT)
+
 clean:
 	rm -rf bin
 
@@ -76,3 +82,13 @@ vmtest-ci:
 vmtest-all:
 	@rc=0; for k in 5.10 6.1 6.12; do GO=$(GO) scripts/vmtest.sh $$k || rc=1; done; \
 	  echo "== vmtest-all"; for k in 5.10 6.1 6.12; do tail -n 1 bin/vmtest/$$k/summary 2>/dev/null || echo "VMTEST-RESULT kernel=$$k result=ERROR"; done; exit $$rc
+
+# The shipped systemd unit under systemd as PID 1: a Debian bookworm VM
+# (mmdebstrap, cached with the kernels) on a vmtest kernel, running start,
+# reload, restart under a bind loop, stop, kill -9 and a unit binding an
+# undeclared port (scripts/vmtest-systemd.sh, test/vmsystemd). Needs root and
+# mmdebstrap. VMTEST_CAPS=1 also starts the unit without each capability.
+VMTEST_SYSTEMD_KERNEL ?= 6.1
+.PHONY: vmtest-systemd
+vmtest-systemd:
+	GO=$(GO) VMTEST_TIMEOUT=$(VMTEST_CI_TIMEOUT) scripts/vmtest-systemd.sh $(VMTEST_SYSTEMD_KERNEL)

@@ -166,6 +166,7 @@ func (d *Daemon) logEvent(ev loader.Event) {
 		verdict = "deny"
 	}
 	d.metrics.events.WithLabelValues(verdict, ev.Reason.String()).Inc()
+	var pod *policy.Pod
 	f := logrus.Fields{
 		"verdict":   verdict,
 		"reason":    ev.Reason.String(),
@@ -188,14 +189,17 @@ func (d *Daemon) logEvent(ev loader.Event) {
 		if c := cgroups.Container(p); c != "" {
 			f["container_id"] = c
 		}
-		d.decoratePod(f, p)
+		pod = d.decoratePod(f, p)
 	} else {
 		f["cgroup"] = ""
 	}
+	var origin *policy.Origin
 	if o, ok := d.origins.get(ev.Generation, ev.Origin); ok {
 		f["rule"] = o.Pos.FileLine()
 		f["process"] = o.Process
+		origin = &o
 	}
+	d.metrics.violations.count(ev, origin, pod)
 	if ev.Suppressed > 0 {
 		f["suppressed"] = ev.Suppressed
 	}
@@ -208,9 +212,9 @@ func (d *Daemon) logEvent(ev loader.Event) {
 
 // decoratePod names the pod a binder runs in: namespace, pod, container
 // and pod_uid, or pod_pending while the runtime has not told.
-func (d *Daemon) decoratePod(f logrus.Fields, cgroup string) {
+func (d *Daemon) decoratePod(f logrus.Fields, cgroup string) *policy.Pod {
 	if d.pods == nil {
-		return
+		return nil
 	}
 	pod := d.pods.identity(cgroup)
 	switch {
@@ -224,4 +228,5 @@ func (d *Daemon) decoratePod(f logrus.Fields, cgroup string) {
 			f["container"] = pod.Container
 		}
 	}
+	return pod
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/bindguard/bindguard/loader"
+	"github.com/bindguard/bindguard/policy"
 )
 
 type metrics struct {
@@ -28,6 +29,9 @@ type metrics struct {
 	podsResolved prometheus.Counter
 	// reserveFailed counts reservations of restricted ports that failed.
 	reserveFailed prometheus.Counter
+	// mode is 1 for the node's mode, 0 for the other.
+	mode       *prometheus.GaugeVec
+	violations *violations
 }
 
 func newMetrics() *metrics {
@@ -48,6 +52,10 @@ func newMetrics() *metrics {
 		ownersResolved: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bindguard_owner_cgroups_appeared_total", Help: "Owner cgroups that appeared after the policy was applied and were put in force.",
 		}),
+		mode: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "bindguard_mode", Help: "1 for the mode the node runs in (audit or enforce), 0 for the other.",
+		}, []string{"mode"}),
+		violations: newViolations(),
 	}
 	m.attachLost = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "bindguard_attachment_lost_total", Help: "Periodic self-checks that found the bind programs no longer attached to the cgroup.",
@@ -58,8 +66,24 @@ func newMetrics() *metrics {
 	m.reserveFailed = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "bindguard_port_reservation_failures_total", Help: "Times the restricted ports could not be kept out of the kernel's autobind (ip_local_reserved_ports).",
 	})
-	m.reg.MustRegister(m.reloads, m.events, m.entries, m.generation, m.ownersResolved, m.attachLost, m.podsResolved, m.reserveFailed)
+	m.reg.MustRegister(m.reloads, m.events, m.entries, m.generation, m.ownersResolved, m.attachLost, m.podsResolved, m.reserveFailed,
+		m.mode, m.violations.vec)
 	return m
+}
+
+// applied records the policy now in force: its size, generation and mode,
+// and a zero for every violation series it can produce.
+func (m *metrics) applied(c *policy.Compiled, res *loader.ApplyResult, mode policy.Mode) {
+	m.entries.Set(float64(res.Entries))
+	m.generation.Set(float64(res.Generation))
+	for _, md := range []policy.Mode{policy.ModeAudit, policy.ModeEnforce} {
+		v := 0.0
+		if md == mode {
+			v = 1
+		}
+		m.mode.WithLabelValues(string(md)).Set(v)
+	}
+	m.violations.applied(c, mode)
 }
 
 // kernelCollector exports the kernel counters at scrape time.

@@ -54,8 +54,7 @@ func (d *Daemon) Reload(why string) {
 func (d *Daemon) logApplied(c *policy.Compiled, res *loader.ApplyResult) {
 	d.origins.set(res.Generation, c.Origins)
 	d.reservePorts(c, d.applyOptions().Mode)
-	d.metrics.entries.Set(float64(res.Entries))
-	d.metrics.generation.Set(float64(res.Generation))
+	d.metrics.applied(c, res, d.applyOptions().Mode)
 	d.log.WithFields(logrus.Fields{
 		"generation": res.Generation, "rules": res.Rules, "entries": res.Entries,
 		"digest": c.Digest, "mode": string(d.cfg.Mode),

@@ -123,7 +123,7 @@ func TestSystemdUnit(t *testing.T) {
 	}
 	caps := strings.Fields(strings.Join(svc["CapabilityBoundingSet"], " "))
 	slices.Sort(caps)
-	if want := []string{"CAP_BPF", "CAP_DAC_READ_SEARCH", "CAP_NET_ADMIN", "CAP_PERFMON", "CAP_SYS_ADMIN", "CAP_SYS_RESOURCE"}; !slices.Equal(caps, want) {
+	if want := []string{"CAP_BPF", "CAP_DAC_READ_SEARCH", "CAP_NET_ADMIN", "CAP_PERFMON"}; !slices.Equal(caps, want) {
 		t.Errorf("CapabilityBoundingSet %q, want %q", caps, want)
 	}
 	rw := strings.Fields(strings.Join(svc["ReadWritePaths"], " "))

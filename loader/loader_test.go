@@ -154,11 +154,22 @@ func TestNetnsCookieFallback(t *testing.T) {
 	if err != nil {
 		t.Skipf("no SO_NETNS_COOKIE to compare with: %v", err)
 	}
-	got, err := loader.NetnsCookieFromProbe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got != want {
-		t.Errorf("fallback cookie %d, SO_NETNS_COOKIE %d", got, want)
+	for _, tc := range []struct {
+		name   string
+		clone3 bool
+	}{{"clone3 into the cgroup", true}, {"moved through cgroup.procs", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !tc.clone3 {
+				// Under systemd's RestrictNamespaces= clone3 answers ENOSYS.
+				loader.WithoutCloneIntoCgroup(t)
+			}
+			got, err := loader.NetnsCookieFromProbe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != want {
+				t.Errorf("fallback cookie %d, SO_NETNS_COOKIE %d", got, want)
+			}
+		})
 	}
 }

@@ -20,7 +20,13 @@ import (
 const netnsProbeEnv = "BINDGUARD_NETNS_COOKIE_PROBE"
 
 func init() {
-	if os.Getenv(netnsProbeEnv) != "1" {
+	switch os.Getenv(netnsProbeEnv) {
+	case "1":
+	case "wait":
+		// Started outside the probe cgroup: wait until the parent has
+		// moved this process in (it writes one byte, or closes stdin).
+		os.Stdin.Read(make([]byte, 1))
+	default:
 		return
 	}
 	if fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err == nil {
@@ -86,16 +92,8 @@ func netnsCookieFromProbe() (_ uint64, err error) {
 	}
 	defer ln.Close()
 
-	cg, err := os.Open(dir)
-	if err != nil {
+	if err := runProbe(dir); err != nil {
 		return 0, err
-	}
-	defer cg.Close()
-	cmd := exec.Command("/proc/self/exe")
-	cmd.Env = append(os.Environ(), netnsProbeEnv+"=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("probe process: %w: %s", err, out)
 	}
 	var cookie uint64
 	if err := coll.Maps[bindguardMapBgNetnsProbe].Lookup(uint32(0), &cookie); err != nil {
@@ -105,6 +103,60 @@ func netnsCookieFromProbe() (_ uint64, err error) {
 		return 0, errors.New("probe saw no socket")
 	}
 	return cookie, nil
+}
+
+// cloneIntoCgroup is false in tests of the path taken when clone3 is refused.
+var cloneIntoCgroup = true
+
+// runProbe runs the probe process in the cgroup dir. It is started there
+// with clone3(CLONE_INTO_CGROUP); where that answers ENOSYS (systemd's
+// RestrictNamespaces= filter makes clone3 fail so, to force the filterable
+// clone), it is started outside, moved in through cgroup.procs, and only
+// then told to make its socket.
+func runProbe(dir string) error {
+	if cloneIntoCgroup {
+		cg, err := os.Open(dir)
+		if err != nil {
+			return err
+		}
+		defer cg.Close()
+		cmd := exec.Command("/proc/self/exe")
+		cmd.Env = append(os.Environ(), netnsProbeEnv+"=1")
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, syscall.ENOSYS) {
+			return fmt.Errorf("probe process: %w: %s", err, out)
+		}
+	}
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Env = append(os.Environ(), netnsProbeEnv+"=wait")
+	var buf strings.Builder
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return fmt.Errorf("probe process: %w", err)
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("probe process: %w", err)
+	}
+	moveErr := os.WriteFile(dir+"/cgroup.procs", []byte(fmt.Sprint(cmd.Process.Pid)), 0)
+	if moveErr != nil {
+		cmd.Process.Kill() // it must not make its socket outside the probe cgroup
+	} else {
+		stdin.Write([]byte{1})
+	}
+	stdin.Close()
+	werr := cmd.Wait()
+	if moveErr != nil {
+		return fmt.Errorf("probe process: move into %s: %w", dir, moveErr)
+	}
+	if werr != nil {
+		return fmt.Errorf("probe process: %w: %s", werr, buf.String())
+	}
+	return nil
 }
 
 // probeCgroup creates the temporary cgroup of the probe: below the cgroup2

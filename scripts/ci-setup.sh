@@ -16,6 +16,11 @@ command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v cpio >/dev/null || need+=(cpio)
+# make vmtest-systemd builds a Debian root file system with systemd.
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
+# The dashboard and rules are parsed by promtool; test/prometheus_test.go
+# runs a real Prometheus against two daemons (Debian's prometheus has both).
+command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
 # The cri tests run a real containerd with runc (internal/testbed/containerd);
 # containerd brings ctr, which imports the locally built images.
 command -v containerd >/dev/null || need+=(containerd)
