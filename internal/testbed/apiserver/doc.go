@@ -8,7 +8,8 @@
 // build them: scripts/testbed/build-k8s.sh does, once per machine, into
 // ${BINDGUARD_TESTBED_DIR:-/var/cache/bindguard/testbed}/bin. Without the
 // binaries a test skips, or fails when BINDGUARD_REQUIRE_PRIVILEGED=1 (CI),
-// naming the script. It does not run a controller manager, a scheduler or a
+// naming the script; BINDGUARD_SKIP_TESTBED=1 skips even then (the kernel
+// VMs of scripts/vmtest.sh set it: they carry no API server). It does not run a controller manager, a scheduler or a
 // kubelet: pods stay Pending, and no default ServiceAccount is made, so the
 // ServiceAccount admission plugin is off.
 package apiserver
