@@ -38,6 +38,7 @@ fuzz:
 	$(GO) test ./cgroups -run '^$$' -fuzz '^FuzzParseKube$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./cri -run '^$$' -fuzz '^FuzzParsePorts$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./scan -run '^$$' -fuzz '^FuzzParseTable$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./podcheck -run '^$$' -fuzz '^FuzzReadPods$$' -fuzztime $(FUZZTIME)
 
 lint:
 	$(GO) vet ./...
