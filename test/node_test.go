@@ -234,8 +234,8 @@ func TestNodeLabelsLive(t *testing.T) {
 			t.Errorf("status after removal: mode %s from %s", s.Mode, s.Node.ModeSource)
 		}
 		checkMetrics(t, metricsAddr, map[string]float64{
-			`bindguard_mode_source{mode="audit",source="flag"}`:                                              1,
-			`bindguard_mode_source{mode="enforce",source="node-label"}`:                                      -1, // absent
+			`bindguard_mode_source{mode="audit",source="flag"}`:                                       1,
+			`bindguard_mode_source{mode="enforce",source="node-label"}`:                               -1, // absent
 			`bindguard_mode_changes_total{mode="audit",source="flag"}`:                                1,
 			`bindguard_mode_changes_total{mode="enforce",source="node-label"}`:                        0,
 			`bindguard_node_label{key="node-role.kubernetes.io/worker",source="node-label",value=""}`: 1,
