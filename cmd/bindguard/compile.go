@@ -23,9 +23,8 @@ func (f *compileFlags) register(fs *pflag.FlagSet) {
 
 func runCompile(args []string, stdout, stderr io.Writer) error {
 	var f compileFlags
-	fs := newFlagSet("compile", "PATH...", stderr)
-	f.register(fs)
-	if done, err := parseRegistryFlags(fs, args); done {
+	fs, done, err := parseRegistryFlags("compile", &f, args, stdout, stderr)
+	if done {
 		return err
 	}
 	if f.output != "table" && f.output != "json" {

@@ -154,13 +154,9 @@ type podJSON struct {
 
 func runDecide(args []string, stdout, stderr io.Writer) error {
 	var f decideFlags
-	fs := newFlagSet("decide", "", stderr)
-	f.register(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return nil
-		}
-		return &exitError{code: 2, msg: "decide: " + err.Error()}
+	fs, done, err := parseFlags("decide", "", &f, args, stdout, stderr)
+	if done {
+		return err
 	}
 	a, mode, err := f.attempt(fs)
 	if err != nil {

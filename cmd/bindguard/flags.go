@@ -18,7 +18,8 @@ type flagsStruct interface {
 // parses args. --help prints the usage to stdout and returns done with a nil
 // error, so the command exits 0; a bad flag prints the usage to stderr and
 // returns an exitError with code 2. operands describes the positional
-// arguments in the usage line ("" for none).
+// arguments in the usage line ("" for none). After a successful parse,
+// fs.Usage prints the usage to stderr, for a command whose operands are wrong.
 func parseFlags(name, operands string, f flagsStruct, args []string, stdout, stderr io.Writer) (fs *pflag.FlagSet, done bool, err error) {
 	fs = pflag.NewFlagSet(name, pflag.ContinueOnError)
 	fs.SetOutput(io.Discard) // pflag's own messages; ours follow
@@ -37,5 +38,6 @@ func parseFlags(name, operands string, f flagsStruct, args []string, stdout, std
 		usage(stderr)
 		return fs, true, &exitError{code: 2, msg: fmt.Sprintf("%s: %v", name, err)}
 	}
+	fs.Usage = func() { usage(stderr) }
 	return fs, false, nil
 }

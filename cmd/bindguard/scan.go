@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -38,14 +37,10 @@ func (f *scanFlags) register(fs *pflag.FlagSet) {
 }
 
 // parse reads the flags; help is not an error, bad flags exit with 2.
-func (f *scanFlags) parse(args []string, stderr io.Writer) (mode policy.Mode, done bool, err error) {
-	fs := newFlagSet("scan", "", stderr)
-	f.register(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return "", true, nil
-		}
-		return "", false, &exitError{code: 2, msg: "scan: " + err.Error()}
+func (f *scanFlags) parse(args []string, stdout, stderr io.Writer) (mode policy.Mode, done bool, err error) {
+	fs, done, err := parseFlags("scan", "", f, args, stdout, stderr)
+	if done {
+		return "", true, err
 	}
 	if fs.NArg() > 0 {
 		return "", false, &exitError{code: 2, msg: fmt.Sprintf("scan: unexpected arguments %q: the registry is given with --registry", fs.Args())}
@@ -64,7 +59,7 @@ func (f *scanFlags) parse(args []string, stderr io.Writer) (mode policy.Mode, do
 
 func runScan(args []string, stdout, stderr io.Writer) error {
 	var f scanFlags
-	mode, done, err := f.parse(args, stderr)
+	mode, done, err := f.parse(args, stdout, stderr)
 	if done || err != nil {
 		return err
 	}
