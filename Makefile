@@ -45,6 +45,7 @@ fuzz:
 lint:
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
+	$(GO) run ./scripts/funclen
 	@bad=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel\.go$$')); [ -z "$$bad" ] || { echo "gofmt: $$bad" >&2; exit 1; }
 
 # Build and run bindguard on this host in audit mode with a shipped registry; Ctrl-C detaches.
