@@ -72,3 +72,32 @@ func TestRunFlagErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestOutputFlag: every command with -o takes its people's format or json,
+// and refuses anything else with exit 2 before it reads a registry or a pin.
+func TestOutputFlag(t *testing.T) {
+	for _, tc := range []struct {
+		cmd   string
+		args  []string
+		human string
+	}{
+		{"compile", []string{"missing.yaml"}, "table"},
+		{"scan", []string{"--registry", "missing.yaml"}, "table"},
+		{"decide", []string{"--registry", "missing.yaml", "--port", "1"}, "text"},
+		{"status", []string{"--pin-path", "/nonexistent"}, "text"},
+		{"version", nil, "text"},
+	} {
+		t.Run(tc.cmd, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			err := run(append([]string{tc.cmd, "-o", "yaml"}, tc.args...), &out, &errb)
+			want := tc.cmd + `: --output "yaml": want ` + tc.human + " or json"
+			var ee *exitError
+			if !errors.As(err, &ee) || ee.code != 2 || ee.msg != want {
+				t.Errorf("bindguard %s -o yaml: %v, want exit 2 with %q", tc.cmd, err, want)
+			}
+			if out.Len() != 0 {
+				t.Errorf("bindguard %s -o yaml printed to stdout: %s", tc.cmd, out.String())
+			}
+		})
+	}
+}
