@@ -289,7 +289,10 @@ type ownerRows struct {
 	pods        benchPods
 }
 
-func (o *ownerRows) row(k, name, dir string, port uint16) {
+// add puts in a rule for port with owners, and the row k that binds to it
+// from dir.
+func (o *ownerRows) add(k, name, dir string, port uint16, owners policy.Owners) {
+	o.rules = append(o.rules, policy.Rule{Port: port, Protocol: policy.TCP, Owners: owners})
 	o.rows = append(o.rows, &target{key: o.rowKey + "." + k, name: o.label + ", " + name, dir: dir, port: port})
 }
 
@@ -301,16 +304,14 @@ func (o *ownerRows) depths(p ports) error {
 		if err != nil {
 			return err
 		}
-		o.rules = append(o.rules, policy.Rule{Port: p.owner[d], Protocol: policy.TCP, Owners: policy.Owners{Cgroups: []string{o.e.rel(deep)}}})
-		o.row(fmt.Sprintf("owner%d", d), fmt.Sprintf("owner at depth %d", d), deep, p.owner[d])
+		o.add(fmt.Sprintf("owner%d", d), fmt.Sprintf("owner at depth %d", d), deep, p.owner[d], policy.Owners{Cgroups: []string{o.e.rel(deep)}})
 	}
 	for _, d := range spanDepths {
 		deep, err := o.e.mkdir(o.key + "/" + chain("span"+strconv.Itoa(d), d))
 		if err != nil {
 			return err
 		}
-		o.rules = append(o.rules, policy.Rule{Port: p.span[d], Protocol: policy.TCP, Owners: policy.Owners{Cgroups: []string{o.sib, o.e.rel(deep)}}})
-		o.row(fmt.Sprintf("span%d", d), fmt.Sprintf("owners at depths 1 and %d", d), deep, p.span[d])
+		o.add(fmt.Sprintf("span%d", d), fmt.Sprintf("owners at depths 1 and %d", d), deep, p.span[d], policy.Owners{Cgroups: []string{o.sib, o.e.rel(deep)}})
 	}
 	return nil
 }
@@ -327,8 +328,7 @@ func (o *ownerRows) spread(p ports) error {
 		}
 		spread.Cgroups = append(spread.Cgroups, o.e.rel(deep))
 	}
-	o.rules = append(o.rules, policy.Rule{Port: p.spread, Protocol: policy.TCP, Owners: spread})
-	o.row("spread", "owners at every level 1..8", deep, p.spread)
+	o.add("spread", "owners at every level 1..8", deep, p.spread, spread)
 	return nil
 }
 
@@ -338,8 +338,7 @@ func (o *ownerRows) uid(p ports) error {
 	if err != nil {
 		return err
 	}
-	o.rules = append(o.rules, policy.Rule{Port: p.uid, Protocol: policy.TCP, Owners: policy.Owners{Cgroups: []string{o.sib}, UIDs: []uint32{uint32(os.Getuid())}}})
-	o.row("uid", "uid owner", uidDir, p.uid)
+	o.add("uid", "uid owner", uidDir, p.uid, policy.Owners{Cgroups: []string{o.sib}, UIDs: []uint32{uint32(os.Getuid())}})
 	return nil
 }
 
@@ -351,8 +350,7 @@ func (o *ownerRows) pod(p ports) error {
 		return err
 	}
 	o.pods = benchPods{path: o.e.rel(filepath.Dir(podDir)), pod: policy.Pod{Namespace: "kube-system", Name: "etcd-0", UID: "1", Labels: map[string]string{"component": "etcd"}}}
-	o.rules = append(o.rules, policy.Rule{Port: p.pod, Protocol: policy.TCP, Owners: policy.Owners{Pods: []policy.PodOwner{{Namespace: "kube-system", Labels: map[string]string{"component": "etcd"}}}}})
-	o.row("pod", "pod owner", podDir, p.pod)
+	o.add("pod", "pod owner", podDir, p.pod, policy.Owners{Pods: []policy.PodOwner{{Namespace: "kube-system", Labels: map[string]string{"component": "etcd"}}}})
 	return nil
 }
 
