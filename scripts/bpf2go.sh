@@ -4,10 +4,17 @@
 # /usr/include/aarch64-linux-gnu on arm64), so `make generate` works on either.
 # The go:generate lines in loader/, scan/ and internal/benchbpf/ call it with
 # bpf2go's own arguments, which must end with the C flags after `--`.
+# Distributions without multiarch keep <asm/types.h> in /usr/include/asm,
+# which clang searches anyway: then no directory is added.
 set -eu
 multiarch=$(gcc -print-multiarch 2>/dev/null || true)
 [ -n "$multiarch" ] || multiarch="$(uname -m)-linux-gnu"
 inc="/usr/include/$multiarch"
-[ -d "$inc" ] || { echo "bpf2go.sh: no multiarch include directory $inc (install linux-libc-dev)" >&2; exit 1; }
+if [ -d "$inc" ]; then
+	set -- "$@" "-I$inc"
+elif [ ! -d /usr/include/asm ]; then
+	echo "bpf2go.sh: no <asm/types.h>: neither $inc nor /usr/include/asm exists (install the kernel headers: linux-libc-dev on Debian)" >&2
+	exit 1
+fi
 # go generate puts $GOROOT/bin first on PATH, so this is the go that runs it.
-exec go tool bpf2go "$@" "-I$inc"
+exec go tool bpf2go "$@"
