@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -27,30 +26,18 @@ func (f *checkFlags) register(fs *pflag.FlagSet) {
 		"a label of the node to check for, as key=value (repeatable); without any, check for every node")
 }
 
-// newFlagSet returns a flag set that reports errors instead of exiting.
-func newFlagSet(name, args string, stderr io.Writer) *pflag.FlagSet {
-	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: bindguard %s [flags] %s\n\nflags:\n", name, args)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-// parseRegistryFlags parses args; help is not an error, bad flags exit with 2.
-func parseRegistryFlags(fs *pflag.FlagSet, args []string) (done bool, err error) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return true, nil
-		}
-		return true, &exitError{code: 2, msg: fmt.Sprintf("%s: %v", fs.Name(), err)}
+// parseRegistryFlags is parseFlags for the commands whose operands are
+// registry paths (check, compile): at least one is required.
+func parseRegistryFlags(name string, f flagsStruct, args []string, stdout, stderr io.Writer) (fs *pflag.FlagSet, done bool, err error) {
+	fs, done, err = parseFlags(name, "PATH...", f, args, stdout, stderr)
+	if done {
+		return fs, done, err
 	}
 	if fs.NArg() == 0 {
 		fs.Usage()
-		return true, &exitError{code: 2, msg: fs.Name() + ": no registry given: want files, directories or builtin:NAME"}
+		return fs, true, &exitError{code: 2, msg: name + ": no registry given: want files, directories or builtin:NAME"}
 	}
-	return false, nil
+	return fs, false, nil
 }
 
 // loadAndValidate loads the paths and validates them for the node. Registry
@@ -85,9 +72,8 @@ func (f *checkCmdFlags) register(fs *pflag.FlagSet) {
 
 func runCheck(args []string, stdout, stderr io.Writer) error {
 	var f checkCmdFlags
-	fs := newFlagSet("check", "PATH...", stderr)
-	f.register(fs)
-	if done, err := parseRegistryFlags(fs, args); done {
+	fs, done, err := parseRegistryFlags("check", &f, args, stdout, stderr)
+	if done {
 		return err
 	}
 	if f.nodes != "" {

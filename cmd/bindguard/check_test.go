@@ -73,11 +73,11 @@ func TestCheck(t *testing.T) {
 			args:   []string{"--node-label", "role=worker", "--node-label=zone=a", policyTestdata + "valid.yaml", policyTestdata + "dir"},
 			stdout: "ok: 5 files, 8 entries, 1 removed; node [role=worker,zone=a]: 47 ports covered (tcp 26, udp 21)\n",
 		},
-		{name: "no paths", args: nil, stderr: "no registry given", code: 2},
+		{name: "no paths", args: nil, stderr: "usage: bindguard check [flags] PATH...", code: 2},
+		{name: "no paths message", args: nil, stderr: "no registry given", code: 2},
 		{name: "bad label", args: []string{"--node-label", "role", policyTestdata + "valid.yaml"}, stderr: `--node-label "role": want key=value`, code: 2},
 		{name: "bad flag", args: []string{"--nope", policyTestdata + "valid.yaml"}, stderr: "unknown flag: --nope", code: 2},
 		{name: "missing file", args: []string{policyTestdata + "missing.yaml"}, stderr: "no such file or directory", code: 1},
-		{name: "help", args: []string{"--help"}, stderr: "usage: bindguard check [flags] PATH...", code: 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

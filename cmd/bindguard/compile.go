@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"io"
 
 	"github.com/spf13/pflag"
@@ -13,30 +12,29 @@ func init() {
 
 type compileFlags struct {
 	checkFlags
-	output string
+	output outputFlag
 }
 
 func (f *compileFlags) register(fs *pflag.FlagSet) {
 	f.checkFlags.register(fs)
-	fs.StringVarP(&f.output, "output", "o", "table", "output format: table (ports with identical rules collapse into ranges) or json (one rule per port)")
+	f.output.register(fs, "table", "output format: table (ports with identical rules collapse into ranges) or json (one rule per port)")
 }
 
 func runCompile(args []string, stdout, stderr io.Writer) error {
 	var f compileFlags
-	fs := newFlagSet("compile", "PATH...", stderr)
-	f.register(fs)
-	if done, err := parseRegistryFlags(fs, args); done {
+	fs, done, err := parseRegistryFlags("compile", &f, args, stdout, stderr)
+	if done {
 		return err
 	}
-	if f.output != "table" && f.output != "json" {
-		return &exitError{code: 2, msg: fmt.Sprintf("compile: --output %q: want table or json", f.output)}
+	if err := f.output.check("compile"); err != nil {
+		return err
 	}
 	c, err := compileForNode("compile", fs.Args(), f.nodeLabels, stderr)
 	if err != nil {
 		return err
 	}
 	warnAutobind(c, stderr)
-	if f.output == "json" {
+	if f.output.json() {
 		return c.WriteJSON(stdout)
 	}
 	return c.WriteTable(stdout)

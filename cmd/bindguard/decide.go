@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -32,7 +31,7 @@ type decideFlags struct {
 	otherNetns bool
 	allNetns   bool
 	assume     bool
-	output     string
+	output     outputFlag
 	podPorts   string
 	unitRoot   string
 	pod        podFlags
@@ -111,7 +110,7 @@ func (f *decideFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.otherNetns, "other-netns", false, "the socket is outside the host network namespace")
 	fs.BoolVar(&f.allNetns, "all-netns", false, "the node runs with --all-netns (judges every network namespace)")
 	fs.BoolVar(&f.assume, "assume-owners-exist", false, "resolve no owner cgroup on this host: every one exists, a unit owns any cgroup named like it (to predict another node)")
-	fs.StringVarP(&f.output, "output", "o", "text", "text or json")
+	f.output.register(fs, "text", "text or json")
 	fs.StringVar(&f.podPorts, "pod-ports", string(policy.PodPortsIgnore), "the node's --pod-ports: ignore, or require (a pod binds only ports it declares)")
 	fs.StringVar(&f.unitRoot, "unit-root", "/", "the cgroup below which the system manager's units are owners: the node's attach cgroup")
 	f.pod.register(fs)
@@ -154,13 +153,9 @@ type podJSON struct {
 
 func runDecide(args []string, stdout, stderr io.Writer) error {
 	var f decideFlags
-	fs := newFlagSet("decide", "", stderr)
-	f.register(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return nil
-		}
-		return &exitError{code: 2, msg: "decide: " + err.Error()}
+	fs, done, err := parseFlags("decide", "", &f, args, stdout, stderr)
+	if done {
+		return err
 	}
 	a, mode, err := f.attempt(fs)
 	if err != nil {
@@ -170,8 +165,8 @@ func runDecide(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return &exitError{code: 2, msg: "decide: --pod-ports: " + err.Error()}
 	}
-	if f.output != "text" && f.output != "json" {
-		return &exitError{code: 2, msg: fmt.Sprintf("decide: --output %q: want text or json", f.output)}
+	if err := f.output.check("decide"); err != nil {
+		return err
 	}
 	c, err := compileForNode("decide", f.registry, f.labels, stderr)
 	if err != nil {
@@ -188,7 +183,7 @@ func runDecide(args []string, stdout, stderr io.Writer) error {
 		opts.Exists, opts.FindUnit = cg.exists, cg.findUnit
 	}
 	d := policy.Decide(c, mode, a, opts)
-	return writeDecision(stdout, f.output, newDecisionJSON(a, mode, podPorts, d))
+	return writeDecision(stdout, f.output.json(), newDecisionJSON(a, mode, podPorts, d))
 }
 
 func newDecisionJSON(a policy.BindAttempt, mode policy.Mode, podPorts policy.PodPortsMode, d policy.Decision) decisionJSON {
@@ -206,11 +201,9 @@ func newDecisionJSON(a policy.BindAttempt, mode policy.Mode, podPorts policy.Pod
 	return out
 }
 
-func writeDecision(w io.Writer, format string, d decisionJSON) error {
-	if format == "json" {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(d)
+func writeDecision(w io.Writer, asJSON bool, d decisionJSON) error {
+	if asJSON {
+		return writeJSON(w, d)
 	}
 	netns := "host netns"
 	if !d.HostNetns {

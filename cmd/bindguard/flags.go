@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,7 +19,8 @@ type flagsStruct interface {
 // parses args. --help prints the usage to stdout and returns done with a nil
 // error, so the command exits 0; a bad flag prints the usage to stderr and
 // returns an exitError with code 2. operands describes the positional
-// arguments in the usage line ("" for none).
+// arguments in the usage line ("" for none). After a successful parse,
+// fs.Usage prints the usage to stderr, for a command whose operands are wrong.
 func parseFlags(name, operands string, f flagsStruct, args []string, stdout, stderr io.Writer) (fs *pflag.FlagSet, done bool, err error) {
 	fs = pflag.NewFlagSet(name, pflag.ContinueOnError)
 	fs.SetOutput(io.Discard) // pflag's own messages; ours follow
@@ -37,5 +39,36 @@ func parseFlags(name, operands string, f flagsStruct, args []string, stdout, std
 		usage(stderr)
 		return fs, true, &exitError{code: 2, msg: fmt.Sprintf("%s: %v", name, err)}
 	}
+	fs.Usage = func() { usage(stderr) }
 	return fs, false, nil
+}
+
+// outputFlag is the -o/--output flag of the commands that print either for
+// people (as "text" or as a "table") or as JSON.
+type outputFlag struct {
+	human  string // the people's format: "text" or "table"
+	format string
+}
+
+func (o *outputFlag) register(fs *pflag.FlagSet, human, usage string) {
+	o.human = human
+	fs.StringVarP(&o.format, "output", "o", human, usage)
+}
+
+// check returns an exitError with code 2 for a format other than the
+// people's and json.
+func (o *outputFlag) check(cmd string) error {
+	if o.format != o.human && o.format != "json" {
+		return &exitError{code: 2, msg: fmt.Sprintf("%s: --output %q: want %s or json", cmd, o.format, o.human)}
+	}
+	return nil
+}
+
+func (o *outputFlag) json() bool { return o.format == "json" }
+
+// writeJSON writes v as indented JSON: every command's -o json.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }

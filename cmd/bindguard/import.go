@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -34,13 +33,9 @@ func (f *importFlags) register(fs *pflag.FlagSet) {
 // could not import to stderr, as FILE:LINE: message.
 func runImport(args []string, stdout, stderr io.Writer) error {
 	var f importFlags
-	fs := newFlagSet("import", "FILE (- for stdin)", stderr)
-	f.register(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return nil
-		}
-		return &exitError{code: 2, msg: "import: " + err.Error()}
+	fs, done, err := parseFlags("import", "FILE (- for stdin)", &f, args, stdout, stderr)
+	if done {
+		return err
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()

@@ -43,7 +43,8 @@ func TestImport(t *testing.T) {
 		{name: "stdin without name", args: []string{"-"}, stderr: "--name is required when reading stdin", code: 2},
 		{name: "missing file", args: []string{filepath.Join(dir, "nope.md")}, stderr: "no such file or directory", code: 1},
 		{name: "not a port document", args: []string{"main.go"}, stderr: "no pipe table with a Port column", code: 1},
-		{name: "help", args: []string{"--help"}, stderr: "usage: bindguard import [flags] FILE", code: 0},
+		{name: "help", args: []string{"--help"}, stdout: []string{"usage: bindguard import [flags] FILE (- for stdin)\n", "--format string"}, code: 0},
+		{name: "no file usage", args: nil, stderr: "usage: bindguard import [flags] FILE (- for stdin)\n", code: 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -63,13 +62,9 @@ func (f *podsFlags) usage(fs *pflag.FlagSet) error {
 
 func runPods(args []string, stdout, stderr io.Writer) error {
 	var f podsFlags
-	fs := newFlagSet("pods", "", stderr)
-	f.register(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return nil
-		}
-		return &exitError{code: 2, msg: "pods: " + err.Error()}
+	fs, done, err := parseFlags("pods", "", &f, args, stdout, stderr)
+	if done {
+		return err
 	}
 	if err := f.usage(fs); err != nil {
 		return &exitError{code: 2, msg: "pods: " + err.Error()}

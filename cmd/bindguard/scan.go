@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -22,7 +21,7 @@ type scanFlags struct {
 	labels    []string
 	mode      string
 	cgroup    string
-	output    string
+	output    outputFlag
 	procfs    bool
 	connected bool
 }
@@ -32,20 +31,16 @@ func (f *scanFlags) register(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&f.labels, "node-label", nil, "this node's label key=value, for nodeSelectors (repeatable)")
 	fs.StringVar(&f.mode, "mode", string(policy.ModeEnforce), "judge as a node in this mode: enforce (what would be denied) or audit")
 	fs.StringVar(&f.cgroup, "cgroup", "", "list only sockets of this cgroup or below it: a path below the cgroup2 mount (/sys/fs/cgroup/x) or relative to its root (x, /x)")
-	fs.StringVarP(&f.output, "output", "o", "table", "table or json")
+	f.output.register(fs, "table", "table or json")
 	fs.BoolVar(&f.procfs, "procfs", false, "read /proc/net instead of the BPF socket iterators (what scan does where the kernel has none)")
 	fs.BoolVar(&f.connected, "connected", false, "also list connected sockets on ports the kernel chose (client connections); ones on restricted ports are always listed")
 }
 
 // parse reads the flags; help is not an error, bad flags exit with 2.
-func (f *scanFlags) parse(args []string, stderr io.Writer) (mode policy.Mode, done bool, err error) {
-	fs := newFlagSet("scan", "", stderr)
-	f.register(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return "", true, nil
-		}
-		return "", false, &exitError{code: 2, msg: "scan: " + err.Error()}
+func (f *scanFlags) parse(args []string, stdout, stderr io.Writer) (mode policy.Mode, done bool, err error) {
+	fs, done, err := parseFlags("scan", "", f, args, stdout, stderr)
+	if done {
+		return "", true, err
 	}
 	if fs.NArg() > 0 {
 		return "", false, &exitError{code: 2, msg: fmt.Sprintf("scan: unexpected arguments %q: the registry is given with --registry", fs.Args())}
@@ -56,15 +51,15 @@ func (f *scanFlags) parse(args []string, stderr io.Writer) (mode policy.Mode, do
 	if mode, err = policy.ParseMode(f.mode); err != nil {
 		return "", false, &exitError{code: 2, msg: "scan: " + err.Error()}
 	}
-	if f.output != "table" && f.output != "json" {
-		return "", false, &exitError{code: 2, msg: fmt.Sprintf("scan: --output %q: want table or json", f.output)}
+	if err := f.output.check("scan"); err != nil {
+		return "", false, err
 	}
 	return mode, false, nil
 }
 
 func runScan(args []string, stdout, stderr io.Writer) error {
 	var f scanFlags
-	mode, done, err := f.parse(args, stderr)
+	mode, done, err := f.parse(args, stdout, stderr)
 	if done || err != nil {
 		return err
 	}
@@ -99,7 +94,7 @@ func runScan(args []string, stdout, stderr io.Writer) error {
 	findings := scan.Judge(c, mode, l.Sockets, policy.DecideOptions{Exists: owners.exists, FindUnit: owners.findUnit, UnitRoot: owners.unitRoot})
 	findings = f.keep(findings)
 	r := scan.Report{Mode: mode, Listing: l, Findings: findings, Summary: scan.Summarize(findings)}
-	if f.output == "json" {
+	if f.output.json() {
 		err = r.WriteJSON(stdout)
 	} else {
 		err = r.WriteTable(stdout)

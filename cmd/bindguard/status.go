@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -12,6 +11,7 @@ import (
 	"github.com/bindguard/bindguard/cgroups"
 	"github.com/bindguard/bindguard/daemon"
 	"github.com/bindguard/bindguard/loader"
+	"github.com/bindguard/bindguard/policy"
 )
 
 func init() {
@@ -58,13 +58,13 @@ type linkStatus struct {
 
 type statusFlags struct {
 	pinFlags
-	output    string
+	output    outputFlag
 	nodeState string
 }
 
 func (f *statusFlags) register(fs *pflag.FlagSet) {
 	f.pinFlags.register(fs)
-	fs.StringVarP(&f.output, "output", "o", "text", "text or json")
+	f.output.register(fs, "text", "text or json")
 	fs.StringVar(&f.nodeState, "node-state-file", defaultNodeStateFile, "the node state file that run --node-state-file writes")
 }
 
@@ -77,13 +77,16 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() != 0 {
 		return &exitError{code: 2, msg: "status: takes no arguments"}
 	}
-	pinPath, output := &f.pinPath, &f.output
+	if err := f.output.check("status"); err != nil {
+		return err
+	}
+	pinPath := &f.pinPath
 	st, err := loader.ReadStatus(*pinPath)
 	if err != nil {
 		return fmt.Errorf("status: %w", err)
 	}
 	s := statusJSON{
-		PinPath: *pinPath, CgroupID: st.AttachCgroupID, Mode: "audit", AllNetns: st.AllNetns,
+		PinPath: *pinPath, CgroupID: st.AttachCgroupID, Mode: policy.ModeAudit.String(), AllNetns: st.AllNetns,
 		Generation: st.Generation, Digest: st.Digest, Applied: st.Applied, Started: st.Started,
 		Entries: st.Entries, Rules: st.Rules, ReloadsOK: st.ReloadsOK, ReloadsFailed: st.ReloadsFailed,
 		LastError: st.LastError, Checks: st.Counters.Checks, Allowed: st.Counters.Allowed,
@@ -92,7 +95,7 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 		OtherProto: st.Counters.OtherProto,
 	}
 	if st.Enforce {
-		s.Mode = "enforce"
+		s.Mode = policy.ModeEnforce.String()
 	}
 	s.Attached = st.Attached()
 	for _, l := range st.Links {
@@ -114,15 +117,10 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	if s.Node, err = readNodeState(f.nodeState); err != nil {
 		return fmt.Errorf("status: %w", err)
 	}
-	switch *output {
-	case "json":
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		err = enc.Encode(s)
-	case "text":
+	if f.output.json() {
+		err = writeJSON(stdout, s)
+	} else {
 		err = printStatus(stdout, s)
-	default:
-		return &exitError{code: 2, msg: fmt.Sprintf("status: -o %q: want text or json", *output)}
 	}
 	if err == nil && !s.Attached {
 		return &exitError{code: 1, msg: "status: the bind programs are not attached: binds are not judged"}

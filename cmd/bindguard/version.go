@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"runtime"
@@ -40,10 +39,10 @@ type featureJSON struct {
 	Error     string `json:"error,omitempty"`
 }
 
-type versionFlags struct{ output string }
+type versionFlags struct{ output outputFlag }
 
 func (f *versionFlags) register(fs *pflag.FlagSet) {
-	fs.StringVarP(&f.output, "output", "o", "text", "text or json")
+	f.output.register(fs, "text", "text or json")
 }
 
 func runVersion(args []string, stdout, stderr io.Writer) error {
@@ -52,12 +51,11 @@ func runVersion(args []string, stdout, stderr io.Writer) error {
 	if done {
 		return err
 	}
-	output := &f.output
 	if fs.NArg() != 0 {
 		return &exitError{code: 2, msg: "version: takes no arguments"}
 	}
-	if *output != "text" && *output != "json" {
-		return &exitError{code: 2, msg: fmt.Sprintf("version: -o %q: want text or json", *output)}
+	if err := f.output.check("version"); err != nil {
+		return err
 	}
 
 	found := features.Check()
@@ -73,10 +71,8 @@ func runVersion(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
-	if *output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(v); err != nil {
+	if f.output.json() {
+		if err := writeJSON(stdout, v); err != nil {
 			return err
 		}
 	} else if err := printVersion(stdout, v); err != nil {

@@ -278,47 +278,65 @@ func find(rows []checkRow, key string, fam int) *checkRow {
 // evaluate compares the figures with the targets in docs/benchmarks.md.
 func evaluate(res *results) []targetRow {
 	var out []targetRow
-	perFamily := func(target string, limit float64, measure func(fam int) (float64, string)) {
-		met := true
-		var parts []string
-		for _, fam := range families {
-			v, s := measure(fam)
-			if v > limit {
-				met = false
-			}
-			parts = append(parts, fmt.Sprintf("IPv%d %s", fam, s))
+	out = append(out, floorTargets(res)...)
+	out = append(out, ownerFlatTarget(res))
+	out = append(out, sizeTargets(res)...)
+	out = append(out, loopTargets(res)...)
+	out = append(out, applyTargets(res)...)
+	return append(out, eventTargets(res)...)
+}
+
+// perFamily is one target measured for each family: met when every
+// family's value is at most limit.
+func perFamily(target string, limit float64, measure func(fam int) (float64, string)) targetRow {
+	met := true
+	var parts []string
+	for _, fam := range families {
+		v, s := measure(fam)
+		if v > limit {
+			met = false
 		}
-		out = append(out, targetRow{Target: target, Measured: strings.Join(parts, "; "), Met: met})
+		parts = append(parts, fmt.Sprintf("IPv%d %s", fam, s))
 	}
-	checkVsFloor := func(key string) func(int) (float64, string) {
-		return func(fam int) (float64, string) {
-			r := find(res.Checks, key, fam)
-			if r == nil || r.CheckVsFloor == nil {
+	return targetRow{Target: target, Measured: strings.Join(parts, "; "), Met: met}
+}
+
+// floorRows are the rows issue 11 holds to at most 1.5x the hook floor,
+// whatever the depth, the number of owners or the kind of owner, and on the
+// violation path.
+var floorRows = []struct{ key, what string }{
+	{"bg65536.declared", "declared"},
+	{"bg65536.undeclared", "undeclared, audit (rate-limited event)"},
+	{"bg65536.deny", "undeclared, enforce (denied)"},
+	{"bg65536.owner1", "owner at depth 1"},
+	{"bg65536.owner4", "owner at depth 4"},
+	{"bg65536.owner8", "owner at depth 8"},
+	{"bg65536.owner16", "owner at depth 16"},
+	{"bg65536.span8", "owners at depths 1 and 8"},
+	{"bg65536.spread", "owners at every level 1..8"},
+	{"bg65536.uid", "uid owner"},
+	{"bg65536.pod", "pod owner"},
+	{"bg65536hash.owner1", "hash fallback, owner at depth 1"},
+	{"bg65536hash.owner16", "hash fallback, owner at depth 16"},
+}
+
+func floorTargets(res *results) []targetRow {
+	var out []targetRow
+	for _, r := range floorRows {
+		out = append(out, perFamily("per-check ≤ 1.5× floor, 65,536 entries, "+r.what, 1.5, func(fam int) (float64, string) {
+			c := find(res.Checks, r.key, fam)
+			if c == nil || c.CheckVsFloor == nil {
 				return 0, "n/a"
 			}
-			return r.CheckVsFloor.Median, fmt.Sprintf("%.2f× (%.1f ns vs floor %.1f ns)", r.CheckVsFloor.Median, r.CheckNs.Median, r.CheckNs.Median-r.CheckOverFloorNs.Median)
-		}
+			return c.CheckVsFloor.Median, fmt.Sprintf("%.2f× (%.1f ns vs floor %.1f ns)", c.CheckVsFloor.Median, c.CheckNs.Median, c.CheckNs.Median-c.CheckOverFloorNs.Median)
+		}))
 	}
-	// Issue 11: every row at most 1.5x the hook floor, whatever the depth,
-	// the number of owners or the kind of owner, and on the violation path.
-	for _, r := range []struct{ key, what string }{
-		{"bg65536.declared", "declared"},
-		{"bg65536.undeclared", "undeclared, audit (rate-limited event)"},
-		{"bg65536.deny", "undeclared, enforce (denied)"},
-		{"bg65536.owner1", "owner at depth 1"},
-		{"bg65536.owner4", "owner at depth 4"},
-		{"bg65536.owner8", "owner at depth 8"},
-		{"bg65536.owner16", "owner at depth 16"},
-		{"bg65536.span8", "owners at depths 1 and 8"},
-		{"bg65536.spread", "owners at every level 1..8"},
-		{"bg65536.uid", "uid owner"},
-		{"bg65536.pod", "pod owner"},
-		{"bg65536hash.owner1", "hash fallback, owner at depth 1"},
-		{"bg65536hash.owner16", "hash fallback, owner at depth 16"},
-	} {
-		perFamily("per-check ≤ 1.5× floor, 65,536 entries, "+r.what, 1.5, checkVsFloor(r.key))
-	}
-	perFamily("owner cost flat across depths 1..16 (max/min ≤ 1.10)", 1.10, func(fam int) (float64, string) {
+	return out
+}
+
+// ownerFlatTarget: the owner check costs the same at every depth.
+func ownerFlatTarget(res *results) targetRow {
+	return perFamily("owner cost flat across depths 1..16 (max/min ≤ 1.10)", 1.10, func(fam int) (float64, string) {
 		lo, hi := 0.0, 0.0
 		for _, d := range ownerDepths {
 			r := find(res.Checks, fmt.Sprintf("bg65536.owner%d", d), fam)
@@ -333,20 +351,29 @@ func evaluate(res *results) []targetRow {
 		}
 		return hi / lo, fmt.Sprintf("%.1f..%.1f ns (×%.2f)", lo, hi, hi/lo)
 	})
+}
 
+// sizeTargets: a check costs the same with 65,536 entries as with one rule.
+func sizeTargets(res *results) []targetRow {
+	var out []targetRow
 	for _, kind := range []string{"declared", "undeclared"} {
-		perFamily("per-check 65,536 vs 1 rule within 10%, "+kind, 0.10, func(fam int) (float64, string) {
+		out = append(out, perFamily("per-check 65,536 vs 1 rule within 10%, "+kind, 0.10, func(fam int) (float64, string) {
 			a, b := find(res.Checks, "bg65536."+kind, fam), find(res.Checks, "bg2."+kind, fam)
 			if a == nil || b == nil || a.CheckVs1Rule == nil {
 				return 0, "n/a"
 			}
 			d := a.CheckVs1Rule.Median - 1
 			return abs(d), fmt.Sprintf("%+.1f%% [%+.1f…%+.1f] (%.1f vs %.1f ns)", 100*d, 100*(a.CheckVs1Rule.Min-1), 100*(a.CheckVs1Rule.Max-1), a.CheckNs.Median, b.CheckNs.Median)
-		})
+		}))
 	}
+	return out
+}
 
+// loopTargets: the bind loop is within 3% of no program at all.
+func loopTargets(res *results) []targetRow {
+	var out []targetRow
 	for _, key := range []string{"bg65536.declared", "bg65536.undeclared", "bg65536.owner8", "bg65536.span8"} {
-		perFamily("bind loop within 3% of baseline, "+strings.TrimPrefix(key, "bg65536."), 0.03, func(fam int) (float64, string) {
+		out = append(out, perFamily("bind loop within 3% of baseline, "+strings.TrimPrefix(key, "bg65536."), 0.03, func(fam int) (float64, string) {
 			r := find(res.Checks, key, fam)
 			if r == nil || r.LoopEstimate == nil {
 				return 0, "n/a"
@@ -356,9 +383,14 @@ func evaluate(res *results) []targetRow {
 			// resolve 3% on a noisy machine.
 			return max(r.LoopVsBaseline.Median-1, r.LoopEstimate.Median), fmt.Sprintf("measured %+.1f%% [%+.1f…%+.1f], from per-check %+.1f%%",
 				100*(r.LoopVsBaseline.Median-1), 100*(r.LoopVsBaseline.Min-1), 100*(r.LoopVsBaseline.Max-1), 100*r.LoopEstimate.Median)
-		})
+		}))
 	}
+	return out
+}
 
+// applyTargets: filling and swapping in 65,536 entries.
+func applyTargets(res *results) []targetRow {
+	var out []targetRow
 	for _, a := range res.Apply {
 		if a.Entries != 65536 {
 			continue
@@ -367,19 +399,25 @@ func evaluate(res *results) []targetRow {
 			targetRow{Target: "apply 65,536 entries < 100 ms (Fill)", Measured: fmt.Sprintf("%.1f ms [%.1f–%.1f]", a.FillMs.Median, a.FillMs.Min, a.FillMs.Max), Met: a.FillMs.Median < 100},
 			targetRow{Target: "swap < 1 ms (65,536 entries)", Measured: fmt.Sprintf("%.1f µs [%.1f–%.1f]", a.SwapUs.Median, a.SwapUs.Min, a.SwapUs.Max), Met: a.SwapUs.N > 0 && a.SwapUs.Max < 1000})
 	}
+	return out
+}
 
-	if res.Events != nil {
-		for _, s := range res.Events.Steps {
-			if s.Target != 50000 {
-				continue
-			}
-			reached := s.Offered >= 0.95*50000
-			m := fmt.Sprintf("offered %.0f/s, read %.0f/s, %d dropped", s.Offered, s.Read, s.Dropped)
-			if !reached {
-				m += " (binders did not reach 50,000/s)"
-			}
-			out = append(out, targetRow{Target: "zero drops at 50,000 violations/s", Measured: m, Met: reached && s.Dropped == 0})
+// eventTargets: no event is dropped at 50,000 violations/s.
+func eventTargets(res *results) []targetRow {
+	if res.Events == nil {
+		return nil
+	}
+	var out []targetRow
+	for _, s := range res.Events.Steps {
+		if s.Target != 50000 {
+			continue
 		}
+		reached := s.Offered >= 0.95*50000
+		m := fmt.Sprintf("offered %.0f/s, read %.0f/s, %d dropped", s.Offered, s.Read, s.Dropped)
+		if !reached {
+			m += " (binders did not reach 50,000/s)"
+		}
+		out = append(out, targetRow{Target: "zero drops at 50,000 violations/s", Measured: m, Met: reached && s.Dropped == 0})
 	}
 	return out
 }

@@ -259,80 +259,124 @@ func (cb *checkBench) addOwners(p ports, store loader.Members, rowKey, label str
 	if err != nil {
 		return err
 	}
-	rules := []policy.Rule{{Port: p.declared, Protocol: policy.TCP}}
-	var rows []*target
-	row := func(k, name, dir string, port uint16) {
-		rows = append(rows, &target{key: rowKey + "." + k, name: label + ", " + name, dir: dir, port: port})
-	}
-	for _, d := range ownerDepths {
-		deep, err := cb.e.mkdir(key + "/" + chain("owner"+strconv.Itoa(d), d))
-		if err != nil {
+	o := &ownerRows{e: cb.e, key: key, rowKey: rowKey, label: label, sib: cb.e.rel(sib),
+		rules: []policy.Rule{{Port: p.declared, Protocol: policy.TCP}}}
+	for _, step := range []func(ports) error{o.depths, o.spread, o.uid, o.pod} {
+		if err := step(p); err != nil {
 			return err
 		}
-		rules = append(rules, policy.Rule{Port: p.owner[d], Protocol: policy.TCP, Owners: policy.Owners{Cgroups: []string{cb.e.rel(deep)}}})
-		row(fmt.Sprintf("owner%d", d), fmt.Sprintf("owner at depth %d", d), deep, p.owner[d])
 	}
-	for _, d := range spanDepths {
-		deep, err := cb.e.mkdir(key + "/" + chain("span"+strconv.Itoa(d), d))
-		if err != nil {
-			return err
-		}
-		rules = append(rules, policy.Rule{Port: p.span[d], Protocol: policy.TCP, Owners: policy.Owners{Cgroups: []string{cb.e.rel(sib), cb.e.rel(deep)}}})
-		row(fmt.Sprintf("span%d", d), fmt.Sprintf("owners at depths 1 and %d", d), deep, p.span[d])
-	}
-	spread := policy.Owners{}
-	var deep string
-	for d := 1; d <= 8; d++ {
-		if deep, err = cb.e.mkdir(key + "/" + chain("spread", d)); err != nil {
-			return err
-		}
-		spread.Cgroups = append(spread.Cgroups, cb.e.rel(deep))
-	}
-	rules = append(rules, policy.Rule{Port: p.spread, Protocol: policy.TCP, Owners: spread})
-	row("spread", "owners at every level 1..8", deep, p.spread)
-	uidDir, err := cb.e.mkdir(key + "/uid")
+	slices.SortFunc(o.rules, func(a, b policy.Rule) int { return int(a.Port) - int(b.Port) })
+	progs, err := cb.loadOwners(dir, store, o, p)
 	if err != nil {
 		return err
 	}
-	rules = append(rules, policy.Rule{Port: p.uid, Protocol: policy.TCP, Owners: policy.Owners{Cgroups: []string{cb.e.rel(sib)}, UIDs: []uint32{uint32(os.Getuid())}}})
-	row("uid", "uid owner", uidDir, p.uid)
-	podDir, err := cb.e.mkdir(key + "/kubepods/besteffort/pod1/ctr")
-	if err != nil {
-		return err
-	}
-	pods := benchPods{path: cb.e.rel(filepath.Dir(podDir)), pod: policy.Pod{Namespace: "kube-system", Name: "etcd-0", UID: "1", Labels: map[string]string{"component": "etcd"}}}
-	rules = append(rules, policy.Rule{Port: p.pod, Protocol: policy.TCP, Owners: policy.Owners{Pods: []policy.PodOwner{{Namespace: "kube-system", Labels: map[string]string{"component": "etcd"}}}}})
-	row("pod", "pod owner", podDir, p.pod)
-	slices.SortFunc(rules, func(a, b policy.Rule) int { return int(a.Port) - int(b.Port) })
-
-	c, err := buildPolicy(65536, rules, p.all())
-	if err != nil {
-		return err
-	}
-	l, err := loader.New(loader.Config{CgroupPath: dir, EventInterval: time.Hour, Members: store})
-	if err != nil {
-		return fmt.Errorf("bindguard with owners: %w", err)
-	}
-	cb.e.onClose(l.Close)
-	res, err := l.Apply(c, loader.ApplyOptions{Mode: policy.ModeAudit}, loader.Sources{Cgroups: cb.e.cg, Pods: pods})
-	if err != nil {
-		return fmt.Errorf("bindguard with owners: %w", err)
-	}
-	if res.Entries != 65536 || len(res.Unresolved) > 0 {
-		return fmt.Errorf("bindguard with owners: policy encoded to %d entries (%d owners unresolved), want 65536", res.Entries, len(res.Unresolved))
-	}
-	if err := l.Attach(); err != nil {
-		return fmt.Errorf("bindguard with owners: %w", err)
-	}
-	progs, err := attachedPrograms(cb.e, dir, ebpf.AttachCGroupInet4Bind, ebpf.AttachCGroupInet6Bind)
-	if err != nil {
-		return err
-	}
-	for _, t := range rows {
+	for _, t := range o.rows {
 		t.progs = progs
 		cb.add(t)
 	}
 	return nil
+}
+
+// ownerRows collects addOwners' rules and the rows that bind from their
+// owner cgroups, all made below the cgroup key.
+type ownerRows struct {
+	e           *env
+	key, rowKey string
+	label, sib  string
+	rules       []policy.Rule
+	rows        []*target
+	pods        benchPods
+}
+
+// add puts in a rule for port with owners, and the row k that binds to it
+// from dir.
+func (o *ownerRows) add(k, name, dir string, port uint16, owners policy.Owners) {
+	o.rules = append(o.rules, policy.Rule{Port: port, Protocol: policy.TCP, Owners: owners})
+	o.rows = append(o.rows, &target{key: o.rowKey + "." + k, name: o.label + ", " + name, dir: dir, port: port})
+}
+
+// depths adds the "owner" ports (one owner, d levels down) and the "span"
+// ports (the sibling at depth 1 and an owner d levels down).
+func (o *ownerRows) depths(p ports) error {
+	for _, d := range ownerDepths {
+		deep, err := o.e.mkdir(o.key + "/" + chain("owner"+strconv.Itoa(d), d))
+		if err != nil {
+			return err
+		}
+		o.add(fmt.Sprintf("owner%d", d), fmt.Sprintf("owner at depth %d", d), deep, p.owner[d], policy.Owners{Cgroups: []string{o.e.rel(deep)}})
+	}
+	for _, d := range spanDepths {
+		deep, err := o.e.mkdir(o.key + "/" + chain("span"+strconv.Itoa(d), d))
+		if err != nil {
+			return err
+		}
+		o.add(fmt.Sprintf("span%d", d), fmt.Sprintf("owners at depths 1 and %d", d), deep, p.span[d], policy.Owners{Cgroups: []string{o.sib, o.e.rel(deep)}})
+	}
+	return nil
+}
+
+// spread adds the port owned by a cgroup at every level 1..8 of one chain;
+// the loop binds from the deepest.
+func (o *ownerRows) spread(p ports) error {
+	spread := policy.Owners{}
+	var deep string
+	for d := 1; d <= 8; d++ {
+		var err error
+		if deep, err = o.e.mkdir(o.key + "/" + chain("spread", d)); err != nil {
+			return err
+		}
+		spread.Cgroups = append(spread.Cgroups, o.e.rel(deep))
+	}
+	o.add("spread", "owners at every level 1..8", deep, p.spread, spread)
+	return nil
+}
+
+// uid adds the port owned by the sibling and by the bench's uid.
+func (o *ownerRows) uid(p ports) error {
+	uidDir, err := o.e.mkdir(o.key + "/uid")
+	if err != nil {
+		return err
+	}
+	o.add("uid", "uid owner", uidDir, p.uid, policy.Owners{Cgroups: []string{o.sib}, UIDs: []uint32{uint32(os.Getuid())}})
+	return nil
+}
+
+// pod adds the port owned by etcd pods, and the one pod whose container
+// cgroup the loop binds from.
+func (o *ownerRows) pod(p ports) error {
+	podDir, err := o.e.mkdir(o.key + "/kubepods/besteffort/pod1/ctr")
+	if err != nil {
+		return err
+	}
+	o.pods = benchPods{path: o.e.rel(filepath.Dir(podDir)), pod: policy.Pod{Namespace: "kube-system", Name: "etcd-0", UID: "1", Labels: map[string]string{"component": "etcd"}}}
+	o.add("pod", "pod owner", podDir, p.pod, policy.Owners{Pods: []policy.PodOwner{{Namespace: "kube-system", Labels: map[string]string{"component": "etcd"}}}})
+	return nil
+}
+
+// loadOwners loads, fills and attaches the bindguard of addOwners on dir and
+// returns its attached programs.
+func (cb *checkBench) loadOwners(dir string, store loader.Members, o *ownerRows, p ports) ([2]*ebpf.Program, error) {
+	c, err := buildPolicy(65536, o.rules, p.all())
+	if err != nil {
+		return [2]*ebpf.Program{}, err
+	}
+	l, err := loader.New(loader.Config{CgroupPath: dir, EventInterval: time.Hour, Members: store})
+	if err != nil {
+		return [2]*ebpf.Program{}, fmt.Errorf("bindguard with owners: %w", err)
+	}
+	cb.e.onClose(l.Close)
+	res, err := l.Apply(c, loader.ApplyOptions{Mode: policy.ModeAudit}, loader.Sources{Cgroups: cb.e.cg, Pods: o.pods})
+	if err != nil {
+		return [2]*ebpf.Program{}, fmt.Errorf("bindguard with owners: %w", err)
+	}
+	if res.Entries != 65536 || len(res.Unresolved) > 0 {
+		return [2]*ebpf.Program{}, fmt.Errorf("bindguard with owners: policy encoded to %d entries (%d owners unresolved), want 65536", res.Entries, len(res.Unresolved))
+	}
+	if err := l.Attach(); err != nil {
+		return [2]*ebpf.Program{}, fmt.Errorf("bindguard with owners: %w", err)
+	}
+	return attachedPrograms(cb.e, dir, ebpf.AttachCGroupInet4Bind, ebpf.AttachCGroupInet6Bind)
 }
 
 // benchPods is a node with one pod, whose cgroup is path.

@@ -62,81 +62,14 @@ type readerSample struct {
 // EventInterval 0 so every violation is an event, in audit mode so the binds
 // succeed and the binders keep going.
 func eventBench(ctx context.Context, e *env, o *options, p ports, log io.Writer) (*eventResult, error) {
-	dir, err := e.mkdir("events")
+	l, leaf, err := eventLoader(e, p)
 	if err != nil {
 		return nil, err
 	}
-	leaf, err := e.mkdir("events/binders")
-	if err != nil {
-		return nil, err
-	}
-	l, err := loader.New(loader.Config{CgroupPath: dir, EventInterval: 0})
-	if err != nil {
-		return nil, fmt.Errorf("event bench: %w", err)
-	}
-	e.onClose(l.Close)
-	c, err := buildPolicy(2, []policy.Rule{{Port: p.declared, Protocol: policy.TCP}}, p.all())
-	if err != nil {
-		return nil, err
-	}
-	if _, err := l.Apply(c, loader.ApplyOptions{Mode: policy.ModeAudit}, loader.Sources{Cgroups: e.cg}); err != nil {
-		return nil, fmt.Errorf("event bench: %w", err)
-	}
-	if err := l.Attach(); err != nil {
-		return nil, fmt.Errorf("event bench: %w", err)
-	}
-	if err := l.EventReader(); err != nil {
-		return nil, fmt.Errorf("event bench: %w", err)
-	}
-
-	var stop atomic.Bool
-	samples := make(chan readerSample)
-	done := make(chan error, 1)
-	go func() {
-		// The thread is the reader's alone, so RUSAGE_THREAD is its CPU.
-		runtime.LockOSThread()
-		var n uint64
-		for {
-			_, err := l.ReadEvent()
-			switch {
-			case err == nil:
-				n++
-			case errors.Is(err, ringbuf.ErrFlushed):
-				if stop.Load() {
-					done <- nil
-					return
-				}
-				samples <- readerSample{events: n, cpu: threadCPU()}
-			default:
-				done <- fmt.Errorf("read event: %w", err)
-				return
-			}
-		}
-	}()
-	// Stop the reader before the loader closes: ReadEvent is not safe
-	// against a concurrent Close.
-	stopReader := func() error {
-		stop.Store(true)
-		if err := l.FlushEvents(); err != nil {
-			return err
-		}
-		return <-done
-	}
-	sample := func() (readerSample, error) {
-		if err := l.FlushEvents(); err != nil {
-			return readerSample{}, err
-		}
-		select {
-		case s := <-samples:
-			return s, nil
-		case err := <-done:
-			return readerSample{}, err
-		}
-	}
-
+	r := startEventReader(l)
 	res := &eventResult{Binders: eventBinders}
 	err = func() error {
-		prev, err := sample()
+		prev, err := r.sample()
 		if err != nil {
 			return err
 		}
@@ -144,49 +77,9 @@ func eventBench(ctx context.Context, e *env, o *options, p ports, log io.Writer)
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			c0, err := l.Counters()
+			st, s, err := eventStepAt(ctx, r, leaf, o, p, rate, prev)
 			if err != nil {
 				return err
-			}
-			start := time.Now()
-			var procs []*proc
-			for i := 0; i < eventBinders; i++ {
-				pr, err := startHelper(ctx, leaf, helperHammer, "4", strconv.Itoa(int(p.hammer[i])), strconv.Itoa(rate/eventBinders), o.step.String())
-				if err != nil {
-					return err
-				}
-				procs = append(procs, pr)
-			}
-			var errs []error
-			for _, pr := range procs {
-				_, err := pr.wait()
-				errs = append(errs, err)
-			}
-			if err := errors.Join(errs...); err != nil {
-				return err
-			}
-			s, err := sample()
-			if err != nil {
-				return err
-			}
-			wall := time.Since(start)
-			c1, err := l.Counters()
-			if err != nil {
-				return err
-			}
-			st := eventStep{
-				Target:     rate,
-				Violations: c1.Audited[loader.ReasonUndeclared] - c0.Audited[loader.ReasonUndeclared],
-				Events:     s.events - prev.events,
-				Dropped:    c1.EventsDropped - c0.EventsDropped,
-				Seconds:    o.step.Seconds(),
-			}
-			st.Offered = float64(st.Violations) / o.step.Seconds()
-			st.Read = float64(st.Events) / o.step.Seconds()
-			cpu := s.cpu - prev.cpu
-			st.ReaderCPU = 100 * cpu.Seconds() / wall.Seconds()
-			if st.Events > 0 {
-				st.ReaderNsPerEvent = float64(cpu.Nanoseconds()) / float64(st.Events)
 			}
 			res.Steps = append(res.Steps, st)
 			fmt.Fprintf(log, "bench: events at %s/s: offered %.0f/s, read %.0f/s, dropped %d, reader CPU %.0f%%\n",
@@ -195,6 +88,161 @@ func eventBench(ctx context.Context, e *env, o *options, p ports, log io.Writer)
 		}
 		return nil
 	}()
+	res.markDrops()
+	return res, errors.Join(err, r.stop())
+}
+
+// eventLoader loads, fills and attaches a bindguard in audit mode with
+// EventInterval 0 and its event reader open, on a cgroup whose child
+// "binders" is returned for the binders.
+func eventLoader(e *env, p ports) (*loader.Loader, string, error) {
+	dir, err := e.mkdir("events")
+	if err != nil {
+		return nil, "", err
+	}
+	leaf, err := e.mkdir("events/binders")
+	if err != nil {
+		return nil, "", err
+	}
+	l, err := loader.New(loader.Config{CgroupPath: dir, EventInterval: 0})
+	if err != nil {
+		return nil, "", fmt.Errorf("event bench: %w", err)
+	}
+	e.onClose(l.Close)
+	c, err := buildPolicy(2, []policy.Rule{{Port: p.declared, Protocol: policy.TCP}}, p.all())
+	if err != nil {
+		return nil, "", err
+	}
+	if _, err := l.Apply(c, loader.ApplyOptions{Mode: policy.ModeAudit}, loader.Sources{Cgroups: e.cg}); err != nil {
+		return nil, "", fmt.Errorf("event bench: %w", err)
+	}
+	if err := l.Attach(); err != nil {
+		return nil, "", fmt.Errorf("event bench: %w", err)
+	}
+	if err := l.EventReader(); err != nil {
+		return nil, "", fmt.Errorf("event bench: %w", err)
+	}
+	return l, leaf, nil
+}
+
+// eventReader drains the loader's events on its own locked OS thread, so
+// that RUSAGE_THREAD is its CPU, and reports a sample at every flush.
+type eventReader struct {
+	l       *loader.Loader
+	halt    atomic.Bool
+	samples chan readerSample
+	done    chan error
+}
+
+func startEventReader(l *loader.Loader) *eventReader {
+	r := &eventReader{l: l, samples: make(chan readerSample), done: make(chan error, 1)}
+	go r.run()
+	return r
+}
+
+func (r *eventReader) run() {
+	runtime.LockOSThread()
+	var n uint64
+	for {
+		_, err := r.l.ReadEvent()
+		switch {
+		case err == nil:
+			n++
+		case errors.Is(err, ringbuf.ErrFlushed):
+			if r.halt.Load() {
+				r.done <- nil
+				return
+			}
+			r.samples <- readerSample{events: n, cpu: threadCPU()}
+		default:
+			r.done <- fmt.Errorf("read event: %w", err)
+			return
+		}
+	}
+}
+
+// sample flushes the ring buffer and returns the reader's totals once it
+// has read everything before the flush.
+func (r *eventReader) sample() (readerSample, error) {
+	if err := r.l.FlushEvents(); err != nil {
+		return readerSample{}, err
+	}
+	select {
+	case s := <-r.samples:
+		return s, nil
+	case err := <-r.done:
+		return readerSample{}, err
+	}
+}
+
+// stop ends the reader. It must run before the loader closes: ReadEvent is
+// not safe against a concurrent Close.
+func (r *eventReader) stop() error {
+	r.halt.Store(true)
+	if err := r.l.FlushEvents(); err != nil {
+		return err
+	}
+	return <-r.done
+}
+
+// eventStepAt runs eventBinders binders at rate for one step and returns
+// the step's figures and the reader's sample at its end.
+func eventStepAt(ctx context.Context, r *eventReader, leaf string, o *options, p ports, rate int, prev readerSample) (eventStep, readerSample, error) {
+	c0, err := r.l.Counters()
+	if err != nil {
+		return eventStep{}, prev, err
+	}
+	start := time.Now()
+	if err := runBinders(ctx, leaf, o, p, rate); err != nil {
+		return eventStep{}, prev, err
+	}
+	s, err := r.sample()
+	if err != nil {
+		return eventStep{}, prev, err
+	}
+	wall := time.Since(start)
+	c1, err := r.l.Counters()
+	if err != nil {
+		return eventStep{}, prev, err
+	}
+	st := eventStep{
+		Target:     rate,
+		Violations: c1.Audited[loader.ReasonUndeclared] - c0.Audited[loader.ReasonUndeclared],
+		Events:     s.events - prev.events,
+		Dropped:    c1.EventsDropped - c0.EventsDropped,
+		Seconds:    o.step.Seconds(),
+	}
+	st.Offered = float64(st.Violations) / o.step.Seconds()
+	st.Read = float64(st.Events) / o.step.Seconds()
+	cpu := s.cpu - prev.cpu
+	st.ReaderCPU = 100 * cpu.Seconds() / wall.Seconds()
+	if st.Events > 0 {
+		st.ReaderNsPerEvent = float64(cpu.Nanoseconds()) / float64(st.Events)
+	}
+	return st, s, nil
+}
+
+// runBinders starts eventBinders hammer helpers in leaf, sharing rate, and
+// waits for all of them.
+func runBinders(ctx context.Context, leaf string, o *options, p ports, rate int) error {
+	var procs []*proc
+	for i := 0; i < eventBinders; i++ {
+		pr, err := startHelper(ctx, leaf, helperHammer, "4", strconv.Itoa(int(p.hammer[i])), strconv.Itoa(rate/eventBinders), o.step.String())
+		if err != nil {
+			return err
+		}
+		procs = append(procs, pr)
+	}
+	var errs []error
+	for _, pr := range procs {
+		_, err := pr.wait()
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// markDrops sets FirstDrop and BestClean from the steps.
+func (res *eventResult) markDrops() {
 	for i := range res.Steps {
 		st := &res.Steps[i]
 		if st.Dropped > 0 && res.FirstDrop == nil {
@@ -204,7 +252,6 @@ func eventBench(ctx context.Context, e *env, o *options, p ports, log io.Writer)
 			res.BestClean = st
 		}
 	}
-	return res, errors.Join(err, stopReader())
 }
 
 func threadCPU() time.Duration {

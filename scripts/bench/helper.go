@@ -192,40 +192,57 @@ func loopMain(args []string, stdout io.Writer) error {
 			return err
 		}
 	}
-	var cpu, wall, check []float64
+	var t loopTimes
 	for done := 0; done < iters; {
 		n := min(max(iters/loopBatches, 1), iters-done)
-		var s0 *ebpf.ProgramStats
-		if prog != nil {
-			if s0, err = prog.Stats(); err != nil {
-				return err
-			}
-		}
-		c0, w0 := threadCPUClock(), time.Now()
-		for i := 0; i < n; i++ {
-			if err := b.once(); err != nil {
-				return err
-			}
-		}
-		cpu = append(cpu, float64(threadCPUClock()-c0)/float64(n))
-		wall = append(wall, float64(time.Since(w0).Nanoseconds())/float64(n))
-		if prog != nil {
-			s1, err := prog.Stats()
-			if err != nil {
-				return err
-			}
-			if runs := s1.RunCount - s0.RunCount; runs > 0 {
-				check = append(check, float64(s1.Runtime-s0.Runtime)/float64(runs))
-			}
+		if err := t.batch(b, prog, n); err != nil {
+			return err
 		}
 		done += n
 	}
 	c := -1.0
-	if len(check) > 0 {
-		c = summarize(check).Median
+	if len(t.check) > 0 {
+		c = summarize(t.check).Median
 	}
-	_, err = fmt.Fprintf(stdout, "%.2f %.2f %.2f\n", summarize(cpu).Median, summarize(wall).Median, c)
+	_, err = fmt.Fprintf(stdout, "%.2f %.2f %.2f\n", summarize(t.cpu).Median, summarize(t.wall).Median, c)
 	return err
+}
+
+// loopTimes are a loop helper's per-bind figures, one per batch: thread
+// CPU ns, wall ns, and the program's kernel run time per run.
+type loopTimes struct {
+	cpu, wall, check []float64
+}
+
+// batch times n binds; prog, if not nil, is the program whose run-time
+// stats give the per-run figure.
+func (t *loopTimes) batch(b *binder, prog *ebpf.Program, n int) error {
+	var s0 *ebpf.ProgramStats
+	if prog != nil {
+		var err error
+		if s0, err = prog.Stats(); err != nil {
+			return err
+		}
+	}
+	c0, w0 := threadCPUClock(), time.Now()
+	for i := 0; i < n; i++ {
+		if err := b.once(); err != nil {
+			return err
+		}
+	}
+	t.cpu = append(t.cpu, float64(threadCPUClock()-c0)/float64(n))
+	t.wall = append(t.wall, float64(time.Since(w0).Nanoseconds())/float64(n))
+	if prog == nil {
+		return nil
+	}
+	s1, err := prog.Stats()
+	if err != nil {
+		return err
+	}
+	if runs := s1.RunCount - s0.RunCount; runs > 0 {
+		t.check = append(t.check, float64(s1.Runtime-s0.Runtime)/float64(runs))
+	}
+	return nil
 }
 
 // threadCPUClock is the calling thread's CPU time in ns.

@@ -168,7 +168,11 @@ func bpfMaps() ([]bpfMap, error) {
 		}
 		out = append(out, m)
 	}
-	slices.SortFunc(out, func(a, b bpfMap) int { return cmp.Compare(b.Memlock, a.Memlock) })
+	// Largest first; maps of equal size by name, so that the report's order
+	// does not follow Go's map iteration.
+	slices.SortFunc(out, func(a, b bpfMap) int {
+		return cmp.Or(cmp.Compare(b.Memlock, a.Memlock), cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID))
+	})
 	return out, nil
 }
 

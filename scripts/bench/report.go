@@ -41,6 +41,21 @@ func fmtCheck(d *dist) string {
 
 // writeMarkdown prints the report: one table per measurement, then the targets.
 func writeMarkdown(w io.Writer, res *results) {
+	writeHeader(w, res)
+	writeChecks(w, res.Checks)
+	writeApply(w, res.Apply)
+	if ev := res.Events; ev != nil {
+		writeEvents(w, ev)
+	}
+	if mem := res.Memory; mem != nil {
+		writeMemory(w, mem)
+	}
+	writeTargets(w, res.Targets)
+	fmt.Fprintf(w, "\nRun took %.0f s.\n", res.Seconds)
+}
+
+// writeHeader prints the title, the machine and how the figures were taken.
+func writeHeader(w io.Writer, res *results) {
 	m := res.Machine
 	fmt.Fprintf(w, "# bindguard bench\n\n%d CPUs, %s, kernel %s, %s. `%s`: %d rounds × %d binds per configuration and family, interleaved; median [min–max] over rounds. Ratios are computed round by round (same round, same family), then summarised.\n",
 		m.CPUs, m.Model, m.Kernel, m.GoVersion, res.Command, res.Rounds, res.Iters)
@@ -50,15 +65,22 @@ func writeMarkdown(w io.Writer, res *results) {
 	if res.StatsSysctl {
 		fmt.Fprintf(w, "\nkernel.bpf_stats_enabled was 1: the \"stats off\" loops ran with stats on too.\n")
 	}
+}
 
+// writeChecks prints the per-bind table and what its columns measure.
+func writeChecks(w io.Writer, checks []checkRow) {
 	fmt.Fprintf(w, "\n## Per bind check\n\n")
 	fmt.Fprintf(w, "| configuration | IP | per-check ns | − floor | × floor | loop CPU ns/op | × baseline | × floor | wall × baseline |\n|---|---|---|---|---|---|---|---|---|\n")
-	for _, r := range res.Checks {
+	for _, r := range checks {
 		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %s | %s |\n", r.Name, r.Family,
 			fmtCheck(r.CheckNs), fmtNet(r.CheckOverFloorNs), fmtRatio(r.CheckVsFloor),
 			fmtDist(r.LoopNs, 0), fmtRatio(&r.LoopVsBaseline), fmtRatio(&r.LoopVsFloor), fmtRatio(&r.LoopWallVsBaseline))
 	}
-	fmt.Fprintf(w, `
+	fmt.Fprint(w, checksNotes)
+}
+
+// checksNotes explains the per-bind table's columns and rows.
+const checksNotes = `
 - per-check ns: the program's kernel run time per bind (BPF_STATS_RUN_TIME,
   run_time_ns / run_cnt deltas, median of 10 batches of one helper's loop,
   stats on). It includes the stats' own clock read, which is most of the
@@ -80,51 +102,57 @@ func writeMarkdown(w io.Writer, res *results) {
   ancestor-id calls and d hash lookups, the last one hits.
 - linear scan: 128 rules for ports 1..128; the bench port matches none, so
   every bind scans all 128 (the worst case), as systemd's SocketBindAllow= would.
-`)
+`
 
+// writeApply prints the policy apply table.
+func writeApply(w io.Writer, apply []applyRow) {
 	fmt.Fprintf(w, "\n## Policy apply\n\n| registry | fill ms | swap µs (reload) | Apply total ms |\n|---|---|---|---|\n")
-	for _, a := range res.Apply {
+	for _, a := range apply {
 		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", a.Label, fmtDist(a.FillMs, 2), fmtDist(a.SwapUs, 1), fmtDist(a.TotalMs, 2))
 	}
 	fmt.Fprintf(w, "\nfill: ApplyResult.Fill (create the idle slot's rules array and owners hash, batch-write every entry, install them); swap: ApplyResult.Swap (the one write to bg_active that switches binds to the new slot) on reloads, with the hooks live; total: the Apply call, encoding and the RCU settle included.\n")
+}
 
-	if ev := res.Events; ev != nil {
-		fmt.Fprintf(w, "\n## Event throughput\n\n%d binder processes, undeclared binds, audit mode, EventInterval 0; one goroutine drains with loader.ReadEvent.\n\n", ev.Binders)
-		fmt.Fprintf(w, "| asked /s | violations /s | events read /s | dropped | reader CPU | reader ns/event |\n|---|---|---|---|---|---|\n")
-		for _, s := range ev.Steps {
-			fmt.Fprintf(w, "| %s | %.0f | %.0f | %d | %.0f%% | %.0f |\n", rateLabel(s.Target), s.Offered, s.Read, s.Dropped, s.ReaderCPU, s.ReaderNsPerEvent)
-		}
-		if ev.BestClean != nil {
-			fmt.Fprintf(w, "\nNo drops up to %.0f violations/s (the %s/s step).", ev.BestClean.Offered, rateLabel(ev.BestClean.Target))
-		}
-		if ev.FirstDrop == nil {
-			fmt.Fprintf(w, " No step dropped: the binders' maximum rate is below the rate at which drops start.\n")
-		} else {
-			fmt.Fprintf(w, " Drops start at the %s/s step: %.0f violations/s offered, %d dropped (%.1f%%).\n",
-				rateLabel(ev.FirstDrop.Target), ev.FirstDrop.Offered, ev.FirstDrop.Dropped, 100*float64(ev.FirstDrop.Dropped)/float64(max(ev.FirstDrop.Violations, 1)))
-		}
+// writeEvents prints the event throughput table and where drops start.
+func writeEvents(w io.Writer, ev *eventResult) {
+	fmt.Fprintf(w, "\n## Event throughput\n\n%d binder processes, undeclared binds, audit mode, EventInterval 0; one goroutine drains with loader.ReadEvent.\n\n", ev.Binders)
+	fmt.Fprintf(w, "| asked /s | violations /s | events read /s | dropped | reader CPU | reader ns/event |\n|---|---|---|---|---|---|\n")
+	for _, s := range ev.Steps {
+		fmt.Fprintf(w, "| %s | %.0f | %.0f | %d | %.0f%% | %.0f |\n", rateLabel(s.Target), s.Offered, s.Read, s.Dropped, s.ReaderCPU, s.ReaderNsPerEvent)
 	}
-
-	if mem := res.Memory; mem != nil {
-		fmt.Fprintf(w, "\n## Memory (a process holding one loader with %s entries)\n\n", commas(mem.Entries))
-		fmt.Fprintf(w, "| figure | value |\n|---|---|\n")
-		fmt.Fprintf(w, "| VmRSS before the loader | %s KiB |\n", commas(int(mem.RSSIdleKB)))
-		fmt.Fprintf(w, "| VmRSS with the loader, after GC | %s KiB |\n", commas(int(mem.RSSKB)))
-		fmt.Fprintf(w, "| VmHWM (peak, during apply) | %s KiB |\n", commas(int(mem.HWMKB)))
-		fmt.Fprintf(w, "| Go heap in use | %s KiB |\n", commas(int(mem.HeapInuse/1024)))
-		for _, mp := range mem.Maps {
-			fmt.Fprintf(w, "| map %s (%s, %s max) memlock | %s KiB |\n", mp.Name, mp.Type, commas(int(mp.MaxEntries)), commas(int(mp.Memlock/1024)))
-		}
-		fmt.Fprintf(w, "| all maps memlock | %s KiB |\n", commas(int(mem.MapsMemlock/1024)))
+	if ev.BestClean != nil {
+		fmt.Fprintf(w, "\nNo drops up to %.0f violations/s (the %s/s step).", ev.BestClean.Offered, rateLabel(ev.BestClean.Target))
 	}
+	if ev.FirstDrop == nil {
+		fmt.Fprintf(w, " No step dropped: the binders' maximum rate is below the rate at which drops start.\n")
+	} else {
+		fmt.Fprintf(w, " Drops start at the %s/s step: %.0f violations/s offered, %d dropped (%.1f%%).\n",
+			rateLabel(ev.FirstDrop.Target), ev.FirstDrop.Offered, ev.FirstDrop.Dropped, 100*float64(ev.FirstDrop.Dropped)/float64(max(ev.FirstDrop.Violations, 1)))
+	}
+}
 
+// writeMemory prints the memory table.
+func writeMemory(w io.Writer, mem *memReport) {
+	fmt.Fprintf(w, "\n## Memory (a process holding one loader with %s entries)\n\n", commas(mem.Entries))
+	fmt.Fprintf(w, "| figure | value |\n|---|---|\n")
+	fmt.Fprintf(w, "| VmRSS before the loader | %s KiB |\n", commas(int(mem.RSSIdleKB)))
+	fmt.Fprintf(w, "| VmRSS with the loader, after GC | %s KiB |\n", commas(int(mem.RSSKB)))
+	fmt.Fprintf(w, "| VmHWM (peak, during apply) | %s KiB |\n", commas(int(mem.HWMKB)))
+	fmt.Fprintf(w, "| Go heap in use | %s KiB |\n", commas(int(mem.HeapInuse/1024)))
+	for _, mp := range mem.Maps {
+		fmt.Fprintf(w, "| map %s (%s, %s max) memlock | %s KiB |\n", mp.Name, mp.Type, commas(int(mp.MaxEntries)), commas(int(mp.Memlock/1024)))
+	}
+	fmt.Fprintf(w, "| all maps memlock | %s KiB |\n", commas(int(mem.MapsMemlock/1024)))
+}
+
+// writeTargets prints the targets table.
+func writeTargets(w io.Writer, targets []targetRow) {
 	fmt.Fprintf(w, "\n## Targets\n\n| target | measured | met |\n|---|---|---|\n")
-	for _, t := range res.Targets {
+	for _, t := range targets {
 		met := "no"
 		if t.Met {
 			met = "yes"
 		}
 		fmt.Fprintf(w, "| %s | %s | %s |\n", t.Target, t.Measured, met)
 	}
-	fmt.Fprintf(w, "\nRun took %.0f s.\n", res.Seconds)
 }

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/report-*.md from the current code")
+
+// TestReport renders the results of a recorded run (testdata/results.json,
+// a -quick -rounds 3 run on the dev machine) and variants of it, and
+// compares evaluate's targets and writeMarkdown's report with golden files,
+// so that a change to either shows in the diff. The recorded run's targets
+// must equal the ones it computed when it ran.
+func TestReport(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	load := func(t *testing.T) *results {
+		var res results
+		if err := json.Unmarshal(b, &res); err != nil {
+			t.Fatal(err)
+		}
+		return &res
+	}
+	if res := load(t); !reflect.DeepEqual(evaluate(res), res.Targets) {
+		t.Errorf("evaluate differs from the recorded run's targets:\n got %+v\nwant %+v", evaluate(res), res.Targets)
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(*results)
+	}{
+		{"recorded", func(*results) {}},
+		{"drops", func(r *results) {
+			r.Quick, r.StatsSysctl = false, true
+			ev := r.Events
+			ev.Steps[3].Dropped, ev.Steps[4].Dropped, ev.Steps[2].Offered = 123, 4567, 47000
+			ev.FirstDrop, ev.BestClean = &ev.Steps[3], &ev.Steps[2]
+		}},
+		{"no-events-memory-owners", func(r *results) {
+			r.Events, r.Memory = nil, nil
+			kept := r.Checks[:0]
+			for _, c := range r.Checks {
+				if !strings.Contains(c.Key, "owner") && !strings.HasSuffix(c.Key, ".declared") {
+					kept = append(kept, c)
+				}
+			}
+			r.Checks = kept
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := load(t)
+			tc.change(res)
+			res.Targets = evaluate(res)
+			var out bytes.Buffer
+			writeMarkdown(&out, res)
+			golden := filepath.Join("testdata", "report-"+tc.name+".md")
+			if *update {
+				if err := os.WriteFile(golden, out.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(out.Bytes(), want) {
+				t.Errorf("report differs from %s (rerun with -update if the change is meant):\n%s", golden, out.String())
+			}
+		})
+	}
+}
