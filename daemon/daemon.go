@@ -156,17 +156,8 @@ func (d *Daemon) start(ctx context.Context, sigs <-chan os.Signal) (err error) {
 	if st, err := os.Stat(attach); err != nil || !st.IsDir() {
 		return fmt.Errorf("attach cgroup %s: no such cgroup below %s", d.cfg.Cgroup, d.cg.Root)
 	}
-	if d.cfg.ReserveState != "none" {
-		d.reserver = autobind.New(d.cfg.ReserveState)
-	}
-	if d.cfg.CRISocket != "none" {
-		if d.pods, err = newPodTracker(d); err != nil {
-			return err
-		}
-		d.onShutdown(d.pods.close)
-		d.metrics.reg.MustRegister(d.pods.collectors()...)
-		// Pods that exist already go into the first policy as pending.
-		d.pods.scan()
+	if err := d.startHost(); err != nil {
+		return err
 	}
 	if err := d.load(attach, compiled); err != nil {
 		return err
@@ -197,6 +188,25 @@ func (d *Daemon) start(ctx context.Context, sigs <-chan os.Signal) (err error) {
 		}
 		d.onShutdown(func() { removeReady(d.cfg.ReadyFile) })
 	}
+	return nil
+}
+
+// startHost sets up what the first policy needs besides the kernel: the
+// autobind reservation and the pod tracker. Pods that exist already go into
+// the first policy as pending.
+func (d *Daemon) startHost() (err error) {
+	if d.cfg.ReserveState != "none" {
+		d.reserver = autobind.New(d.cfg.ReserveState)
+	}
+	if d.cfg.CRISocket == "none" {
+		return nil
+	}
+	if d.pods, err = newPodTracker(d); err != nil {
+		return err
+	}
+	d.onShutdown(d.pods.close)
+	d.metrics.reg.MustRegister(d.pods.collectors()...)
+	d.pods.scan()
 	return nil
 }
 
