@@ -236,7 +236,7 @@ func pick[T runtime.Object](all []manifest) []T {
 	return out
 }
 
-var wantCaps = []corev1.Capability{"BPF", "DAC_READ_SEARCH", "NET_ADMIN", "PERFMON", "SYS_ADMIN", "SYS_RESOURCE"}
+var wantCaps = []corev1.Capability{"BPF", "DAC_READ_SEARCH", "NET_ADMIN", "PERFMON"}
 
 // TestDaemonSet checks the one DaemonSet against what bindguard needs and
 // the other objects it refers to.

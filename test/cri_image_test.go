@@ -235,7 +235,7 @@ func (pd *podDaemon) stop(t *testing.T, id string) {
 	}
 }
 
-// workerDaemonSet reads the worker DaemonSet from deploy/kubernetes.
+// workerDaemonSet reads the one DaemonSet from deploy/kubernetes.
 func workerDaemonSet(t *testing.T) *appsv1.DaemonSet {
 	t.Helper()
 	raw, err := os.ReadFile("../deploy/kubernetes/daemonset.yaml")
@@ -247,11 +247,11 @@ func workerDaemonSet(t *testing.T) *appsv1.DaemonSet {
 		if err := yaml.UnmarshalStrict([]byte(doc), &ds); err != nil {
 			t.Fatal(err)
 		}
-		if ds.Name == "bindguard-worker" {
+		if ds.Name == "bindguard" {
 			return &ds
 		}
 	}
-	t.Fatal("no bindguard-worker DaemonSet in deploy/kubernetes/daemonset.yaml")
+	t.Fatal("no bindguard DaemonSet in deploy/kubernetes/daemonset.yaml")
 	return nil
 }
 
