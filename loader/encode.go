@@ -67,10 +67,10 @@ type encoded struct {
 	ruleVals []bindguardBgValue
 	pairKeys []bindguardBgKey
 	rules    int
-	// sets are the distinct owner lists; a rule's bg_value.set indexes it.
-	sets []policy.Owners
-	// ports of each set, for Unresolved.
-	setRules [][]policy.Rule
+	// sets are the distinct owner lists by set number (bg_value.set).
+	sets map[int]policy.Owners
+	// setRules are the rules of each set, for Unresolved.
+	setRules map[int][]policy.Rule
 	byPath   map[string]setBits
 	byUnit   map[string]setBits
 	pods     []podPrincipal
@@ -112,7 +112,8 @@ type encodeOptions struct {
 // sets. Nothing here depends on which cgroups exist: memberships are written
 // separately, so a policy encodes the same way on every node.
 func encode(c *policy.Compiled, generation uint32, o encodeOptions) (*encoded, error) {
-	e := &encoded{rules: len(c.Rules), byPath: map[string]setBits{}, byUnit: map[string]setBits{}}
+	e := &encoded{rules: len(c.Rules), byPath: map[string]setBits{}, byUnit: map[string]setBits{},
+		sets: map[int]policy.Owners{}, setRules: map[int][]policy.Rule{}}
 	meta := bindguardBgValue{Origin: generation}
 	if o.mode != policy.ModeEnforce {
 		meta.Flags |= uint8(bindguardBgMetaFlagsBG_META_AUDIT)
@@ -124,6 +125,7 @@ func encode(c *policy.Compiled, generation uint32, o encodeOptions) (*encoded, e
 	e.ruleVals = append(e.ruleVals, meta)
 
 	setOf := map[string]int{}
+	members, pairOnly := 0, OwnerSets
 	for _, rule := range c.Rules {
 		if rule.Port == 0 {
 			return nil, fmt.Errorf("rule for port 0: port 0 is never judged")
@@ -133,9 +135,9 @@ func encode(c *policy.Compiled, generation uint32, o encodeOptions) (*encoded, e
 			key := ownersKey(rule.Owners)
 			s, ok := setOf[key]
 			if !ok {
-				s = len(e.sets)
-				if s >= OwnerSets {
-					return nil, fmt.Errorf("policy has more than %d distinct owner lists, the most the kernel's membership bitmap holds", OwnerSets)
+				var err error
+				if s, err = nextSet(rule.Owners, &members, &pairOnly); err != nil {
+					return nil, err
 				}
 				setOf[key] = s
 				e.addSet(rule.Owners, s)
@@ -176,10 +178,28 @@ func ruleValue(rule policy.Rule) bindguardBgValue {
 	return v
 }
 
+// nextSet numbers a new owner list. A list with cgroup, unit or pod owners
+// is a bit of the membership bitmap (0..OwnerSets-1); a list of uids alone
+// needs no bit, only its pairs or the rule's own uid, and is numbered from
+// OwnerSets up to the 16 bits bg_value.set has.
+func nextSet(o policy.Owners, members, pairOnly *int) (int, error) {
+	if len(o.Cgroups) == 0 && len(o.Units) == 0 && len(o.Pods) == 0 {
+		if *pairOnly > 0xffff {
+			return 0, fmt.Errorf("policy has more than %d distinct uid owner lists", 0x10000-OwnerSets)
+		}
+		*pairOnly++
+		return *pairOnly - 1, nil
+	}
+	if *members >= OwnerSets {
+		return 0, fmt.Errorf("policy has more than %d distinct owner lists with cgroup, unit or pod owners, the most the kernel's membership bitmap holds", OwnerSets)
+	}
+	*members++
+	return *members - 1, nil
+}
+
 // addSet records owner set s: its uid pairs and its principals.
 func (e *encoded) addSet(o policy.Owners, s int) {
-	e.sets = append(e.sets, o)
-	e.setRules = append(e.setRules, nil)
+	e.sets[s] = o
 	if len(o.UIDs) > 1 { // one uid lives in the rule (bg_value.uid)
 		for _, uid := range o.UIDs {
 			e.pairKeys = append(e.pairKeys, bindguardBgKey{Kind: pairUID, Set: uint32(s), Id: uint64(uid)})

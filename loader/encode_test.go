@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"unsafe"
@@ -82,10 +83,25 @@ func TestEncode(t *testing.T) {
 	}
 }
 
+// Lists of uids alone take no bit of the bitmap: 65,536 of them encode.
+func TestEncodeManyUIDLists(t *testing.T) {
+	c := &policy.Compiled{}
+	for i := 0; i < 60000; i++ {
+		c.Rules = append(c.Rules, policy.Rule{Port: uint16(i + 1), Protocol: policy.TCP, Owners: policy.Owners{UIDs: []uint32{uint32(i)}}})
+	}
+	e, err := encode(c, 1, encodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := ruleOf(e, policy.TCP, 60000); int(v.Set) < OwnerSets || v.Uid != 59999+1 {
+		t.Errorf("rule 60000 = %+v: want a set number past the bitmap and its uid in the rule", v)
+	}
+}
+
 func TestEncodeTooManySets(t *testing.T) {
 	c := &policy.Compiled{}
 	for i := 0; i <= OwnerSets; i++ {
-		c.Rules = append(c.Rules, policy.Rule{Port: uint16(i + 1), Protocol: policy.TCP, Owners: policy.Owners{UIDs: []uint32{uint32(i)}}})
+		c.Rules = append(c.Rules, policy.Rule{Port: uint16(i + 1), Protocol: policy.TCP, Owners: policy.Owners{Cgroups: []string{fmt.Sprintf("/c%d", i)}}})
 	}
 	_, err := encode(c, 1, encodeOptions{})
 	if err == nil || !strings.Contains(err.Error(), "distinct owner lists") {

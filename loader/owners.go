@@ -147,7 +147,7 @@ func (l *Loader) plan(enc *encoded, src Sources) (memberPlan, []Unresolved, erro
 func (e *encoded) unresolved(sets setBits, owner string, err error) []Unresolved {
 	var out []Unresolved
 	for s := range e.sets {
-		if !sets.has(s) {
+		if s >= OwnerSets || !sets.has(s) {
 			continue
 		}
 		for _, r := range e.setRules[s] {

@@ -281,8 +281,9 @@ func mergedOwnerCount(ents []*Entry, g []int) int {
 	return mergeOwners(ents, g).Count()
 }
 
-// checkOwnerSets refuses a policy that names more distinct owner lists than
-// a cgroup's membership bitmap holds (MaxOwnerSets). Entries with the same
+// checkOwnerSets refuses a policy that names more distinct owner lists with
+// cgroup, unit or pod owners than a cgroup's membership bitmap holds
+// (MaxOwnerSets); lists of uids alone take no bit. Entries with the same
 // owners share one list; merged entries can only form fewer new lists than
 // the entries that form them, and the loader checks the exact count.
 func checkOwnerSets(ents []*Entry, nodeLabels map[string]string, allNodes bool, errs *ErrorList) {
@@ -290,6 +291,9 @@ func checkOwnerSets(ents []*Entry, nodeLabels map[string]string, allNodes bool, 
 	for _, e := range ents {
 		if e.Owners.Any() || (!allNodes && !e.Matches(nodeLabels)) {
 			continue
+		}
+		if len(e.Owners.Cgroups) == 0 && len(e.Owners.Units) == 0 && len(e.Owners.Pods) == 0 {
+			continue // uid owners need no bit of the membership bitmap
 		}
 		k := fmt.Sprintf("%v", e.Owners)
 		if _, ok := lists[k]; !ok {
@@ -306,5 +310,5 @@ func checkOwnerSets(ents []*Entry, nodeLabels map[string]string, allNodes bool, 
 			break
 		}
 	}
-	errs.add(first, fmt.Sprintf("the policy names %d distinct owner lists: a node holds at most %d (one bit per list in each cgroup's membership); give entries with the same owners the same owner list", len(lists), MaxOwnerSets))
+	errs.add(first, fmt.Sprintf("the policy names %d distinct owner lists with cgroup, unit or pod owners: a node holds at most %d (one bit per list in each cgroup's membership); give entries with the same owners the same owner list", len(lists), MaxOwnerSets))
 }

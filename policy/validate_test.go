@@ -400,7 +400,7 @@ func TestTooManyOwnerLists(t *testing.T) {
 	var b strings.Builder
 	b.WriteString("apiVersion: bindguard.io/v1\nkind: PortRegistry\nmetadata: {name: t}\nentries:\n")
 	for i := 0; i <= MaxOwnerSets; i++ {
-		fmt.Fprintf(&b, "  - {port: %d, process: p%d, owners: [{uid: %d}]}\n", 1000+i, i, i)
+		fmt.Fprintf(&b, "  - {port: %d, process: p%d, owners: [{cgroup: /c%d}]}\n", 1000+i, i, i)
 	}
 	reg, err := Parse("many.yaml", []byte(b.String()))
 	if err != nil {
