@@ -174,10 +174,12 @@ struct {
 /* Cgroup events that did not fit bg_cgroup_events. */
 __u64 bg_cgroup_events_lost = 0;
 
-/* Cgroup creations and removals (struct bg_cgroup_event) for the daemon. */
+/* Cgroup creations and removals (struct bg_cgroup_event) for the daemon:
+ * every cgroup2 mkdir and rmdir of the host, so room for a burst of ~3,600
+ * (a loss makes the daemon rescan: bg_cgroup_events_lost). */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 18);
+	__uint(max_entries, 1 << 20);
 } bg_cgroup_events SEC(".maps");
 
 /* Keep the types that only user space reads in the object's BTF, for bpf2go -type. */
@@ -386,6 +388,27 @@ static __always_inline __u8 violation(struct policy *p, struct bg_value *rule, _
 }
 
 /*
+ * bucket_take takes one event from the GCRA bucket key (tat: the theoretical
+ * arrival time of the next event), and reports whether there was one: an
+ * event passes when now >= tat - (burst-1)*step, and then tat = max(tat, now)
+ * + step. Not atomic: concurrent binds may let one or two more through.
+ */
+static __always_inline int bucket_take(__u64 key, __u64 step, __u64 burst, __u64 now)
+{
+	struct bg_bucket *b = bpf_map_lookup_elem(&bg_buckets, &key);
+	if (!b) {
+		struct bg_bucket nb = {.tat = now + step};
+		bpf_map_update_elem(&bg_buckets, &key, &nb, BPF_ANY);
+		return 1;
+	}
+	__u64 tat = b->tat > now ? b->tat : now;
+	if (tat - now > (burst - 1) * step)
+		return 0;
+	b->tat = tat + step;
+	return 1;
+}
+
+/*
  * rate_limited reports whether the event for this key is folded into a
  * later one: by the per-key interval, or by the cgroup's token bucket. It
  * returns in *suppressed what earlier events of the key this one carries.
@@ -397,20 +420,12 @@ static __always_inline int rate_limited(__u64 cgid, __u16 port, __u8 proto, __u8
 	if (rv && now - rv->last_ns < bg_event_interval_ns)
 		goto fold;
 
-	/* The cgroup's bucket (GCRA), whatever the key. */
-	const __u64 step = BG_NSEC_PER_SEC / BG_EVENTS_PER_SEC;
-	struct bg_bucket *b = bpf_map_lookup_elem(&bg_buckets, &cgid);
-	if (b) {
-		__u64 tat = b->tat > now ? b->tat : now;
-		if (tat - now > (BG_EVENT_BURST - 1) * step) {
-			count(BG_CNT_THROTTLED);
-			goto fold;
-		}
-		b->tat = tat + step;
-	} else {
-		struct bg_bucket nb = {.tat = now + step};
-		bpf_map_update_elem(&bg_buckets, &cgid, &nb, BPF_ANY);
-	}
+	/* The cgroup's bucket, and the user's unless root, whatever the key. */
+	if (!bucket_take(cgid, BG_NSEC_PER_SEC / BG_EVENTS_PER_SEC, BG_EVENT_BURST, now))
+		goto throttled;
+	__u32 uid = (__u32)bpf_get_current_uid_gid();
+	if (uid && !bucket_take((1ULL << 63) | uid, BG_NSEC_PER_SEC / BG_UID_EVENTS_PER_SEC, BG_UID_EVENT_BURST, now))
+		goto throttled;
 
 	if (rv) {
 		/* Not an atomic exchange (that needs kernel 5.12): a count racing
@@ -424,6 +439,8 @@ static __always_inline int rate_limited(__u64 cgid, __u16 port, __u8 proto, __u8
 	}
 	return 0;
 
+throttled:
+	count(BG_CNT_THROTTLED);
 fold:
 	if (rv)
 		__sync_fetch_and_add(&rv->suppressed, 1);

@@ -37,6 +37,10 @@ enum bg_limits {
 	 * per-cgroup token bucket that bounds a flood whatever its keys). */
 	BG_EVENT_BURST = 32,
 	BG_EVENTS_PER_SEC = 16,
+	/* The same per non-root uid, whatever cgroups it spreads over: a user
+	 * who can create cgroups does not multiply its budget. */
+	BG_UID_EVENT_BURST = 256,
+	BG_UID_EVENTS_PER_SEC = 64,
 };
 
 /* bg_key.proto, bg_event.proto. MPTCP sockets are judged as TCP. */
@@ -280,7 +284,10 @@ struct bg_rl_value {
  * and then tat = max(tat, now) + interval (interval = 1e9/BG_EVENTS_PER_SEC).
  * A flood from one cgroup, whatever ports it cycles, yields at most
  * BG_EVENT_BURST events and then BG_EVENTS_PER_SEC a second; what it holds
- * back stays counted in its key's suppressed count.
+ * back stays counted in its key's suppressed count. A second bucket per
+ * non-root uid (key (1 << 63) | uid; cgroup ids never have that bit) bounds
+ * a user who spreads a flood over many cgroups. Both apply only with an
+ * event interval (run --event-interval > 0): 0 reports every violation.
  */
 struct bg_bucket {
 	__u64 tat;

@@ -130,6 +130,10 @@ func (d *Daemon) cgroupEvent(ev loader.CgroupEvent, lost *uint64) {
 	if n, err := d.ld.CgroupEventsLost(); err == nil && n != *lost {
 		d.log.WithField("lost", n-*lost).Warn("cgroup events were lost; rewriting every owner membership")
 		*lost = n
+		if d.pods != nil {
+			// A pod or container cgroup may be among the lost: look again.
+			d.pods.scan()
+		}
 		d.mu.Lock()
 		_, err := d.ld.RefreshMembers(d.sources())
 		d.mu.Unlock()

@@ -109,6 +109,8 @@ const (
 	bindguardBgLimitsBG_MEMBERS_MAX_ENTRIES bindguardBgLimits = 65536
 	bindguardBgLimitsBG_EVENT_BURST         bindguardBgLimits = 32
 	bindguardBgLimitsBG_EVENTS_PER_SEC      bindguardBgLimits = 16
+	bindguardBgLimitsBG_UID_EVENT_BURST     bindguardBgLimits = 256
+	bindguardBgLimitsBG_UID_EVENTS_PER_SEC  bindguardBgLimits = 64
 )
 
 type bindguardBgMember struct {

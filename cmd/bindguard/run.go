@@ -54,7 +54,7 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.readyFile, "ready-file", "", "file written once the programs are attached")
 	fs.BoolVar(&f.allNetns, "all-netns", false, "judge binds in every network namespace, not only the host's")
 	fs.BoolVar(&f.keepOnExit, "keep-on-exit", false, "leave programs and pins in force on exit (for restarts and upgrades)")
-	fs.DurationVar(&f.eventInterval, "event-interval", 10*time.Second, "at most one event per interval per (cgroup, port, protocol, reason); 0 reports all")
+	fs.DurationVar(&f.eventInterval, "event-interval", 10*time.Second, "at most one event per interval per (cgroup, port, protocol, reason), and a bounded rate per cgroup and per non-root uid; 0 turns all rate limiting off and reports every violation")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on [host]:port (loopback when no host); off when empty")
 	fs.BoolVar(&f.noWatch, "no-watch", false, "do not reload when registry files change (SIGHUP still reloads)")
 	fs.DurationVar(&f.checkInterval, "check-interval", daemon.DefaultCheckInterval, "how often to ask the kernel whether the programs are still attached")
