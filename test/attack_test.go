@@ -132,7 +132,8 @@ func bindOnceRaw(proto string, port int, addr string) error {
 }
 
 // churn creates look-alikes of the victim's unit in the delegated subtree
-// root (named exactly, deep chains of them, below names of 255 bytes),
+// root (named exactly, deep chains of them, below names of 255 bytes; and
+// the cgroup owner's name),
 // moves itself in, binds the restricted ports, moves home and removes
 // them; between, it creates and removes bare look-alikes.
 func churn(root, home string, done func() bool, t *attackerTally) error {
@@ -141,6 +142,7 @@ func churn(root, home string, done func() bool, t *attackerTally) error {
 		{"victim.service"},
 		{"app.slice", "victim.service", "victim.service", "victim.service", "victim.service", "victim.service", "victim.service", "victim.service"},
 		{long, long[:254] + "x", "victim.service"},
+		{"victim-group"}, // the name of the cgroup owner, in the wrong place
 	}
 	for i := 0; !done(); i++ {
 		chain := shapes[i%len(shapes)]
@@ -363,6 +365,11 @@ func TestUnprivilegedAttack(t *testing.T) {
 		"undeclared": cycled.Undeclared, "autobind": autobinds,
 	})
 	checkAttackEvents(t, d, attackDur)
+	if n := membershipEntries(t, e.pinPath); n >= 0 {
+		t.Logf("memberships in the hash map: %d entries after the churn", n)
+	} else {
+		t.Log("memberships in cgroup storage")
+	}
 	stopUnderAttack(t, d, exe, root, homes)
 }
 
