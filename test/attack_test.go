@@ -142,7 +142,8 @@ func churn(root, home string, done func() bool, t *attackerTally) error {
 		{"victim.service"},
 		{"app.slice", "victim.service", "victim.service", "victim.service", "victim.service", "victim.service", "victim.service", "victim.service"},
 		{long, long[:254] + "x", "victim.service"},
-		{"victim-group"}, // the name of the cgroup owner, in the wrong place
+		{"victim-group"},                   // the name of the cgroup owner, in the wrong place
+		{"system.slice", "victim.service"}, // the system's layout, inside the delegated subtree
 	}
 	for i := 0; !done(); i++ {
 		chain := shapes[i%len(shapes)]
@@ -336,7 +337,7 @@ func TestUnprivilegedAttack(t *testing.T) {
 	exe := attackerExecutable(t)
 	root := delegate(t, e, attackDelegate)
 	homes := map[string]string{}
-	for _, h := range []string{"churn-home", "cycler", "autobind"} {
+	for _, h := range []string{"churn-home", "cycler", "autobind", "autobind/victim.service"} {
 		homes[h] = delegate(t, e, attackDelegate+"/"+h)
 	}
 	secs := 4.0
@@ -348,7 +349,7 @@ func TestUnprivilegedAttack(t *testing.T) {
 	ch := startAttacker(t, exe, "churn", root, homes["churn-home"], secs)
 	cy := startAttacker(t, exe, "cycle", root, homes["cycler"], secs)
 	uid := uint32(attackUID)
-	auto := autobindWhile(t, testutils.StartBinder(t, homes["autobind"], testutils.BinderOptions{UID: &uid}), ch)
+	auto := autobindWhile(t, testutils.StartBinder(t, homes["autobind/victim.service"], testutils.BinderOptions{UID: &uid}), ch)
 	time.Sleep(time.Duration(secs / 3 * float64(time.Second))) // the owner comes late, into the churn
 	legitDenied := legitOwnerLate(t, e)
 	if !ch.running() {
@@ -483,7 +484,7 @@ func checkAttackEvents(t *testing.T, d *daemon, attackDur time.Duration) {
 	time.Sleep(300 * time.Millisecond) // let the reader log what the ring holds
 	limit := 32 + int(16*attackDur.Seconds()) + 16
 	perCgroup := map[float64]int{}
-	total, most, cyclerEvents := 0, 0, 0
+	total, most, cyclerEvents, lookAlike := 0, 0, 0, 0
 	for _, ev := range d.events() {
 		if ev["uid"] != float64(attackUID) {
 			continue
@@ -495,6 +496,9 @@ func checkAttackEvents(t *testing.T, d *daemon, attackDur time.Duration) {
 		if c, _ := ev["cgroup"].(string); strings.HasSuffix(c, cyclerRel) {
 			cyclerEvents++
 		}
+		if c, _ := ev["cgroup"].(string); strings.HasSuffix(c, "/victim.service") {
+			lookAlike++
+		}
 		if u, ok := ev["unit"]; ok && u == "victim.service" {
 			t.Errorf("an attacker's event names the victim's unit: %v", ev)
 		}
@@ -504,11 +508,11 @@ func checkAttackEvents(t *testing.T, d *daemon, attackDur time.Duration) {
 			t.Errorf("cgroup %d logged %d events in %v, over its bucket of %d", uint64(id), n, attackDur, limit)
 		}
 	}
-	if cyclerEvents == 0 {
-		t.Error("no event of the port cycler was logged")
+	if cyclerEvents == 0 || lookAlike == 0 {
+		t.Errorf("events logged: %d of the port cycler, %d of a look-alike still present; want some of each", cyclerEvents, lookAlike)
 	}
-	t.Logf("attacker's events: %d in %d cgroups, at most %d per cgroup (bound %d), %d from the port cycler",
-		total, len(perCgroup), most, limit, cyclerEvents)
+	t.Logf("attacker's events: %d in %d cgroups, at most %d per cgroup (bound %d), %d from the port cycler, %d from look-alikes, none naming the unit",
+		total, len(perCgroup), most, limit, cyclerEvents, lookAlike)
 }
 
 // stopUnderAttack restarts the churn and the cycling without end, sends
