@@ -453,6 +453,8 @@ func checkCounters(t *testing.T, e *env, want map[string]int) {
 	var st struct {
 		Audited map[string]uint64 `json:"audited"`
 		Denied  map[string]uint64 `json:"denied"`
+		Dropped uint64            `json:"eventsDropped"`
+		Folded  uint64            `json:"eventsSuppressed"`
 	}
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status -o json: %v\n%s", err, out)
@@ -467,7 +469,7 @@ func checkCounters(t *testing.T, e *env, want map[string]int) {
 			t.Errorf("audited[%s] = %d in enforce mode", reason, n)
 		}
 	}
-	t.Logf("kernel counters: denied %v", st.Denied)
+	t.Logf("kernel counters: denied %v; events dropped %d, suppressed %d", st.Denied, st.Dropped, st.Folded)
 }
 
 // checkAttackEvents counts the events of the attacker's binds (uid 4242)
