@@ -176,3 +176,29 @@ func (c *FS) FindSystemUnits(root string, units []string) (map[string][]string, 
 	}
 	return found, nil
 }
+
+// ProcCgroup returns the cgroup2 path in the text of /proc/PID/cgroup (its
+// "0::PATH" line), without a " (deleted)" suffix; ok is false when there is
+// none. The one reader of that format: features, the loader's netns probe
+// and scan use it.
+func ProcCgroup(text string) (path string, ok bool) {
+	for line := range strings.Lines(text) {
+		if p, found := strings.CutPrefix(strings.TrimSuffix(line, "\n"), "0::"); found && strings.HasPrefix(p, "/") {
+			return strings.TrimSuffix(p, " (deleted)"), true
+		}
+	}
+	return "", false
+}
+
+// SelfCgroup returns this process's cgroup2 path.
+func SelfCgroup() (string, error) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", err
+	}
+	p, ok := ProcCgroup(string(b))
+	if !ok {
+		return "", errors.New("no cgroup2 entry in /proc/self/cgroup")
+	}
+	return p, nil
+}

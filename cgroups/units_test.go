@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -179,4 +180,33 @@ func TestFindSystemUnits(t *testing.T) {
 	if _, err := c.FindSystemUnits("/missing", []string{"x.service"}); err == nil {
 		t.Error("a missing root: no error")
 	}
+}
+
+func TestProcCgroup(t *testing.T) {
+	for _, tc := range []struct {
+		text, want string
+		ok         bool
+	}{
+		{"12:memory:/x\n0::/system.slice/a.service\n", "/system.slice/a.service", true},
+		{"0::/user.slice/gone (deleted)\n", "/user.slice/gone", true},
+		{"0::/\n", "/", true},
+		{"1:name=systemd:/x\n", "", false},
+		{"0::relative\n", "", false},
+		{"", "", false},
+	} {
+		got, ok := ProcCgroup(tc.text)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("ProcCgroup(%q) = %q, %v; want %q, %v", tc.text, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func FuzzProcCgroup(f *testing.F) {
+	f.Add("0::/a/b\n")
+	f.Add("3:cpu:/x\n0::/y (deleted)")
+	f.Fuzz(func(t *testing.T, s string) {
+		if p, ok := ProcCgroup(s); ok && !strings.HasPrefix(p, "/") {
+			t.Fatalf("ProcCgroup(%q) = %q: not absolute", s, p)
+		}
+	})
 }

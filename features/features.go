@@ -367,18 +367,7 @@ func haveLinkCreate() error {
 }
 
 // ownCgroup returns this process's cgroup2 path from /proc/self/cgroup.
-func ownCgroup() (string, error) {
-	b, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		return "", err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if p, ok := strings.CutPrefix(line, "0::"); ok && strings.HasPrefix(p, "/") && !strings.HasSuffix(p, " (deleted)") {
-			return p, nil
-		}
-	}
-	return "", errors.New("no cgroup2 entry in /proc/self/cgroup")
-}
+func ownCgroup() (string, error) { return cgroups.SelfCgroup() }
 
 // probeCgroupTracepoints attaches a program that does nothing to the
 // tracepoints the cgroup-watch programs use, and detaches it.

@@ -16,6 +16,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	loader.MaybeNetnsProbe()
 	testutils.MaybeBinder()
 	code := m.Run()
 	testutils.CleanupBinder()

@@ -19,7 +19,11 @@ import (
 // and exit: the socket the netns-cookie fallback observes.
 const netnsProbeEnv = "BINDGUARD_NETNS_COOKIE_PROBE"
 
-func init() {
+// MaybeNetnsProbe turns the process into the netns-cookie probe when the
+// loader started it for that (kernels before 5.14), and returns otherwise.
+// Call it first thing in main (and in TestMain of tests that load programs):
+// a library does not take over a process from an init function.
+func MaybeNetnsProbe() {
 	switch os.Getenv(netnsProbeEnv) {
 	case "1":
 	case "wait":

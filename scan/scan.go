@@ -235,10 +235,6 @@ func processInfo(proc string, pid int) (comm, cgroup string) {
 
 // unifiedCgroup returns the path of the "0::PATH" line of /proc/PID/cgroup.
 func unifiedCgroup(s string) string {
-	for line := range strings.Lines(s) {
-		if p, ok := strings.CutPrefix(strings.TrimSuffix(line, "\n"), "0::"); ok {
-			return strings.TrimSuffix(p, " (deleted)")
-		}
-	}
-	return ""
+	p, _ := cgroups.ProcCgroup(s)
+	return p
 }

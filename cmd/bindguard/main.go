@@ -5,6 +5,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/bindguard/bindguard/loader"
 	"io"
 	"os"
 	"sort"
@@ -32,6 +33,7 @@ type exitError struct {
 func (e *exitError) Error() string { return e.msg }
 
 func main() {
+	loader.MaybeNetnsProbe()
 	err := run(os.Args[1:], os.Stdout, os.Stderr)
 	if err == nil {
 		return

@@ -30,6 +30,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/bindguard/bindguard/loader"
 )
 
 // options are the command line. The standard flag package is used, not
@@ -81,6 +83,7 @@ func (o *options) validate() error {
 }
 
 func main() {
+	loader.MaybeNetnsProbe()
 	if mode := os.Getenv(helperEnv); mode != "" {
 		os.Exit(helperMain(mode, os.Args[1:], os.Stdout, os.Stderr))
 	}
