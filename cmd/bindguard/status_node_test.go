@@ -39,7 +39,7 @@ func TestNodeStateStatus(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var b bytes.Buffer
 			tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
-			printNodeState(tw, &tc.state)
+			printNodeState(tw, &tc.state, true)
 			tw.Flush()
 			for _, w := range tc.want {
 				if !strings.Contains(b.String(), w) && !regexp.MustCompile(w).MatchString(b.String()) {
