@@ -122,10 +122,12 @@ func (e *env) start(mode string, extra ...string) *daemon {
 	e.t.Helper()
 	ready := filepath.Join(e.t.TempDir(), "ready")
 	// The host's ip_local_reserved_ports is left alone unless a test asks
-	// (--reserve-state FILE in extra; the last flag wins).
+	// (--reserve-state FILE in extra; the last flag wins); the state file
+	// (written whenever pods are tracked) is the test's own, never the
+	// host's default that concurrent daemons would share.
 	args := append([]string{"run", "--registry", e.registry, "--mode", mode, "--cgroup", e.cgRel,
 		"--pin-path", e.pinPath, "--ready-file", ready, "--log-format", "json", "--event-interval", "0",
-		"--reserve-state", "none"}, extra...)
+		"--reserve-state", "none", "--node-state-file", filepath.Join(e.t.TempDir(), "node.json")}, extra...)
 	d := startDaemon(e.t, args...)
 	d.waitFile(ready, 20*time.Second)
 	return d
