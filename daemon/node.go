@@ -69,6 +69,10 @@ type nodeState struct {
 	// writeFailed is set after a failed state file write: the next failure
 	// is not logged again.
 	writeFailed bool
+	// stopped is set at shutdown: the state file then says the runtime is
+	// no longer followed (the pins may outlive the daemon).
+	stopped   bool
+	stoppedAt time.Time
 }
 
 // NodeState is the JSON of NodeConfig.StateFile.

@@ -73,11 +73,19 @@ func (d *Daemon) runtimeState() *RuntimeState {
 		return nil
 	}
 	st := d.pods.status()
-	return &RuntimeState{
+	rs := &RuntimeState{
 		Connected: st.Connected, Socket: st.Socket, RuntimeName: st.RuntimeName, RuntimeVersion: st.RuntimeVersion,
 		PodsKnown: st.PodsKnown, PodCgroupsPending: d.pods.pending(), LastError: st.LastError, Since: st.Since,
 	}
+	if d.node != nil && d.node.stopped {
+		rs.Connected, rs.LastError, rs.Since = false, stoppedError, d.node.stoppedAt
+	}
+	return rs
 }
+
+// stoppedError is the runtime's state once the daemon has stopped: pinned
+// programs may still enforce, but nothing follows the runtime any more.
+const stoppedError = "bindguard stopped: pod identities are no longer followed"
 
 // statePublishInterval bounds how often runtime changes rewrite the state
 // file.
@@ -104,13 +112,19 @@ func (d *Daemon) followRuntime(ctx context.Context) (stop func()) {
 				return
 			case <-tick.C:
 			}
-			rs := d.runtimeState()
 			d.mu.Lock()
-			if d.node.runtime == nil || *rs != *d.node.runtime {
+			if rs := d.runtimeState(); d.node.runtime == nil || *rs != *d.node.runtime {
 				d.publishNode()
 			}
 			d.mu.Unlock()
 		}
 	}()
-	return func() { cancel(); wg.Wait() }
+	return func() {
+		cancel()
+		wg.Wait()
+		d.mu.Lock()
+		d.node.stopped, d.node.stoppedAt = true, time.Now()
+		d.publishNode()
+		d.mu.Unlock()
+	}
 }

@@ -1,11 +1,13 @@
 package daemon
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
@@ -138,5 +140,41 @@ func TestPublishNodeFailure(t *testing.T) {
 	d.publishNode()
 	if n := len(hook.AllEntries()); n != 2 || !strings.Contains(hook.LastEntry().Message, "written again") {
 		t.Fatalf("%d log entries, want a recovery line", n)
+	}
+}
+
+// TestFollowRuntime checks that with pods tracked and no node name the
+// state file gets the runtime section, refreshed from the tracker, and that
+// stopping says the runtime is no longer followed.
+func TestFollowRuntime(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "node.json")
+	log, _ := logtest.NewNullLogger()
+	d := &Daemon{log: log, cfg: Config{Mode: policy.ModeAudit, Cgroup: "/", CRISocket: filepath.Join(t.TempDir(), "no-runtime.sock"),
+		Node: NodeConfig{StateFile: path}}}
+	d.node = &nodeState{modeSource: SourceFlag}
+	d.node.m = newNodeMetrics(prometheus.NewRegistry(), false)
+	var err error
+	if d.pods, err = newPodTracker(d); err != nil {
+		t.Fatal(err)
+	}
+	defer d.pods.close()
+	stop := d.followRuntime(context.Background())
+	var s *NodeState
+	for i := 0; i < 100; i++ { // a give-up limit: the first refresh is due after statePublishInterval
+		if s, err = ReadNodeState(path); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		stop()
+		t.Fatalf("no state file: %v", err)
+	}
+	if s.NodeName != "" || s.Runtime == nil || s.Runtime.Connected || s.Runtime.LastError == "" {
+		t.Errorf("runtime before stopping: %+v", s.Runtime)
+	}
+	stop()
+	if s, err = ReadNodeState(path); err != nil || s.Runtime == nil || s.Runtime.Connected || s.Runtime.LastError != stoppedError {
+		t.Errorf("runtime after stopping: %+v %v", s, err)
 	}
 }
