@@ -177,7 +177,7 @@ func (d *Daemon) start(ctx context.Context, sigs <-chan os.Signal) (err error) {
 		d.onShutdown(stop)
 	}
 	if d.cfg.Watch {
-		if stop, err := watch(d.cfg.Registry, d.reload, d.log); err != nil {
+		if stop, err := watch(d.cfg.Registry, d.ownFile, d.reload, d.log); err != nil {
 			d.log.WithError(err).Warn("registry changes will not be picked up automatically; reload with SIGHUP")
 		} else {
 			d.onShutdown(stop)

@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -127,4 +129,26 @@ func (d *Daemon) followRuntime(ctx context.Context) (stop func()) {
 		d.publishNode()
 		d.mu.Unlock()
 	}
+}
+
+// ownFile reports whether name is a file the daemon itself writes while it
+// runs: the state file and its temporary files, the ready file and the
+// reservation state. The registry watch ignores them.
+func (d *Daemon) ownFile(name string) bool {
+	for _, f := range []string{d.cfg.Node.StateFile, d.cfg.ReadyFile, d.cfg.ReserveState} {
+		if f == "" || f == "none" {
+			continue
+		}
+		f = filepath.Clean(f)
+		if name == f {
+			return true
+		}
+		if filepath.Dir(name) == filepath.Dir(f) {
+			base := filepath.Base(name)
+			if strings.HasPrefix(base, "."+filepath.Base(f)+".") && strings.HasSuffix(base, ".tmp") {
+				return true
+			}
+		}
+	}
+	return false
 }
