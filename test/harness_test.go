@@ -122,12 +122,10 @@ func (e *env) start(mode string, extra ...string) *daemon {
 	e.t.Helper()
 	ready := filepath.Join(e.t.TempDir(), "ready")
 	// The host's ip_local_reserved_ports is left alone unless a test asks
-	// (--reserve-state FILE in extra; the last flag wins); the state file
-	// (written whenever pods are tracked) is the test's own, never the
-	// host's default that concurrent daemons would share.
+	// (--reserve-state FILE in extra; the last flag wins).
 	args := append([]string{"run", "--registry", e.registry, "--mode", mode, "--cgroup", e.cgRel,
 		"--pin-path", e.pinPath, "--ready-file", ready, "--log-format", "json", "--event-interval", "0",
-		"--reserve-state", "none", "--node-state-file", filepath.Join(e.t.TempDir(), "node.json")}, extra...)
+		"--reserve-state", "none"}, extra...)
 	d := startDaemon(e.t, args...)
 	d.waitFile(ready, 20*time.Second)
 	return d
@@ -135,6 +133,12 @@ func (e *env) start(mode string, extra ...string) *daemon {
 
 func startDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
+	// The state file (written whenever pods are tracked) is the test's own
+	// unless it names one, never the host's default that concurrent daemons
+	// would share.
+	if len(args) > 0 && args[0] == "run" && !slices.Contains(args, "--node-state-file") {
+		args = append(slices.Clone(args), "--node-state-file", filepath.Join(t.TempDir(), "node.json"))
+	}
 	cmd := exec.Command(binPath, args...)
 	// A daemon must not outlive a test binary that dies before its cleanup.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
