@@ -144,7 +144,7 @@ func (d *Daemon) start(ctx context.Context, sigs <-chan os.Signal) (err error) {
 	if err := d.initNode(ctx, sigs); err != nil {
 		return ignoreStopped(err)
 	}
-	compiled, err := d.compile()
+	compiled, sel, err := d.compile()
 	if err != nil {
 		return err
 	}
@@ -159,7 +159,7 @@ func (d *Daemon) start(ctx context.Context, sigs <-chan os.Signal) (err error) {
 	if err := d.startHost(); err != nil {
 		return err
 	}
-	if err := d.load(attach, compiled); err != nil {
+	if err := d.load(attach, compiled, sel); err != nil {
 		return err
 	}
 	if err := d.startReaders(); err != nil {
@@ -168,6 +168,7 @@ func (d *Daemon) start(ctx context.Context, sigs <-chan os.Signal) (err error) {
 	// The Node watch once the policy is in force: a label change is then
 	// applied like a reload.
 	d.onShutdown(d.followNode(ctx))
+	d.onShutdown(d.followRuntime(ctx))
 	if d.cfg.MetricsAddr != "" {
 		stop, err := d.serveMetrics(d.cfg.MetricsAddr)
 		if err != nil {
@@ -176,7 +177,7 @@ func (d *Daemon) start(ctx context.Context, sigs <-chan os.Signal) (err error) {
 		d.onShutdown(stop)
 	}
 	if d.cfg.Watch {
-		if stop, err := watch(d.cfg.Registry, d.reload, d.log); err != nil {
+		if stop, err := watch(d.cfg.Registry, d.ownFile, d.reload, d.log); err != nil {
 			d.log.WithError(err).Warn("registry changes will not be picked up automatically; reload with SIGHUP")
 		} else {
 			d.onShutdown(stop)
@@ -211,7 +212,7 @@ func (d *Daemon) startHost() (err error) {
 }
 
 // load creates the loader, applies the first policy and attaches.
-func (d *Daemon) load(attach string, compiled *policy.Compiled) (err error) {
+func (d *Daemon) load(attach string, compiled *policy.Compiled, sel *EntriesState) (err error) {
 	d.ld, err = loader.New(loader.Config{
 		CgroupPath:    attach,
 		PinPath:       d.cfg.PinPath,
@@ -235,7 +236,7 @@ func (d *Daemon) load(attach string, compiled *policy.Compiled) (err error) {
 	if err != nil {
 		return err
 	}
-	d.logApplied(compiled, res)
+	d.logApplied(compiled, sel, res)
 	if err := d.ld.Attach(); err != nil {
 		return err
 	}

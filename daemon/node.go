@@ -38,9 +38,10 @@ type NodeConfig struct {
 	// Kubeconfig is an explicit kubeconfig path; empty means KUBECONFIG,
 	// then the in-cluster service account.
 	Kubeconfig string
-	// StateFile receives the labels and mode in force and their sources, as
-	// JSON, on every change, when Name is set; `bindguard status` reads it.
-	// Empty writes none.
+	// StateFile receives the labels and mode in force and their sources, the
+	// entries selected, and the container runtime's connection, as JSON, on
+	// every change, when Name is set or pods are tracked; `bindguard status`
+	// reads it. Empty writes none.
 	StateFile string
 	UserAgent string
 	// MinBackoff and MaxBackoff bound API retries (defaults 500ms, 30s).
@@ -61,6 +62,17 @@ type nodeState struct {
 	reachable  bool
 	watcher    *kube.Watcher
 	m          nodeMetrics
+	// entries are those the policy in force selected and did not.
+	entries *EntriesState
+	// runtime is the runtime state last published.
+	runtime *RuntimeState
+	// writeFailed is set after a failed state file write: the next failure
+	// is not logged again.
+	writeFailed bool
+	// stopped is set at shutdown: the state file then says the runtime is
+	// no longer followed (the pins may outlive the daemon).
+	stopped   bool
+	stoppedAt time.Time
 }
 
 // NodeState is the JSON of NodeConfig.StateFile.
@@ -74,6 +86,11 @@ type NodeState struct {
 	Labels          map[string]LabelState `json:"labels"`
 	Generation      uint32                `json:"generation"`
 	Updated         time.Time             `json:"updated"`
+	// Entries are the registry entries this node selected and did not, as
+	// of the policy in force.
+	Entries *EntriesState `json:"entries,omitempty"`
+	// Runtime is the container runtime connection; nil with pod identity off.
+	Runtime *RuntimeState `json:"runtime,omitempty"`
 }
 
 // LabelState is one label in force and where it came from.
@@ -245,7 +262,7 @@ func (d *Daemon) nodeChanged(n kube.Node) {
 		return
 	}
 	d.cfg.NodeLabels, d.cfg.Mode, d.node.modeSource = labels, mode, src
-	c, err := d.compile()
+	c, sel, err := d.compile()
 	var res *loader.ApplyResult
 	if err == nil {
 		res, err = d.ld.Apply(c, d.applyOptions(), d.sources())
@@ -266,7 +283,7 @@ func (d *Daemon) nodeChanged(n kube.Node) {
 	d.metrics.reloads.WithLabelValues("ok").Inc()
 	d.node.m.updates.WithLabelValues("applied").Inc()
 	d.node.m.latency.Observe(took.Seconds())
-	d.logApplied(c, res)
+	d.logApplied(c, sel, res)
 	log.WithFields(logrus.Fields{
 		"generation": res.Generation, "changed": labelDiff(prevLabels, labels),
 		"since_update_received_ms": float64(took.Microseconds()) / 1000,
@@ -326,12 +343,13 @@ func (d *Daemon) labelSources() map[string]LabelState {
 // before any goroutine runs).
 func (d *Daemon) publishNode() {
 	path := d.cfg.Node.StateFile
-	if path == "" || d.cfg.Node.Name == "" {
-		return // without a Node, --mode and --node-label say it all
+	if path == "" || (d.cfg.Node.Name == "" && d.pods == nil) {
+		return // without a Node or pods, --mode and --node-label say it all
 	}
 	s := NodeState{
 		NodeName: d.cfg.Node.Name, NodeKnown: d.node.node != nil, APIReachable: d.node.reachable,
 		Mode: string(d.cfg.Mode), ModeSource: d.node.modeSource, Labels: d.labelSources(), Updated: time.Now(),
+		Entries: d.node.entries, Runtime: d.runtimeState(),
 	}
 	if d.node.node != nil {
 		s.ResourceVersion = d.node.node.ResourceVersion
@@ -339,18 +357,42 @@ func (d *Daemon) publishNode() {
 	if d.ld != nil {
 		s.Generation = d.ld.Generation()
 	}
+	d.node.runtime = s.Runtime
 	b, _ := json.MarshalIndent(s, "", "  ")
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
-	err := os.MkdirAll(filepath.Dir(path), 0o755)
+	err := writeAtomic(path, append(b, '\n'))
+	switch {
+	case err != nil && !d.node.writeFailed:
+		d.log.WithError(err).WithField("path", path).Warn("write node state file; status will not show the node labels, entries and runtime")
+	case err == nil && d.node.writeFailed:
+		d.log.WithField("path", path).Info("node state file written again")
+	}
+	d.node.writeFailed = err != nil
+}
+
+// writeAtomic replaces path with b through a temporary file of its own in
+// the same directory, so that a reader never sees half a file.
+func writeAtomic(path string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
 	if err == nil {
-		err = os.WriteFile(tmp, append(b, '\n'), 0o644)
+		err = f.Chmod(0o644)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, path)
+		err = os.Rename(f.Name(), path)
 	}
 	if err != nil {
-		d.log.WithError(err).WithField("path", path).Warn("write node state file; status will not show the node labels")
+		os.Remove(f.Name())
 	}
+	return err
 }
 
 // labelDiff lists what changed between two label sets, for the log.

@@ -11,19 +11,18 @@ import (
 	"github.com/bindguard/bindguard/policy"
 )
 
-func (d *Daemon) compile() (*policy.Compiled, error) {
-	reg, err := policy.Load(d.cfg.Registry...)
+// compile loads and compiles the registry for the node's labels, and says
+// which entries the labels select and which they do not.
+func (d *Daemon) compile() (*policy.Compiled, *EntriesState, error) {
+	c, reg, err := policy.LoadAndCompile(d.cfg.NodeLabels, d.cfg.Registry...)
 	if err == nil {
-		var c *policy.Compiled
-		if c, err = policy.Compile(reg, d.cfg.NodeLabels); err == nil {
-			return c, nil
-		}
+		return c, selectEntries(reg, d.cfg.NodeLabels), nil
 	}
 	var list policy.ErrorList
 	if errors.As(err, &list) {
-		return nil, err // every line says FILE:LINE:COL already
+		return nil, nil, err // every line says FILE:LINE:COL already
 	}
-	return nil, fmt.Errorf("registry %s: %w", strings.Join(d.cfg.Registry, " "), err)
+	return nil, nil, fmt.Errorf("registry %s: %w", strings.Join(d.cfg.Registry, " "), err)
 }
 
 // Reload recompiles the registry and swaps the policy. A registry that does
@@ -32,12 +31,13 @@ func (d *Daemon) Reload(why string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	log := d.log.WithField("trigger", why)
-	c, err := d.compile()
+	c, sel, err := d.compile()
 	if err == nil {
 		var res *loader.ApplyResult
 		if res, err = d.ld.Apply(c, d.applyOptions(), d.sources()); err == nil {
 			d.metrics.reloads.WithLabelValues("ok").Inc()
-			d.logApplied(c, res)
+			d.logApplied(c, sel, res)
+			d.publishNode()
 			return
 		}
 	}
@@ -49,10 +49,11 @@ func (d *Daemon) Reload(why string) {
 		Error("reload rejected; the previous policy stays in force")
 }
 
-// logApplied records the origins of a policy now in force, for its events, and
-// logs it.
-func (d *Daemon) logApplied(c *policy.Compiled, res *loader.ApplyResult) {
+// logApplied records the origins of a policy now in force, for its events,
+// and the entries it selected, for the state file, and logs it.
+func (d *Daemon) logApplied(c *policy.Compiled, sel *EntriesState, res *loader.ApplyResult) {
 	d.origins.set(res.Generation, c.Origins)
+	d.node.entries = sel
 	d.reservePorts(c, d.applyOptions().Mode)
 	d.metrics.applied(c, res, d.applyOptions().Mode)
 	d.log.WithFields(logrus.Fields{

@@ -23,6 +23,10 @@ type registryWatch struct {
 	// dirs are the directories watched for registry changes: each registry
 	// directory, or the directory of each registry file.
 	dirs map[string]bool
+	// ignore names the daemon's own files (the state file it rewrites after
+	// each reload): a change to them is no registry change, or each reload
+	// would call for the next.
+	ignore func(name string) bool
 }
 
 // watch sends on reload when a registry file or directory changes. It
@@ -30,13 +34,14 @@ type registryWatch struct {
 // swap of the ..data symlink) and editors that replace files are seen. It
 // also watches each directory's parent: a directory replaced as a whole
 // (mv dir dir.bak; mkdir dir; cp ...) is watched again once it reappears,
-// and reloaded. Bursts are folded into one reload.
-func watch(paths []string, reload chan<- string, log logrus.FieldLogger) (stop func(), err error) {
+// and reloaded. Bursts are folded into one reload. Names for which ignore
+// (if not nil) is true never reload.
+func watch(paths []string, ignore func(string) bool, reload chan<- string, log logrus.FieldLogger) (stop func(), err error) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, err
 	}
-	rw := &registryWatch{w: w, log: log, dirs: map[string]bool{}}
+	rw := &registryWatch{w: w, log: log, dirs: map[string]bool{}, ignore: ignore}
 	watched := map[string]bool{}
 	for _, p := range paths {
 		if strings.HasPrefix(p, policy.BuiltinPrefix) {
@@ -101,6 +106,9 @@ func (rw *registryWatch) event(ev fsnotify.Event) string {
 		return ""
 	}
 	name := filepath.Clean(ev.Name)
+	if rw.ignore != nil && rw.ignore(name) {
+		return ""
+	}
 	if rw.dirs[filepath.Dir(name)] {
 		return "registry changed"
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"github.com/sirupsen/logrus"
 )
 
@@ -43,7 +44,7 @@ func TestWatchReplacedDirectory(t *testing.T) {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	reload := make(chan string, 1)
-	stop, err := watch([]string{dir}, reload, log)
+	stop, err := watch([]string{dir}, nil, reload, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,5 +68,31 @@ func TestWatchReplacedDirectory(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "b.yaml"), "c")
 	if why := waitReload(t, reload, "a change in the new directory"); why != "registry changed" {
 		t.Errorf("reload because %q, want %q", why, "registry changed")
+	}
+}
+
+// TestWatchIgnoresOwnFiles: the daemon rewrites its state file after each
+// reload; in the registry's directory, that must not call for another
+// reload, nor must the temporary files it writes on the way.
+func TestWatchIgnoresOwnFiles(t *testing.T) {
+	dir := t.TempDir()
+	d := &Daemon{cfg: Config{Node: NodeConfig{StateFile: filepath.Join(dir, "node.json")}, ReadyFile: filepath.Join(dir, "ready"), ReserveState: "none"}}
+	rw := &registryWatch{dirs: map[string]bool{dir: true}, ignore: d.ownFile}
+	for _, tc := range []struct {
+		name, file, want string
+	}{
+		{"state file", "node.json", ""},
+		{"its temporary file", ".node.json.123456.tmp", ""},
+		{"ready file", "ready", ""},
+		{"a registry file", "registry.yaml", "registry changed"},
+		{"a look-alike", "node.json.yaml", "registry changed"},
+		{"ConfigMap swap", "..data", "registry changed"},
+		{"another dot file", ".node.jsonx.1.tmp", "registry changed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := rw.event(fsnotify.Event{Name: filepath.Join(dir, tc.file), Op: fsnotify.Create}); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

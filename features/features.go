@@ -137,8 +137,9 @@ func Check() []Feature {
 
 // Require probes the kernel and returns nil when it has every feature, or an
 // error naming each missing feature (and each that could not be probed), one
-// per line.
-func Require() error { return Verify(Check()) }
+// per line. When the process lacks capabilities bindguard runs with, the
+// error is a *CapError naming exactly those, in front of the probes' error.
+func Require() error { return WithCapabilities(MissingCapabilities(), Verify(Check())) }
 
 // Verify returns nil when every feature in fs is present, or the error
 // Require would return for them.
@@ -180,10 +181,10 @@ func (e *Error) Error() string {
 	switch len(denied) {
 	case 0:
 	case 1:
-		lines = append(lines, fmt.Sprintf("cannot tell whether kernel %s has %s: %s", e.Release, denied[0], deniedHint))
+		lines = append(lines, fmt.Sprintf("cannot tell whether kernel %s has %s: %s", e.Release, denied[0], e.deniedHint()))
 	default:
 		lines = append(lines, fmt.Sprintf("cannot tell whether kernel %s has %d of the features bindguard needs (%s, …): %s",
-			e.Release, len(denied), denied[0], deniedHint))
+			e.Release, len(denied), denied[0], e.deniedHint()))
 	}
 	if len(e.MissingCaps) > 0 && len(denied) < len(e.Features) {
 		lines = append(lines, fmt.Sprintf("(probed without %s: a feature reported missing may only be denied to this process)",
@@ -192,7 +193,15 @@ func (e *Error) Error() string {
 	return strings.Join(lines, "\n")
 }
 
-const deniedHint = "probing is not permitted: run as root, with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (or CAP_SYS_ADMIN)"
+// deniedHint says why probing was not permitted: the capabilities missing
+// when there are, else what else denies bpf() to a process that has them.
+func (e *Error) deniedHint() string {
+	if len(e.MissingCaps) > 0 {
+		return "probing is not permitted without " + strings.Join(e.MissingCaps, ", ")
+	}
+	return "probing is not permitted although the process has the capabilities bindguard runs with (or the kernel did not say which it has): " +
+		"a seccomp profile (container runtimes' default profiles deny bpf()), a security module or a user namespace may deny bpf()"
+}
 
 // Since is "Linux 5.8" or "Linux 5.4, CONFIG_DEBUG_INFO_BTF=y".
 func (f Feature) Since() string {
@@ -221,30 +230,6 @@ func verify(fs []Feature, release string, caps []string) error {
 		return nil
 	}
 	return &Error{Release: release, Features: bad, MissingCaps: caps}
-}
-
-// missingCaps returns which of CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN the
-// process does not have in effect; CAP_SYS_ADMIN stands in for all three.
-func missingCaps() []string {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return nil
-	}
-	has := func(c int) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
-	if has(unix.CAP_SYS_ADMIN) {
-		return nil
-	}
-	var missing []string
-	for _, c := range []struct {
-		n    int
-		name string
-	}{{unix.CAP_BPF, "CAP_BPF"}, {unix.CAP_PERFMON, "CAP_PERFMON"}, {unix.CAP_NET_ADMIN, "CAP_NET_ADMIN"}} {
-		if !has(c.n) {
-			missing = append(missing, c.name)
-		}
-	}
-	return missing
 }
 
 // result fills in Present and Err from a probe's error.

@@ -107,6 +107,11 @@ func TestImageUnderCRI(t *testing.T) {
 			if !strings.Contains(log, "CAP_"+string(cp)) {
 				t.Errorf("without %s: the log does not name CAP_%s:\n%s", cp, cp, log)
 			}
+			for _, o := range fewer {
+				if o != "DAC_READ_SEARCH" && strings.Contains(log, "CAP_"+string(o)) {
+					t.Errorf("without %s: the log names CAP_%s too, which it has:\n%s", cp, o, log)
+				}
+			}
 		})
 	}
 }

@@ -133,6 +133,12 @@ func (e *env) start(mode string, extra ...string) *daemon {
 
 func startDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
+	// The state file (written whenever pods are tracked) is the test's own
+	// unless it names one, never the host's default that concurrent daemons
+	// would share.
+	if len(args) > 0 && args[0] == "run" && !slices.Contains(args, "--node-state-file") {
+		args = append(slices.Clone(args), "--node-state-file", filepath.Join(t.TempDir(), "node.json"))
+	}
 	cmd := exec.Command(binPath, args...)
 	// A daemon must not outlive a test binary that dies before its cleanup.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -162,7 +163,51 @@ type nodeStatus struct {
 			Value  string `json:"value"`
 			Source string `json:"source"`
 		} `json:"labels"`
+		Entries *struct {
+			Selected    []entryRef `json:"selected"`
+			NotSelected []entryRef `json:"notSelected"`
+		} `json:"entries"`
+		Runtime *struct {
+			Connected bool `json:"connected"`
+			PodsKnown int  `json:"podsKnown"`
+		} `json:"runtime"`
 	} `json:"node"`
+}
+
+type entryRef struct {
+	Pos      string `json:"pos"`
+	Process  string `json:"process"`
+	Selector string `json:"selector"`
+}
+
+// checkEntries checks the entries status says this node selected and did
+// not, by process, and that each unselected one names its selector.
+func checkEntries(t *testing.T, s nodeStatus, selected, not []string) {
+	t.Helper()
+	if s.Node.Entries == nil {
+		t.Fatalf("status has no entries: %+v", s)
+	}
+	procs := func(rs []entryRef) []string {
+		var out []string
+		for _, r := range rs {
+			out = append(out, r.Process)
+			if !strings.Contains(r.Pos, "registry.yaml:") {
+				t.Errorf("entry %s: pos %q, want FILE:LINE:COL", r.Process, r.Pos)
+			}
+		}
+		return out
+	}
+	if got := procs(s.Node.Entries.Selected); !slices.Equal(got, selected) {
+		t.Errorf("selected %v, want %v", got, selected)
+	}
+	if got := procs(s.Node.Entries.NotSelected); !slices.Equal(got, not) {
+		t.Errorf("not selected %v, want %v", got, not)
+	}
+	for _, r := range s.Node.Entries.NotSelected {
+		if r.Selector == "" {
+			t.Errorf("unselected entry %s has no selector", r.Process)
+		}
+	}
 }
 
 func (ne *nodeEnv) status(t *testing.T) nodeStatus {
@@ -212,11 +257,16 @@ func TestNodeLabelsLive(t *testing.T) {
 		if s.Mode != "enforce" || s.Node.ModeSource != "node-label" || s.Node.Labels[cpLabel].Source != "node-label" || !s.Node.NodeKnown {
 			t.Errorf("status: %+v", s)
 		}
+		checkEntries(t, s, []string{"control-plane-only", "every-node"}, []string{"worker-only"})
+		if s.Node.Runtime == nil {
+			t.Errorf("status has no runtime section although pods are tracked")
+		}
 	})
 	t.Run("relabelled to worker", func(t *testing.T) {
 		since := relabel(t, ne.client, func(l map[string]string) { delete(l, cpLabel); l[workerLabel] = "" })
 		d.waitNodeApplied(t, "relabel to worker", since)
 		expect(t, b, workerVerdicts)
+		checkEntries(t, ne.status(t), []string{"worker-only", "every-node"}, []string{"control-plane-only"})
 	})
 	t.Run("mode label removed: back to --mode audit", func(t *testing.T) {
 		since := relabel(t, ne.client, func(l map[string]string) { delete(l, modeLabel) })

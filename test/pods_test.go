@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -274,14 +275,24 @@ func logLatencies(t *testing.T, d *daemon, pods []*containerd.Pod) {
 func TestPodRuntimeRestart(t *testing.T) {
 	p := newPodEnv(t)
 	p.writeRegistry(podRegistry)
-	d := p.start("enforce")
+	stateFile := filepath.Join(t.TempDir(), "node.json")
+	d := p.start("enforce", "--node-state-file", stateFile)
 	etcd := p.run(t, containerd.PodSpec{Namespace: "kube-system", Name: "etcd-a", Labels: map[string]string{"component": "etcd"},
 		Containers: []containerd.ContainerSpec{binderSpec("etcd", []string{"tcp:44100"})}})
 	if got := p.bound(t, etcd, "etcd", "tcp:44100"); got != "ok" {
 		t.Fatalf("before the restart: %s", got)
 	}
 	waitIdentity(d, etcd, "etcd")
+	p.waitRuntime(t, stateFile, "connected, the pod known", func(r runtimeStatus) bool {
+		return r.Connected && r.RuntimeName == "containerd" && r.Socket == p.ctd.Socket && r.PodsKnown >= 1
+	})
+	if out, _ := bindguard(t, "status", "--pin-path", p.pinPath, "--node-state-file", stateFile); !strings.Contains(out, "connected to containerd") {
+		t.Errorf("status has no runtime line:\n%s", out)
+	}
 	p.ctd.Kill()
+	p.waitRuntime(t, stateFile, "not connected, the pod still known", func(r runtimeStatus) bool {
+		return !r.Connected && r.LastError != "" && r.PodsKnown >= 1
+	})
 	// A process placed in the known pod's cgroup while the runtime is gone.
 	b := testutils.StartBinder(t, filepath.Join(p.cgroupRoot(), etcd.CgroupRel, etcd.Containers["etcd"]), testutils.BinderOptions{})
 	if err := b.Bind("tcp", "4", any4, 44104); err != nil {
@@ -298,6 +309,7 @@ func TestPodRuntimeRestart(t *testing.T) {
 	late := p.run(t, containerd.PodSpec{Namespace: "kube-system", Name: "etcd-b", Labels: map[string]string{"component": "etcd"},
 		Containers: []containerd.ContainerSpec{binderSpec("etcd", []string{"usr1", "tcp:44104"})}})
 	waitIdentity(d, late, "etcd")
+	p.waitRuntime(t, stateFile, "connected again, both pods known", func(r runtimeStatus) bool { return r.Connected && r.PodsKnown >= 2 })
 	p.signalBind(t, late, "etcd")
 	if got := p.bound(t, late, "etcd", "tcp:44104"); got != "ok" {
 		t.Errorf("a pod started after the runtime came back: %s", got)
@@ -306,6 +318,40 @@ func TestPodRuntimeRestart(t *testing.T) {
 	if n := strings.Count(d.output(), "unreachable"); n != 1 {
 		t.Errorf("the runtime outage was logged %d times, want once:\n%s", n, d.output())
 	}
+}
+
+// runtimeStatus is the runtime section of status -o json.
+type runtimeStatus struct {
+	Connected         bool   `json:"connected"`
+	Socket            string `json:"socket"`
+	RuntimeName       string `json:"runtimeName"`
+	PodsKnown         int    `json:"podsKnown"`
+	PodCgroupsPending int    `json:"podCgroupsPending"`
+	LastError         string `json:"lastError"`
+}
+
+// waitRuntime waits until status shows a runtime section for which ok
+// holds; the daemon rewrites it at most once a second.
+func (p *podEnv) waitRuntime(t *testing.T, stateFile, what string, ok func(runtimeStatus) bool) {
+	t.Helper()
+	var last string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		out, code := bindguard(t, "status", "-o", "json", "--pin-path", p.pinPath, "--node-state-file", stateFile)
+		last = out
+		var s struct {
+			Node *struct {
+				Runtime *runtimeStatus `json:"runtime"`
+			} `json:"node"`
+		}
+		if code != 0 || json.Unmarshal([]byte(out), &s) != nil || s.Node == nil || s.Node.Runtime == nil {
+			continue
+		}
+		if ok(*s.Node.Runtime) {
+			t.Logf("status runtime %s: %+v", what, *s.Node.Runtime)
+			return
+		}
+	}
+	t.Fatalf("status never showed the runtime %s; last:\n%s", what, last)
 }
 
 func durations(ds []time.Duration) string {

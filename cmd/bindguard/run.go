@@ -127,6 +127,10 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	if err := features.Require(); err != nil {
 		return &exitError{code: 1, msg: "run: " + err.Error()}
 	}
+	missing := features.MissingCapabilities()
+	for _, c := range missing {
+		log.WithField("capability", c.Name).Warn("running without a capability bindguard needs to " + c.Needed + ": the kernel's probes passed, the load may still fail")
+	}
 	err = daemon.Run(context.Background(), daemon.Config{
 		Registry:      f.registry,
 		Mode:          mode,
@@ -147,7 +151,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		Node:          f.node.config(),
 	}, log)
 	if err != nil {
-		return fmt.Errorf("run: %w", err)
+		return fmt.Errorf("run: %w", features.WithCapabilities(missing, err))
 	}
 	return nil
 }

@@ -60,12 +60,14 @@ type statusFlags struct {
 	pinFlags
 	output    outputFlag
 	nodeState string
+	entries   bool
 }
 
 func (f *statusFlags) register(fs *pflag.FlagSet) {
 	f.pinFlags.register(fs)
 	f.output.register(fs, "text", "text or json")
 	fs.StringVar(&f.nodeState, "node-state-file", defaultNodeStateFile, "the node state file that run --node-state-file writes")
+	fs.BoolVar(&f.entries, "entries", false, "list the registry entries this node selected and those it did not (-o json always has them)")
 }
 
 func runStatus(args []string, stdout, stderr io.Writer) error {
@@ -120,7 +122,7 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	if f.output.json() {
 		err = writeJSON(stdout, s)
 	} else {
-		err = printStatus(stdout, s)
+		err = printStatus(stdout, s, f.entries)
 	}
 	if err == nil && !s.Attached {
 		return &exitError{code: 1, msg: "status: the bind programs are not attached: binds are not judged"}
@@ -128,7 +130,7 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
-func printStatus(stdout io.Writer, s statusJSON) error {
+func printStatus(stdout io.Writer, s statusJSON, entries bool) error {
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "attached to\t%s (cgroup id %d)\n", s.Cgroup, s.CgroupID)
 	for _, l := range s.Links {
@@ -140,7 +142,7 @@ func printStatus(stdout io.Writer, s statusJSON) error {
 	}
 	fmt.Fprintf(tw, "mode\t%s\n", s.Mode)
 	if s.Node != nil {
-		printNodeState(tw, s.Node)
+		printNodeState(tw, s.Node, entries)
 	}
 	fmt.Fprintf(tw, "policy\tgeneration %d, %d rules, %d map entries, applied %s\n", s.Generation, s.Rules, s.Entries, s.Applied.Format(time.RFC3339))
 	fmt.Fprintf(tw, "registry digest\t%s\n", s.Digest)

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/bindguard/bindguard/daemon"
 )
@@ -25,9 +26,10 @@ func readNodeState(path string) (*daemon.NodeState, error) {
 	return s, err
 }
 
-// printNodeState prints the mode's and the labels' sources as tab-separated
-// lines for the status table.
-func printNodeState(w io.Writer, s *daemon.NodeState) {
+// printNodeState prints the mode's and the labels' sources, the runtime
+// connection and the entries selected as tab-separated lines for the status
+// table; with entries, the entries themselves too.
+func printNodeState(w io.Writer, s *daemon.NodeState, entries bool) {
 	if s.NodeName != "" {
 		api := "reachable"
 		if !s.APIReachable {
@@ -46,4 +48,57 @@ func printNodeState(w io.Writer, s *daemon.NodeState) {
 		fmt.Fprintf(&b, "  %s=%s\t%s\n", k, s.Labels[k].Value, s.Labels[k].Source)
 	}
 	fmt.Fprintf(w, "node labels\t%d in force (source)\n%s", len(keys), b.String())
+	if s.Runtime != nil {
+		fmt.Fprintf(w, "runtime\t%s\n", runtimeLine(s.Runtime))
+	}
+	if s.Entries != nil {
+		printEntries(w, s.Entries, entries)
+	}
+}
+
+// runtimeLine is the status table's runtime line: the connection, the pods
+// known and the pod cgroups still pending.
+func runtimeLine(r *daemon.RuntimeState) string {
+	conn := "connected to " + strings.TrimSpace(r.RuntimeName+" "+r.RuntimeVersion)
+	if !r.Connected {
+		conn = "NOT CONNECTED (pod identities known are kept; new pods stay pending)"
+		if r.LastError != "" {
+			conn += ": " + firstLine(r.LastError)
+		}
+	}
+	socket := r.Socket
+	if socket == "" {
+		socket = "no socket found"
+	}
+	since := ""
+	if !r.Since.IsZero() {
+		since = " since " + r.Since.Format(time.RFC3339)
+	}
+	return fmt.Sprintf("%s (%s)%s; %d pods known, %d pod cgroups pending", conn, socket, since, r.PodsKnown, r.PodCgroupsPending)
+}
+
+// printEntries prints how many entries this node selected and did not and,
+// with list, each of them.
+func printEntries(w io.Writer, e *daemon.EntriesState, list bool) {
+	fmt.Fprintf(w, "entries\t%d selected on this node, %d not selected\n", len(e.Selected), len(e.NotSelected))
+	if !list {
+		return
+	}
+	for _, r := range e.Selected {
+		fmt.Fprintf(w, "  selected\t%s\n", entryLine(r))
+	}
+	for _, r := range e.NotSelected {
+		fmt.Fprintf(w, "  not selected\t%s\n", entryLine(r))
+	}
+}
+
+func entryLine(r daemon.EntryRef) string {
+	s := fmt.Sprintf("%s %s port %s", r.Pos, r.Process, r.Ports)
+	if r.Removed {
+		s += " (removed)"
+	}
+	if r.Selector != "" {
+		s += " nodeSelector " + r.Selector
+	}
+	return s
 }
