@@ -29,24 +29,34 @@ const (
 	ReasonAutobind = Reason(bindguardBgReasonBG_REASON_AUTOBIND)
 )
 
-func (r Reason) String() string {
+// Policy is the reason in policy's vocabulary: the one place the kernel's
+// BG_REASON_* values are mapped to names.
+func (r Reason) Policy() policy.Reason {
 	switch r {
-	case ReasonNone:
-		return "none"
 	case ReasonUndeclared:
-		return "undeclared"
+		return policy.ReasonUndeclared
 	case ReasonOwner:
-		return "owner"
+		return policy.ReasonOwner
 	case ReasonAddress:
-		return "address"
+		return policy.ReasonAddress
 	case ReasonRemoved:
-		return "removed"
+		return policy.ReasonRemoved
 	case ReasonPodUndeclared:
-		return "pod-undeclared"
+		return policy.ReasonPodUndeclared
 	case ReasonPodPending:
-		return "pod-pending"
+		return policy.ReasonPodPending
 	case ReasonAutobind:
-		return "autobind"
+		return policy.ReasonAutobind
+	}
+	return policy.ReasonNone
+}
+
+func (r Reason) String() string {
+	if p := r.Policy(); p != policy.ReasonNone {
+		return string(p)
+	}
+	if r == ReasonNone {
+		return "none"
 	}
 	return fmt.Sprintf("reason(%d)", uint8(r))
 }

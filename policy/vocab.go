@@ -44,6 +44,10 @@ const (
 	// ReasonPodUndeclared: with PodPortsRequire, the binder's pod declares
 	// no container port or host port for (port, protocol).
 	ReasonPodUndeclared Reason = "pod-undeclared"
+	// ReasonAutobind: a port the kernel chose (bind(0)) that this binder may
+	// not bind. Not a step of Decide, which judges the port a caller names:
+	// the post_bind programs and scan report it.
+	ReasonAutobind Reason = "autobind"
 )
 
 // Reasons lists the violation reasons in verdict order: the order in which

@@ -12,7 +12,7 @@ const (
 	// it (owners, localhost-only, removed) so that a bind of it by this
 	// socket's cgroup and uid would have been a violation. The autobind
 	// bypass: the bind programs saw port 0 or nothing.
-	ReasonAutobind = "autobind"
+	ReasonAutobind = string(policy.ReasonAutobind)
 )
 
 // Finding is a socket and what scan makes of it.
