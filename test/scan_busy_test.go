@@ -357,6 +357,9 @@ func TestScanSelfSockets(t *testing.T) {
 		wants[selfSocket(t, how)] = w
 	}
 	got, _, stderr := scanJSON(t, "--registry", e.registry)
+	if got.Path != "iterators" && kernelBefore(5, 15) {
+		t.Skipf("kernel %s has no socket iterators with the fields scan reads (5.15): scan used %s (%s)", kernelRelease(), got.Path, got.PathWhy)
+	}
 	if got.Path != "iterators" {
 		t.Fatalf("path %q (%s), want iterators: %s", got.Path, got.PathWhy, stderr)
 	}

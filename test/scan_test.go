@@ -183,7 +183,9 @@ func TestScan(t *testing.T) {
 				wantS.Unit = "web.service"
 			}
 			gotS := *s
-			if gotS.Bound != "explicit" || gotS.CgroupID == 0 || gotS.ProcCg != gotS.Cgroup {
+			// procfs (kernels without the iterators scan reads, before 5.15)
+			// knows neither who chose the port nor the socket's cgroup.
+			if iterators := gotS.CgroupID != 0 || gotS.Bound != "unknown"; iterators && (gotS.Bound != "explicit" || gotS.CgroupID == 0 || gotS.ProcCg != gotS.Cgroup) {
 				t.Errorf("%s: bound %q, cgroup id %d, process cgroup %q: want explicit, the socket's cgroup, the same as the holder's",
 					name, gotS.Bound, gotS.CgroupID, gotS.ProcCg)
 			}
