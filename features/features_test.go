@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -124,13 +125,21 @@ func TestCgroupLinkProbeCleansUp(t *testing.T) {
 	if err := probeCgroupLink(); err != nil {
 		t.Fatalf("probeCgroupLink: %v", err)
 	}
-	des, err := os.ReadDir(root)
-	if err != nil {
-		t.Fatal(err)
+	// Look where the probe creates its cgroup: below this process's own
+	// cgroup first, the root otherwise.
+	dirs := []string{root}
+	if own, err := ownCgroup(); err == nil && own != "/" {
+		dirs = append(dirs, filepath.Join(root, own))
 	}
-	for _, de := range des {
-		if strings.HasPrefix(de.Name(), "bindguard-probe-") {
-			t.Errorf("probe cgroup %s left behind in %s", de.Name(), root)
+	for _, dir := range dirs {
+		des, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, de := range des {
+			if strings.HasPrefix(de.Name(), "bindguard-probe-") {
+				t.Errorf("probe cgroup %s left behind in %s", de.Name(), dir)
+			}
 		}
 	}
 }
