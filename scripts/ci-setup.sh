@@ -6,34 +6,39 @@
 # Only what is missing is installed.
 set -euo pipefail
 need=()
-command -v clang >/dev/null || need+=(clang)
-command -v llvm-strip >/dev/null || need+=(llvm)
-command -v bpftool >/dev/null || need+=(bpftool)
+# install_missing CMD PACKAGE: apt-get installs PACKAGE (below, all at once)
+# when the command CMD is not there.
+install_missing() { command -v "$1" >/dev/null || need+=("$2"); }
+install_missing clang clang
+install_missing llvm-strip llvm
+install_missing bpftool bpftool
 [ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
 # systemd-analyze verifies deploy/systemd/bindguard.service (works without systemd as PID 1).
-command -v systemd-analyze >/dev/null || need+=(systemd)
+install_missing systemd-analyze systemd
 # make vmtest-ci boots a Debian kernel under QEMU with a busybox initramfs.
-command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+install_missing qemu-system-x86_64 qemu-system-x86
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
-command -v cpio >/dev/null || need+=(cpio)
+install_missing cpio cpio
 # make vmtest-systemd builds a Debian root file system with systemd.
-command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
+install_missing mmdebstrap mmdebstrap
 # The dashboard and rules are parsed by promtool; test/prometheus_test.go
 # runs a real Prometheus against two daemons (Debian's prometheus has both).
-command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
+install_missing prometheus prometheus
+install_missing promtool prometheus
 # The cri tests run a real containerd with runc (internal/testbed/containerd);
 # containerd brings ctr, which imports the locally built images.
-command -v containerd >/dev/null || need+=(containerd)
-command -v runc >/dev/null || need+=(runc)
+install_missing containerd containerd
+install_missing runc runc
 # test/scan_busy_test.go runs real servers on loopback (started and stopped by the test).
-command -v nginx >/dev/null || need+=(nginx-light)
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v python3 >/dev/null || need+=(python3)
+install_missing nginx nginx-light
+install_missing redis-server redis-server
+install_missing python3 python3
 if [ ${#need[@]} -gt 0 ]; then
   echo "ci-setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # sort -u: a package wanted for two commands (prometheus) is named once.
+  apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
 fi
 clang --version | head -1
 # The real API server test bed (kube-apiserver and etcd, built from the Go
