@@ -38,7 +38,8 @@ func runIterators() ([]iterBgSock, error) {
 	if err := loadIterObjects(&objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("load socket iterators: %+v", ve)
+			// One line: it is the reason the output gives for the fallback.
+			return nil, fmt.Errorf("load socket iterators: %v", ve)
 		}
 		return nil, fmt.Errorf("load socket iterators: %w", err)
 	}

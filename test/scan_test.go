@@ -210,7 +210,11 @@ func TestScan(t *testing.T) {
 		}
 		t.Logf("scan output:\n%s", out)
 		lines := strings.Split(strings.TrimSpace(out), "\n")
-		if len(lines) != 11 || !strings.HasPrefix(lines[0], "sockets from: BPF socket iterators") || !strings.HasPrefix(lines[1], "PROTO ") {
+		from := "sockets from: BPF socket iterators"
+		if kernelBefore(5, 15) { // no iterators with the fields scan reads: procfs, and says so
+			from = "sockets from: /proc/net"
+		}
+		if len(lines) != 11 || !strings.HasPrefix(lines[0], from) || !strings.HasPrefix(lines[1], "PROTO ") {
 			t.Fatalf("want the path line, a header, 8 sockets and a summary:\n%s", out)
 		}
 		lines = lines[1:]
