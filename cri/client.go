@@ -209,9 +209,14 @@ func (c *Client) setDown(err error) {
 	c.outage = true
 	sock, known := c.status.Socket, len(c.pods)
 	c.mu.Unlock()
-	if first {
-		c.opts.Logf("cri: container runtime at %s unreachable: %v; keeping %d known pod identities, new pods are unresolved until it is back", sock, err, known)
+	if !first {
+		return
 	}
+	if sock == "" {
+		c.opts.Logf("cri: no container runtime: %v; pods are unresolved until one answers", err)
+		return
+	}
+	c.opts.Logf("cri: container runtime at %s unreachable: %v; keeping %d known pod identities, new pods are unresolved until it is back", sock, err, known)
 }
 
 // setUp records a working connection; logged once at first and once per
