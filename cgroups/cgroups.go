@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -228,63 +227,7 @@ func (c *FS) Close() error {
 	return err
 }
 
-// FindUnit returns the registry paths of every cgroup directory named unit
-// (a systemd unit: system.slice/etcd.service, or a user unit below user.slice).
-func (c *FS) FindUnit(unit string) ([]string, error) {
-	found, err := c.FindUnits([]string{unit})
-	return found[unit], err
-}
-
-// FindUnits is FindUnit for several units, in one walk of the hierarchy: a
-// node with thousands of cgroups is read once per reload, not once per unit.
-func (c *FS) FindUnits(units []string) (map[string][]string, error) {
-	found := make(map[string][]string, len(units))
-	if len(units) == 0 {
-		return found, nil
-	}
-	want := make(map[string]bool, len(units))
-	for _, u := range units {
-		want[u] = true
-	}
-	err := filepath.WalkDir(c.Root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil // removed while walking
-			}
-			return err
-		}
-		if !d.IsDir() || p == c.Root || !want[d.Name()] {
-			return nil
-		}
-		rel, err := c.Rel(p)
-		if err != nil {
-			return err
-		}
-		found[d.Name()] = append(found[d.Name()], rel)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("find cgroups of units %s: %w", strings.Join(units, ", "), err)
-	}
-	return found, nil
-}
-
-var (
-	unitRE      = regexp.MustCompile(`^[^/]+\.(service|scope|slice|socket|mount|swap|timer|path|target|device|automount)$`)
-	containerRE = regexp.MustCompile(`(?:^|[-_])([0-9a-f]{64})(?:\.scope)?$`)
-)
-
-// Unit returns the innermost systemd unit in a cgroup path, or "".
-// "/system.slice/etcd.service" -> "etcd.service".
-func Unit(rel string) string {
-	parts := strings.Split(strings.Trim(rel, "/"), "/")
-	for i := len(parts) - 1; i >= 0; i-- {
-		if unitRE.MatchString(parts[i]) && !strings.HasSuffix(parts[i], ".slice") {
-			return parts[i]
-		}
-	}
-	return ""
-}
+var containerRE = regexp.MustCompile(`(?:^|[-_])([0-9a-f]{64})(?:\.scope)?$`)
 
 // Container returns the container id a cgroup path shows, or "":
 // ".../cri-containerd-<64 hex>.scope", ".../docker-<id>.scope", "/kubepods/.../<id>".

@@ -96,7 +96,7 @@ func (l *Loader) Apply(c *policy.Compiled, o ApplyOptions, src Sources) (*ApplyR
 
 	l.slots[next].close()
 	l.slots[next] = fresh
-	l.active, l.enc, l.plan_, l.opts, l.generation = next, enc, plan, o, gen
+	l.active, l.enc, l.plan_, l.generation = next, enc, plan, gen
 	if err := l.recordApplied(c, enc, o); err != nil {
 		return nil, err
 	}

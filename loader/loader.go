@@ -70,12 +70,11 @@ type Loader struct {
 	// tracepoints watch cgroup creation; cgroupEvents reads what they report.
 	tracepoints  []link.Link
 	cgroupEvents *Ring[bindguardBgCgroupEvent]
-	// enc is the policy in force, plan_ its principals on this node, opts
-	// its switches; src is where owners are resolved; pods numbers the
-	// pods whose declared ports are in the pairs maps.
+	// enc is the policy in force, plan_ its principals on this node; src
+	// is where owners are resolved; pods numbers the pods whose declared
+	// ports are in the pairs maps.
 	enc   *encoded
 	plan_ memberPlan
-	opts  ApplyOptions
 	src   Sources
 	pods  podIDs
 	// spec is the parsed object, for the inner map templates.
