@@ -151,10 +151,14 @@ func (t *podTracker) record(rel string, k cgroups.KubeCgroup) bool {
 		t.spawn[rel] = true
 		return true
 	case cgroups.KubePodLevel, cgroups.KubeContainer:
-		if _, ok := t.cgroups[rel]; !ok {
-			t.cgroups[rel] = loader.PodCgroup{Path: rel, Pod: &policy.Pod{UID: k.PodUID, Pending: true}}
+		pc, ok := t.cgroups[rel]
+		if !ok {
+			pc = loader.PodCgroup{Path: rel, Pod: &policy.Pod{UID: k.PodUID, Pending: true}}
+			t.cgroups[rel] = pc
 		}
-		if !t.resolving[rel] {
+		// A cgroup seen again (a rescan after lost events) is looked up
+		// only while its identity is still pending.
+		if pc.Pod.Pending && !t.resolving[rel] {
 			t.resolving[rel] = true
 			go t.resolve(rel, k)
 		}

@@ -235,10 +235,17 @@ func (d *daemon) stop(sig syscall.Signal) {
 	}
 }
 
-// waitLog waits for a log record that match accepts.
+// waitLog waits for a log record that match accepts, for up to 10 s.
 func (d *daemon) waitLog(what string, match func(map[string]any) bool) map[string]any {
 	d.t.Helper()
-	deadline := time.After(10 * time.Second)
+	return d.waitLogWithin(what, 10*time.Second, match)
+}
+
+// waitLogWithin is waitLog with another limit (waits across API server
+// restarts take longer).
+func (d *daemon) waitLogWithin(what string, limit time.Duration, match func(map[string]any) bool) map[string]any {
+	d.t.Helper()
+	deadline := time.After(limit)
 	seen := 0
 	for {
 		d.mu.Lock()
@@ -255,7 +262,7 @@ func (d *daemon) waitLog(what string, match func(map[string]any) bool) map[strin
 		case <-d.done:
 			d.t.Fatalf("daemon exited while waiting for %s:\n%s", what, d.output())
 		case <-deadline:
-			d.t.Fatalf("no %s in the daemon's log:\n%s", what, d.output())
+			d.t.Fatalf("no %s in the daemon's log after %v:\n%s", what, limit, d.output())
 		}
 	}
 }

@@ -114,32 +114,6 @@ func logTime(m map[string]any) time.Time {
 	return ts
 }
 
-// waitLogWithin is waitLog with a longer limit, for waits across API server
-// restarts.
-func (d *daemon) waitLogWithin(what string, limit time.Duration, match func(map[string]any) bool) map[string]any {
-	d.t.Helper()
-	deadline := time.After(limit)
-	seen := 0
-	for {
-		d.mu.Lock()
-		for ; seen < len(d.lines); seen++ {
-			if match(d.lines[seen]) {
-				m := d.lines[seen]
-				d.mu.Unlock()
-				return m
-			}
-		}
-		d.mu.Unlock()
-		select {
-		case <-d.notify:
-		case <-d.done:
-			d.t.Fatalf("daemon exited while waiting for %s:\n%s", what, d.output())
-		case <-deadline:
-			d.t.Fatalf("no %s in the daemon's log after %v:\n%s", what, limit, d.output())
-		}
-	}
-}
-
 func (d *daemon) count(match func(map[string]any) bool) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
