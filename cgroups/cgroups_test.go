@@ -86,7 +86,6 @@ func TestRelAbs(t *testing.T) {
 	}
 }
 
-
 func TestArgPath(t *testing.T) {
 	const root = "/sys/fs/cgroup/unified"
 	tests := []struct{ root, arg, want string }{
