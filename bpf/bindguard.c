@@ -146,6 +146,36 @@ struct {
 } bg_buckets SEC(".maps");
 
 /*
+ * The rate-limit key this CPU folded last, and until when it folds. A flood
+ * is mostly one key again and again: its violations are folded here, one
+ * per-CPU lookup, without the LRU lookup or the fine clock. The folds
+ * counted here leave it two ways, both exact: when this CPU next takes the
+ * slow path for another key, they go to their key's LRU entry; when any CPU
+ * sends the key's next event, it collects them from every CPU (so the event
+ * carries all the folds since the last one). Only where the kernel can read
+ * another CPU's value (bpf_map_lookup_percpu_elem, 5.19+); before, every
+ * violation takes the slow path. BG_CNT_SUPPRESSED and BG_CNT_THROTTLED
+ * count every fold at once.
+ */
+struct bg_fold {
+	struct bg_rl_key key;
+	__u64 until;      /* rate-limit clock: the key folds while now < until */
+	__u32 pending;    /* folds of key counted here, not yet in an event or its LRU entry */
+	__u32 throttled;  /* the window is the bucket's, not the key's interval */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bg_fold);
+} bg_fold SEC(".maps");
+
+/* The CPUs whose folds an event collects: at most this many (NR_CPUS of a
+ * large distribution kernel is 8192; nodes are far smaller). */
+#define BG_FOLD_MAX_CPUS 1024
+
+/*
  * The socket of the last bind(port 0) on this CPU, by its cookie: bind4/6
  * write it for port 0 only (an explicit bind pays nothing), and post_bind
  * judges only the socket it names. A cookie is never reused, so a stale
@@ -352,7 +382,7 @@ static __always_inline __u16 member_flags(struct bg_member_slot *ms)
  * rules and pod-port checks; *msp returns it when it was.
  */
 static __always_inline __u8 violation(struct policy *p, struct bg_value *rule, __u8 proto, __u16 port,
-				      int loopback, int storage, struct bg_member_slot **msp)
+				      int lo, int storage, struct bg_member_slot **msp)
 {
 	__u8 flags = rule->flags;
 	if (!(flags & BG_RULE_DECLARED))
@@ -362,16 +392,21 @@ static __always_inline __u8 violation(struct policy *p, struct bg_value *rule, _
 	struct bg_member_slot *ms = 0;
 	int looked = 0;
 	if (flags & BG_RULE_OWNERS) {
-		ms = member_slot(member_of(storage), p);
-		looked = 1;
+		/* A list of uids alone has no set bit: no membership to look up. */
+		if (rule->set < BG_OWNER_SETS) {
+			ms = member_slot(member_of(storage), p);
+			looked = 1;
+		}
 		if (!in_set(ms, rule->set) && !((flags & BG_RULE_UID_OWNERS) && uid_owns(p, rule))) {
+			if (!looked) /* for the event's member flags */
+				ms = member_slot(member_of(storage), p);
 			*msp = ms;
 			if ((flags & BG_RULE_POD_OWNERS) && (member_flags(ms) & BG_MEMBER_PENDING))
 				return BG_REASON_POD_PENDING;
 			return BG_REASON_OWNER;
 		}
 	}
-	if ((flags & BG_RULE_LOCALHOST) && !loopback)
+	if ((flags & BG_RULE_LOCALHOST) && !lo)
 		return BG_REASON_ADDRESS;
 	if (p->meta->flags & BG_META_POD_PORTS) {
 		if (!looked)
@@ -388,12 +423,26 @@ static __always_inline __u8 violation(struct policy *p, struct bg_value *rule, _
 }
 
 /*
+ * rl_now is the rate limiter's clock: the coarse monotonic clock (a tick's
+ * resolution, no clock-source read) where the kernel has it (5.11+), the
+ * monotonic clock before. Only rate-limit state holds its readings; events
+ * carry the boot clock.
+ */
+static __always_inline __u64 rl_now(void)
+{
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_ktime_get_coarse_ns))
+		return bpf_ktime_get_coarse_ns();
+	return bpf_ktime_get_ns();
+}
+
+/*
  * bucket_take takes one event from the GCRA bucket key (tat: the theoretical
  * arrival time of the next event), and reports whether there was one: an
  * event passes when now >= tat - (burst-1)*step, and then tat = max(tat, now)
- * + step. Not atomic: concurrent binds may let one or two more through.
+ * + step. When there was none, *retry is the first time one may pass. Not
+ * atomic: concurrent binds may let one or two more through.
  */
-static __always_inline int bucket_take(__u64 key, __u64 step, __u64 burst, __u64 now)
+static __always_inline int bucket_take(__u64 key, __u64 step, __u64 burst, __u64 now, __u64 *retry)
 {
 	struct bg_bucket *b = bpf_map_lookup_elem(&bg_buckets, &key);
 	if (!b) {
@@ -402,53 +451,148 @@ static __always_inline int bucket_take(__u64 key, __u64 step, __u64 burst, __u64
 		return 1;
 	}
 	__u64 tat = b->tat > now ? b->tat : now;
-	if (tat - now > (burst - 1) * step)
+	if (tat - now > (burst - 1) * step) {
+		*retry = tat - (burst - 1) * step;
 		return 0;
+	}
 	b->tat = tat + step;
 	return 1;
 }
 
+static __always_inline int same_key(const struct bg_rl_key *a, const struct bg_rl_key *b)
+{
+	return a->cgroup_id == b->cgroup_id && a->port == b->port && a->proto == b->proto && a->reason == b->reason;
+}
+
+/* fold_here remembers that key folds on this CPU until `until`. */
+static __always_inline void fold_here(struct bg_fold *f, const struct bg_rl_key *rk, __u64 until, __u32 throttled)
+{
+	if (!f)
+		return;
+	f->key = *rk;
+	f->until = until;
+	f->throttled = throttled;
+}
+
+/* have_fold reports whether the per-CPU fold cache is used on this kernel. */
+static __always_inline int have_fold(void)
+{
+	return bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_map_lookup_percpu_elem);
+}
+
+/* take removes up to what it read from a fold's pending count, atomically
+ * (a fold racing in stays counted), and returns it. */
+static __always_inline __u32 take(struct bg_fold *f)
+{
+	__u32 n = f->pending;
+	if (n)
+		__sync_fetch_and_sub(&f->pending, n);
+	return n;
+}
+
+/* flush moves the folds counted on this CPU for another key than rk to
+ * that key's LRU entry. */
+static __always_inline void flush(struct bg_fold *f, const struct bg_rl_key *rk)
+{
+	if (!f || !f->pending || same_key(&f->key, rk))
+		return;
+	__u32 n = take(f);
+	struct bg_rl_value *fv = bpf_map_lookup_elem(&bg_ratelimit, &f->key);
+	if (fv) {
+		__sync_fetch_and_add(&fv->suppressed, n);
+	} else {
+		/* Folded by the bucket before the key had an entry. */
+		struct bg_rl_value nv = {.last_ns = 0, .suppressed = n};
+		bpf_map_update_elem(&bg_ratelimit, &f->key, &nv, BPF_NOEXIST);
+	}
+}
+
+/*
+ * bg_collect takes the folds of the key (cgroup_id, port, proto, reason)
+ * from every CPU's fold cache and returns how many. A global function, so
+ * the verifier checks its loop once, not at every path that sends an event;
+ * its arguments are scalars, which global functions take on every kernel
+ * (pointers only since 5.12).
+ */
+__attribute__((noinline)) int bg_collect(__u64 cgroup_id, __u32 port, __u32 proto, __u32 reason)
+{
+	if (!have_fold())
+		return 0;
+	struct bg_rl_key key = {.cgroup_id = cgroup_id, .port = port, .proto = proto, .reason = reason};
+	__u32 zero = 0, n = 0;
+	for (__u32 cpu = 0; cpu < BG_FOLD_MAX_CPUS; cpu++) {
+		struct bg_fold *f = bpf_map_lookup_percpu_elem(&bg_fold, &zero, cpu);
+		if (!f)
+			break; /* past the last possible CPU */
+		if (same_key(&f->key, &key))
+			n += take(f);
+	}
+	return n;
+}
+
 /*
  * rate_limited reports whether the event for this key is folded into a
- * later one: by the per-key interval, or by the cgroup's token bucket. It
- * returns in *suppressed what earlier events of the key this one carries.
+ * later one: by the per-key interval, or by the cgroup's or the user's token
+ * bucket. It returns in *suppressed what earlier events of the key this one
+ * carries. The per-CPU fold cache answers a repeated key first.
  */
-static __always_inline int rate_limited(__u64 cgid, __u16 port, __u8 proto, __u8 reason, __u64 now, __u32 *suppressed)
+static __always_inline int rate_limited(struct bg_rl_key *rk, __u32 *suppressed)
 {
-	struct bg_rl_key rk = {.cgroup_id = cgid, .port = port, .proto = proto, .reason = reason};
-	struct bg_rl_value *rv = bpf_map_lookup_elem(&bg_ratelimit, &rk);
-	if (rv && now - rv->last_ns < bg_event_interval_ns)
+	__u64 now = rl_now();
+	__u32 zero = 0;
+	struct bg_fold *f = have_fold() ? bpf_map_lookup_elem(&bg_fold, &zero) : 0;
+	if (f && now < f->until && same_key(&f->key, rk)) {
+		__sync_fetch_and_add(&f->pending, 1);
+		if (f->throttled)
+			count(BG_CNT_THROTTLED);
+		count(BG_CNT_SUPPRESSED);
+		return 1;
+	}
+
+	flush(f, rk);
+	struct bg_rl_value *rv = bpf_map_lookup_elem(&bg_ratelimit, rk);
+	if (rv && now - rv->last_ns < bg_event_interval_ns) {
+		fold_here(f, rk, rv->last_ns + bg_event_interval_ns, 0);
 		goto fold;
+	}
 
 	/* The cgroup's bucket, and the user's unless root, whatever the key. */
-	if (!bucket_take(cgid, BG_NSEC_PER_SEC / BG_EVENTS_PER_SEC, BG_EVENT_BURST, now))
+	__u64 retry = 0;
+	if (!bucket_take(rk->cgroup_id, BG_NSEC_PER_SEC / BG_EVENTS_PER_SEC, BG_EVENT_BURST, now, &retry))
 		goto throttled;
 	__u32 uid = (__u32)bpf_get_current_uid_gid();
-	if (uid && !bucket_take((1ULL << 63) | uid, BG_NSEC_PER_SEC / BG_UID_EVENTS_PER_SEC, BG_UID_EVENT_BURST, now))
+	if (uid && !bucket_take((1ULL << 63) | uid, BG_NSEC_PER_SEC / BG_UID_EVENTS_PER_SEC, BG_UID_EVENT_BURST, now, &retry))
 		goto throttled;
 
+	/* The event goes out: it carries the key's folds, here and on every CPU. */
+	*suppressed = bg_collect(rk->cgroup_id, rk->port, rk->proto, rk->reason);
 	if (rv) {
 		/* Not an atomic exchange (that needs kernel 5.12): a count racing
 		 * in between is lost from the event, never from BG_CNT_SUPPRESSED. */
-		*suppressed = rv->suppressed;
+		*suppressed += rv->suppressed;
 		rv->suppressed = 0;
 		rv->last_ns = now;
 	} else {
 		struct bg_rl_value nv = {.last_ns = now};
-		bpf_map_update_elem(&bg_ratelimit, &rk, &nv, BPF_ANY);
+		bpf_map_update_elem(&bg_ratelimit, rk, &nv, BPF_ANY);
 	}
+	fold_here(f, rk, now + bg_event_interval_ns, 0);
 	return 0;
 
 throttled:
 	count(BG_CNT_THROTTLED);
+	fold_here(f, rk, retry, 1);
 fold:
-	if (rv)
+	if (f)
+		/* Counted in the fold cache, whose key is now rk. */
+		__sync_fetch_and_add(&f->pending, 1);
+	else if (rv)
 		__sync_fetch_and_add(&rv->suppressed, 1);
 	else {
 		/* Held back by the bucket before the key was ever seen: start the
 		 * key's count so the next event carries this one. */
 		struct bg_rl_value nv = {.last_ns = 0, .suppressed = 1};
-		bpf_map_update_elem(&bg_ratelimit, &rk, &nv, BPF_NOEXIST);
+		bpf_map_update_elem(&bg_ratelimit, rk, &nv, BPF_NOEXIST);
 	}
 	count(BG_CNT_SUPPRESSED);
 	return 1;
@@ -465,15 +609,15 @@ struct violation {
 	__u8 family;
 	__u8 reason;
 	__u8 verdict;
-	__u32 addr[4]; /* network byte order */
+	__u32 addr[4]; /* network byte order; filled only for an event that is sent */
 };
 
-static __always_inline void fill_event(struct bg_event *e, const struct violation *v, __u64 now, __u64 cgid, __u32 suppressed)
+static __always_inline void fill_event(struct bg_event *e, const struct violation *v, __u64 cgid, __u32 suppressed)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u64 uid_gid = bpf_get_current_uid_gid();
 
-	e->ts_ns = now;
+	e->ts_ns = bpf_ktime_get_boot_ns();
 	e->cgroup_id = cgid;
 	e->netns_cookie = v->netns;
 	e->pid = pid_tgid >> 32;
@@ -494,23 +638,28 @@ static __always_inline void fill_event(struct bg_event *e, const struct violatio
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 }
 
-/* report counts a violation and sends its event, unless rate limiting folds it. */
-static __always_inline void report(const struct violation *v)
+/*
+ * folded counts a violation and reports whether rate limiting folds its
+ * event into a later one; when not, *suppressed is what the event carries.
+ */
+static __always_inline int folded(const struct violation *v, __u64 cgid, __u32 *suppressed)
 {
 	count((v->verdict == BG_VERDICT_AUDIT ? BG_CNT_AUDIT : BG_CNT_DENY) + v->reason - 1);
+	if (!bg_event_interval_ns)
+		return 0;
+	struct bg_rl_key rk = {.cgroup_id = cgid, .port = v->port, .proto = v->proto, .reason = v->reason};
+	return rate_limited(&rk, suppressed);
+}
 
-	__u64 now = bpf_ktime_get_boot_ns();
-	__u64 cgid = bpf_get_current_cgroup_id();
-	__u32 suppressed = 0;
-	if (bg_event_interval_ns && rate_limited(cgid, v->port, v->proto, v->reason, now, &suppressed))
-		return;
-
+/* send puts the event of a violation on the ring buffer. */
+static __always_inline void send(const struct violation *v, __u64 cgid, __u32 suppressed)
+{
 	struct bg_event *e = bpf_ringbuf_reserve(&bg_events, sizeof(*e), 0);
 	if (!e) {
 		count(BG_CNT_EVENTS_DROPPED);
 		return;
 	}
-	fill_event(e, v, now, cgid, suppressed);
+	fill_event(e, v, cgid, suppressed);
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -536,8 +685,39 @@ static __always_inline void remember_autobind(struct bpf_sock_addr *ctx)
 		lb->cookie = bpf_get_socket_cookie(ctx);
 }
 
+/* loopback reports whether an address (network byte order) is a loopback
+ * address: 127/8, ::1, or ::ffff:127.x.y.z judged as 127.x.y.z. */
+static __always_inline int loopback(__u8 family, __u32 a0, __u32 a1, __u32 a2, __u32 a3)
+{
+	if (family == BG_FAMILY_INET)
+		return (bpf_ntohl(a0) >> 24) == 127;
+	if (a0 == 0 && a1 == 0 && a2 == bpf_htonl(0xffff))
+		return (bpf_ntohl(a3) >> 24) == 127;
+	return a0 == 0 && a1 == 0 && a2 == 0 && a3 == bpf_htonl(1);
+}
+
+/* The address of a bind, read from the context only where needed: only a
+ * localhost-only rule, and an event that is sent, read it. */
+#define CTX_ADDR(ctx, family, i)                                                                   \
+	((family) == BG_FAMILY_INET ? ((i) == 0 ? (ctx)->user_ip4 : 0) : (ctx)->user_ip6[i])
+#define SK_ADDR(sk, family, i) ((family) == BG_FAMILY_INET ? ((i) == 0 ? (sk)->src_ip4 : 0) : (sk)->src_ip6[i])
+
+/* report counts a violation and sends its event, unless rate limiting folds it. */
+#define REPORT(v, ADDR, src)                                                                       \
+	do {                                                                                       \
+		__u64 cgid_ = bpf_get_current_cgroup_id();                                         \
+		__u32 suppressed_ = 0;                                                             \
+		if (!folded(&(v), cgid_, &suppressed_)) {                                          \
+			(v).addr[0] = ADDR(src, (v).family, 0);                                    \
+			(v).addr[1] = ADDR(src, (v).family, 1);                                    \
+			(v).addr[2] = ADDR(src, (v).family, 2);                                    \
+			(v).addr[3] = ADDR(src, (v).family, 3);                                    \
+			send(&(v), cgid_, suppressed_);                                            \
+		}                                                                                  \
+	} while (0)
+
 /* judge returns the program's verdict: 1 lets the bind proceed, 0 makes it fail with EPERM. */
-static __always_inline int judge(struct bpf_sock_addr *ctx, __u8 family, int loopback, int storage)
+static __always_inline int judge(struct bpf_sock_addr *ctx, __u8 family, int storage)
 {
 	__u16 port = bpf_ntohs((__u16)ctx->user_port);
 	if (!port) {
@@ -556,8 +736,11 @@ static __always_inline int judge(struct bpf_sock_addr *ctx, __u8 family, int loo
 	struct bg_value *rule = lookup_rule(&p, proto, port);
 	if (!rule)
 		goto no_policy;
+	int lo = (rule->flags & BG_RULE_LOCALHOST) &&
+		 loopback(family, CTX_ADDR(ctx, family, 0), CTX_ADDR(ctx, family, 1), CTX_ADDR(ctx, family, 2),
+			  CTX_ADDR(ctx, family, 3));
 	struct bg_member_slot *ms = 0;
-	__u8 reason = violation(&p, rule, proto, port, loopback, storage, &ms);
+	__u8 reason = violation(&p, rule, proto, port, lo, storage, &ms);
 	if (reason == BG_REASON_NONE)
 		goto allow;
 
@@ -577,15 +760,7 @@ static __always_inline int judge(struct bpf_sock_addr *ctx, __u8 family, int loo
 		count(BG_CNT_OTHER_NETNS);
 		goto allow;
 	}
-	if (family == BG_FAMILY_INET) {
-		v.addr[0] = ctx->user_ip4;
-	} else {
-		v.addr[0] = ctx->user_ip6[0];
-		v.addr[1] = ctx->user_ip6[1];
-		v.addr[2] = ctx->user_ip6[2];
-		v.addr[3] = ctx->user_ip6[3];
-	}
-	report(&v);
+	REPORT(v, CTX_ADDR, ctx);
 	return v.verdict == BG_VERDICT_AUDIT;
 
 no_policy:
@@ -595,37 +770,28 @@ allow:
 	return 1;
 }
 
-static __always_inline int loopback6(struct bpf_sock_addr *ctx)
-{
-	__u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1], a2 = ctx->user_ip6[2], a3 = ctx->user_ip6[3];
-
-	if (a0 == 0 && a1 == 0 && a2 == bpf_htonl(0xffff)) /* ::ffff:a.b.c.d judged as a.b.c.d */
-		return (bpf_ntohl(a3) >> 24) == 127;
-	return a0 == 0 && a1 == 0 && a2 == 0 && a3 == bpf_htonl(1);
-}
-
 SEC("cgroup/bind4")
 int bindguard_bind4_stg(struct bpf_sock_addr *ctx)
 {
-	return judge(ctx, BG_FAMILY_INET, (bpf_ntohl(ctx->user_ip4) >> 24) == 127, 1);
+	return judge(ctx, BG_FAMILY_INET, 1);
 }
 
 SEC("cgroup/bind6")
 int bindguard_bind6_stg(struct bpf_sock_addr *ctx)
 {
-	return judge(ctx, BG_FAMILY_INET6, loopback6(ctx), 1);
+	return judge(ctx, BG_FAMILY_INET6, 1);
 }
 
 SEC("cgroup/bind4")
 int bindguard_bind4_hash(struct bpf_sock_addr *ctx)
 {
-	return judge(ctx, BG_FAMILY_INET, (bpf_ntohl(ctx->user_ip4) >> 24) == 127, 0);
+	return judge(ctx, BG_FAMILY_INET, 0);
 }
 
 SEC("cgroup/bind6")
 int bindguard_bind6_hash(struct bpf_sock_addr *ctx)
 {
-	return judge(ctx, BG_FAMILY_INET6, loopback6(ctx), 0);
+	return judge(ctx, BG_FAMILY_INET6, 0);
 }
 
 /*
@@ -637,7 +803,7 @@ int bindguard_bind6_hash(struct bpf_sock_addr *ctx)
  * bind() (listen, connect, sendto) reach no hook: the daemon keeps restricted
  * ports out of the kernel's choice with ip_local_reserved_ports.
  */
-static __always_inline int post_bind(struct bpf_sock *sk, __u8 family, int loopback, int storage)
+static __always_inline int post_bind(struct bpf_sock *sk, __u8 family, int storage)
 {
 	__u32 zero = 0;
 	struct bg_last_bind *lb = bpf_map_lookup_elem(&bg_last_bind, &zero);
@@ -654,8 +820,11 @@ static __always_inline int post_bind(struct bpf_sock *sk, __u8 family, int loopb
 	struct bg_value *rule = lookup_rule(&p, proto, port);
 	if (!rule || !(rule->flags & BG_RULE_DECLARED))
 		return 1;
+	int lo = (rule->flags & BG_RULE_LOCALHOST) &&
+		 loopback(family, SK_ADDR(sk, family, 0), SK_ADDR(sk, family, 1), SK_ADDR(sk, family, 2),
+			  SK_ADDR(sk, family, 3));
 	struct bg_member_slot *ms = 0;
-	__u8 reason = violation(&p, rule, proto, port, loopback, storage, &ms);
+	__u8 reason = violation(&p, rule, proto, port, lo, storage, &ms);
 	if (reason == BG_REASON_NONE || reason == BG_REASON_POD_PENDING)
 		return 1;
 	struct violation v = {
@@ -671,49 +840,32 @@ static __always_inline int post_bind(struct bpf_sock *sk, __u8 family, int loopb
 	};
 	if (!in_scope(v.netns))
 		return 1;
-	if (family == BG_FAMILY_INET) {
-		v.addr[0] = sk->src_ip4;
-	} else {
-		v.addr[0] = sk->src_ip6[0];
-		v.addr[1] = sk->src_ip6[1];
-		v.addr[2] = sk->src_ip6[2];
-		v.addr[3] = sk->src_ip6[3];
-	}
-	report(&v);
+	REPORT(v, SK_ADDR, sk);
 	return v.verdict == BG_VERDICT_AUDIT;
-}
-
-static __always_inline int sk_loopback6(struct bpf_sock *sk)
-{
-	__u32 a0 = sk->src_ip6[0], a1 = sk->src_ip6[1], a2 = sk->src_ip6[2], a3 = sk->src_ip6[3];
-
-	if (a0 == 0 && a1 == 0 && a2 == bpf_htonl(0xffff))
-		return (bpf_ntohl(a3) >> 24) == 127;
-	return a0 == 0 && a1 == 0 && a2 == 0 && a3 == bpf_htonl(1);
 }
 
 SEC("cgroup/post_bind4")
 int bindguard_post_bind4_stg(struct bpf_sock *sk)
 {
-	return post_bind(sk, BG_FAMILY_INET, (bpf_ntohl(sk->src_ip4) >> 24) == 127, 1);
+	return post_bind(sk, BG_FAMILY_INET, 1);
 }
 
 SEC("cgroup/post_bind6")
 int bindguard_post_bind6_stg(struct bpf_sock *sk)
 {
-	return post_bind(sk, BG_FAMILY_INET6, sk_loopback6(sk), 1);
+	return post_bind(sk, BG_FAMILY_INET6, 1);
 }
 
 SEC("cgroup/post_bind4")
 int bindguard_post_bind4_hash(struct bpf_sock *sk)
 {
-	return post_bind(sk, BG_FAMILY_INET, (bpf_ntohl(sk->src_ip4) >> 24) == 127, 0);
+	return post_bind(sk, BG_FAMILY_INET, 0);
 }
 
 SEC("cgroup/post_bind6")
 int bindguard_post_bind6_hash(struct bpf_sock *sk)
 {
-	return post_bind(sk, BG_FAMILY_INET6, sk_loopback6(sk), 0);
+	return post_bind(sk, BG_FAMILY_INET6, 0);
 }
 
 /*

@@ -18,7 +18,7 @@
 /* Sizes and versions. An enum rather than #defines so bpf2go exports them to Go. */
 enum bg_limits {
 	/* Bump when any struct or constant here changes meaning or shape. */
-	BG_LAYOUT_VERSION = 4,
+	BG_LAYOUT_VERSION = 5,
 	/* Entries of one rules array: one per (protocol, port), see bg_rule_index. */
 	BG_RULES_ENTRIES = 2 << 16,
 	/* Capacity of one pairs map (uid owners and pods' declared ports). The
@@ -263,7 +263,12 @@ struct bg_event {
 	__u32 pad;          /* explicit tail padding: sizeof == 96 */
 };
 
-/* Rate-limit key: one event per interval per (cgroup, port, proto, reason). */
+/*
+ * Rate-limit key: one event per interval per (cgroup, port, proto, reason).
+ * The times in bg_rl_value.last_ns and bg_bucket.tat are readings of the
+ * rate limiter's clock, CLOCK_MONOTONIC_COARSE (CLOCK_MONOTONIC before 5.11),
+ * never shown to user space: events carry the boot clock.
+ */
 struct bg_rl_key {
 	__u64 cgroup_id;
 	__u16 port;

@@ -83,6 +83,14 @@ const (
 	bindguardBgFamilyBG_FAMILY_INET6 bindguardBgFamily = 6
 )
 
+type bindguardBgFold struct {
+	_         structs.HostLayout
+	Key       bindguardBgRlKey
+	Until     uint64
+	Pending   uint32
+	Throttled uint32
+}
+
 type bindguardBgKey struct {
 	_     structs.HostLayout
 	Kind  uint8
@@ -100,7 +108,7 @@ type bindguardBgLastBind struct {
 type bindguardBgLimits uint32
 
 const (
-	bindguardBgLimitsBG_LAYOUT_VERSION      bindguardBgLimits = 4
+	bindguardBgLimitsBG_LAYOUT_VERSION      bindguardBgLimits = 5
 	bindguardBgLimitsBG_RULES_ENTRIES       bindguardBgLimits = 131072
 	bindguardBgLimitsBG_PAIRS_MAX_ENTRIES   bindguardBgLimits = 262144
 	bindguardBgLimitsBG_SLOTS               bindguardBgLimits = 2
@@ -252,6 +260,7 @@ const (
 	bindguardMapBgCgroupEvents            = "bg_cgroup_events"
 	bindguardMapBgCounters                = "bg_counters"
 	bindguardMapBgEvents                  = "bg_events"
+	bindguardMapBgFold                    = "bg_fold"
 	bindguardMapBgLastBind                = "bg_last_bind"
 	bindguardMapBgMembers                 = "bg_members"
 	bindguardMapBgMembersHash             = "bg_members_hash"
@@ -362,6 +371,7 @@ type bindguardMapSpecs struct {
 	BgCgroupEvents *ebpf.MapSpec `ebpf:"bg_cgroup_events"`
 	BgCounters     *ebpf.MapSpec `ebpf:"bg_counters"`
 	BgEvents       *ebpf.MapSpec `ebpf:"bg_events"`
+	BgFold         *ebpf.MapSpec `ebpf:"bg_fold"`
 	BgLastBind     *ebpf.MapSpec `ebpf:"bg_last_bind"`
 	BgMembers      *ebpf.MapSpec `ebpf:"bg_members"`
 	BgMembersHash  *ebpf.MapSpec `ebpf:"bg_members_hash"`
@@ -424,6 +434,7 @@ type bindguardMaps struct {
 	BgCgroupEvents *ebpf.Map `ebpf:"bg_cgroup_events"`
 	BgCounters     *ebpf.Map `ebpf:"bg_counters"`
 	BgEvents       *ebpf.Map `ebpf:"bg_events"`
+	BgFold         *ebpf.Map `ebpf:"bg_fold"`
 	BgLastBind     *ebpf.Map `ebpf:"bg_last_bind"`
 	BgMembers      *ebpf.Map `ebpf:"bg_members"`
 	BgMembersHash  *ebpf.Map `ebpf:"bg_members_hash"`
@@ -441,6 +452,7 @@ func (m *bindguardMaps) Close() error {
 		m.BgCgroupEvents,
 		m.BgCounters,
 		m.BgEvents,
+		m.BgFold,
 		m.BgLastBind,
 		m.BgMembers,
 		m.BgMembersHash,

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"runtime"
 	"strconv"
 	"sync"
 	"testing"
@@ -147,6 +148,61 @@ func TestBindStorm(t *testing.T) {
 		t.Logf("daemon peak RSS %d KiB", kb)
 		if kb > 200<<10 && !raceBuilt {
 			t.Errorf("daemon peak RSS %d KiB during a storm", kb)
+		}
+	}
+}
+
+// TestFoldsAcrossCPUs: folds of one key are counted in each CPU's fold
+// cache; the key's next event, sent from another CPU, carries them all.
+func TestFoldsAcrossCPUs(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		t.Skip("needs two CPUs")
+	}
+	e := newEnv(t)
+	e.writeRegistry(registryA)
+	d := e.start("enforce", "--event-interval", "2s")
+	b := testutils.StartBinder(t, e.child("svc"), testutils.BinderOptions{})
+	retry := bindCase{"retry", "tcp", "4", any4, 43004, unix.EPERM}
+	start := time.Now()
+	expect(t, b, []bindCase{retry})
+	folds := 0
+	for _, step := range []struct{ cpu, binds int }{{0, 10}, {1, 10}, {0, 5}} {
+		pinProcess(t, b.PID, step.cpu)
+		for i := 0; i < step.binds; i++ {
+			expect(t, b, []bindCase{retry})
+		}
+		folds += step.binds
+	}
+	if time.Since(start) > 1800*time.Millisecond {
+		t.Skip("machine too slow to stay within one interval")
+	}
+	d.eventFor(43004, "tcp")
+	time.Sleep(2100 * time.Millisecond)
+	pinProcess(t, b.PID, 1)
+	expect(t, b, []bindCase{{"after the interval", "tcp", "4", any4, 43004, unix.EPERM}})
+	ev := d.waitLog("event with suppressed count", func(m map[string]any) bool { return m["suppressed"] != nil })
+	if ev["suppressed"] != float64(folds) {
+		t.Errorf("suppressed = %v, want %d: folds counted on other CPUs were not collected", ev["suppressed"], folds)
+	}
+	out, _ := bindguard(t, "status", "-o", "json", "--pin-path", e.pinPath)
+	if !regexp.MustCompile(fmt.Sprintf(`"eventsSuppressed": %d\b`, folds)).MatchString(out) {
+		t.Errorf("counters not exact:\n%s", out)
+	}
+}
+
+// pinProcess moves every thread of pid to one CPU.
+func pinProcess(t *testing.T, pid, cpu int) {
+	t.Helper()
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set unix.CPUSet
+	set.Set(cpu)
+	for _, task := range tasks {
+		tid, _ := strconv.Atoi(task.Name())
+		if err := unix.SchedSetaffinity(tid, &set); err != nil && err != unix.ESRCH {
+			t.Fatalf("pin thread %d to CPU %d: %v", tid, cpu, err)
 		}
 	}
 }
