@@ -16,8 +16,7 @@ var podOwnerFields = []string{"namespace", "labels", "container"}
 // podOwner parses `pod: {namespace: ns, labels: {k: v}, container: name}`.
 func (p *parser) podOwner(n *yaml.Node) (PodOwner, bool) {
 	var o PodOwner
-	if n.Kind != yaml.MappingNode {
-		p.errorf(n, "pod: want a mapping with namespace, and optionally labels and container, got %s", describe(n))
+	if !p.want(n, yaml.MappingNode, "pod", "a mapping with namespace, and optionally labels and container") {
 		return o, false
 	}
 	before := len(p.errs)
@@ -53,11 +52,7 @@ func (p *parser) podName(field string, v *yaml.Node, check func(string) error) s
 
 // podLabels parses the labels a pod must carry.
 func (p *parser) podLabels(n *yaml.Node) map[string]string {
-	if isNull(n) {
-		return nil
-	}
-	if n.Kind != yaml.MappingNode {
-		p.errorf(n, "pod labels: want a mapping of label to value, got %s", describe(n))
+	if !p.optional(n, yaml.MappingNode, "pod labels", "a mapping of label to value") {
 		return nil
 	}
 	out := make(map[string]string, len(n.Content)/2)

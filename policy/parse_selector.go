@@ -25,11 +25,7 @@ var (
 // any other key in it is an error.
 func (p *parser) selector(n *yaml.Node) Selector {
 	var s Selector
-	if isNull(n) {
-		return s
-	}
-	if n.Kind != yaml.MappingNode {
-		p.errorf(n, "nodeSelector: want a mapping of label to value, or matchLabels and matchExpressions, got %s", describe(n))
+	if !p.optional(n, yaml.MappingNode, "nodeSelector", "a mapping of label to value, or matchLabels and matchExpressions") {
 		return s
 	}
 	before := len(p.errs)
@@ -65,11 +61,7 @@ func (p *parser) longForm(n *yaml.Node) bool {
 
 // matchLabels parses a mapping of label key to value.
 func (p *parser) matchLabels(what string, n *yaml.Node) map[string]string {
-	if isNull(n) {
-		return nil
-	}
-	if n.Kind != yaml.MappingNode {
-		p.errorf(n, "%s: want a mapping of label to value, got %s", what, describe(n))
+	if !p.optional(n, yaml.MappingNode, what, "a mapping of label to value") {
 		return nil
 	}
 	sel := make(map[string]string, len(n.Content)/2)
@@ -117,11 +109,7 @@ func (p *parser) labelValue(key string, v *yaml.Node) (string, bool) {
 }
 
 func (p *parser) matchExpressions(n *yaml.Node) []Requirement {
-	if isNull(n) {
-		return nil
-	}
-	if n.Kind != yaml.SequenceNode {
-		p.errorf(n, "matchExpressions: want a list of {key, operator, values}, got %s", describe(n))
+	if !p.optional(n, yaml.SequenceNode, "matchExpressions", "a list of {key, operator, values}") {
 		return nil
 	}
 	var out []Requirement
@@ -138,8 +126,7 @@ func (p *parser) matchExpressions(n *yaml.Node) []Requirement {
 
 // requirement parses one matchExpressions item; ok is false on any error.
 func (p *parser) requirement(n *yaml.Node) (r Requirement, ok bool) {
-	if n.Kind != yaml.MappingNode {
-		p.errorf(n, "matchExpressions item: want a mapping with key, operator and values, got %s", describe(n))
+	if !p.want(n, yaml.MappingNode, "matchExpressions item", "a mapping with key, operator and values") {
 		return r, false
 	}
 	before := len(p.errs)
@@ -197,11 +184,7 @@ func (p *parser) requirementOperator(n *yaml.Node) string {
 
 // requirementValues parses values: a list of label values.
 func (p *parser) requirementValues(key string, n *yaml.Node) []string {
-	if n == nil || isNull(n) {
-		return nil
-	}
-	if n.Kind != yaml.SequenceNode {
-		p.errorf(n, "values: want a list of label values, got %s", describe(n))
+	if n == nil || !p.optional(n, yaml.SequenceNode, "values", "a list of label values") {
 		return nil
 	}
 	out := make([]string, 0, len(n.Content))
