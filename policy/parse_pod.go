@@ -29,7 +29,7 @@ func (p *parser) podOwner(n *yaml.Node) (PodOwner, bool) {
 		case "container":
 			o.Container = p.podName(key, v, checkContainerName)
 		case "labels":
-			o.Labels = p.podLabels(v)
+			o.Labels = p.labels("pod labels", v, podLabelRules)
 		}
 	})
 	if !hasNamespace {
@@ -48,39 +48,6 @@ func (p *parser) podName(field string, v *yaml.Node, check func(string) error) s
 		p.errorf(v, "%v", err)
 	}
 	return v.Value
-}
-
-// podLabels parses the labels a pod must carry.
-func (p *parser) podLabels(n *yaml.Node) map[string]string {
-	if !p.optional(n, yaml.MappingNode, "pod labels", "a mapping of label to value") {
-		return nil
-	}
-	out := make(map[string]string, len(n.Content)/2)
-	seen := make(map[string]*yaml.Node, len(n.Content)/2)
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := p.resolve(n.Content[i]), p.resolve(n.Content[i+1])
-		if k == nil || v == nil {
-			return out
-		}
-		switch {
-		case k.Kind != yaml.ScalarNode || k.ShortTag() == "!!merge":
-			p.errorf(k, "pod labels key must be a label name, got %s", describe(k))
-		case seen[k.Value] != nil:
-			p.errorf(k, "mapping key %q already defined at line %d", k.Value, seen[k.Value].Line)
-		case checkPodLabelKey(k.Value) != nil:
-			p.errorf(k, "%v", checkPodLabelKey(k.Value))
-		case v.Kind != yaml.ScalarNode || v.ShortTag() != "!!str":
-			p.errorf(v, "pod label %s: want a string value, got %s", k.Value, describe(v))
-		case checkPodLabelValue(k.Value, v.Value) != nil:
-			p.errorf(v, "%v", checkPodLabelValue(k.Value, v.Value))
-		default:
-			out[k.Value] = v.Value
-		}
-		if k.Kind == yaml.ScalarNode && seen[k.Value] == nil {
-			seen[k.Value] = k
-		}
-	}
-	return out
 }
 
 // checkNamespace checks a namespace name: a DNS-1123 label, as Kubernetes requires.

@@ -33,13 +33,13 @@ func (p *parser) selector(n *yaml.Node) Selector {
 		p.fields(n, "nodeSelector", selectorFields, func(key string, _, v *yaml.Node) {
 			switch key {
 			case "matchLabels":
-				s.MatchLabels = p.matchLabels("matchLabels", v)
+				s.MatchLabels = p.labels("matchLabels", v, nodeLabelRules)
 			case "matchExpressions":
 				s.MatchExpressions = p.matchExpressions(v)
 			}
 		})
 	} else {
-		s.MatchLabels = p.matchLabels("nodeSelector", n)
+		s.MatchLabels = p.labels("nodeSelector", n, nodeLabelRules)
 	}
 	if len(p.errs) == before {
 		if ok, why := Satisfiable(s); !ok {
@@ -59,17 +59,31 @@ func (p *parser) longForm(n *yaml.Node) bool {
 	return false
 }
 
-// matchLabels parses a mapping of label key to value.
-func (p *parser) matchLabels(what string, n *yaml.Node) map[string]string {
+// labelRules are how the labels of one kind of mapping are checked: a pod
+// owner's labels or a node selector's.
+type labelRules struct {
+	noun       string // a label as errors name it
+	checkKey   func(k string) error
+	checkValue func(k, v string) error
+	quoteHint  bool // suggest quoting a scalar value that is not a string
+}
+
+var (
+	podLabelRules  = labelRules{noun: "pod label", checkKey: checkPodLabelKey, checkValue: checkPodLabelValue}
+	nodeLabelRules = labelRules{noun: "node selector", checkKey: checkLabelKey, checkValue: checkLabelValue, quoteHint: true}
+)
+
+// labels parses a mapping of label key to value; what names the mapping.
+func (p *parser) labels(what string, n *yaml.Node, r labelRules) map[string]string {
 	if !p.optional(n, yaml.MappingNode, what, "a mapping of label to value") {
 		return nil
 	}
-	sel := make(map[string]string, len(n.Content)/2)
+	out := make(map[string]string, len(n.Content)/2)
 	seen := make(map[string]*yaml.Node, len(n.Content)/2)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := p.resolve(n.Content[i]), p.resolve(n.Content[i+1])
 		if k == nil || v == nil {
-			return sel
+			return out
 		}
 		if k.Kind != yaml.ScalarNode || k.ShortTag() == "!!merge" {
 			p.errorf(k, "%s key must be a label name, got %s", what, describe(k))
@@ -80,28 +94,28 @@ func (p *parser) matchLabels(what string, n *yaml.Node) map[string]string {
 			continue
 		}
 		seen[k.Value] = k
-		if err := checkLabelKey(k.Value); err != nil {
+		if err := r.checkKey(k.Value); err != nil {
 			p.errorf(k, "%v", err)
 			continue
 		}
-		if s, ok := p.labelValue(k.Value, v); ok {
-			sel[k.Value] = s
+		if s, ok := p.labelValue(k.Value, v, r); ok {
+			out[k.Value] = s
 		}
 	}
-	return sel
+	return out
 }
 
 // labelValue parses one label value: a string, checked with apimachinery's rules.
-func (p *parser) labelValue(key string, v *yaml.Node) (string, bool) {
+func (p *parser) labelValue(key string, v *yaml.Node, r labelRules) (string, bool) {
 	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!str" {
 		hint := ""
-		if v.Kind == yaml.ScalarNode {
+		if r.quoteHint && v.Kind == yaml.ScalarNode {
 			hint = fmt.Sprintf(": quote it, %q", v.Value)
 		}
-		p.errorf(v, "node selector %s: want a string value, got %s%s", key, describe(v), hint)
+		p.errorf(v, "%s %s: want a string value, got %s%s", r.noun, key, describe(v), hint)
 		return "", false
 	}
-	if err := checkLabelValue(key, v.Value); err != nil {
+	if err := r.checkValue(key, v.Value); err != nil {
 		p.errorf(v, "%v", err)
 		return "", false
 	}
@@ -192,7 +206,7 @@ func (p *parser) requirementValues(key string, n *yaml.Node) []string {
 		if item = p.resolve(item); item == nil {
 			return out
 		}
-		if v, ok := p.labelValue(key, item); ok {
+		if v, ok := p.labelValue(key, item, nodeLabelRules); ok {
 			out = append(out, v)
 		}
 	}
