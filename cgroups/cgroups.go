@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 
@@ -41,28 +42,16 @@ const rootCgroupID = 1
 // of a host bind mount shows its root as "/.." or similar), one whose
 // directory is the hierarchy's root cgroup according to isRoot.
 func parseMountinfoWith(r io.Reader, isRoot func(dir string) bool) (string, error) {
-	s := bufio.NewScanner(r)
-	var others []string
-	for s.Scan() {
-		// 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
-		fields := strings.Fields(s.Text())
-		sep := -1
-		for i, f := range fields {
-			if f == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 5 || sep+1 >= len(fields) || fields[sep+1] != "cgroup2" {
-			continue
-		}
-		if fields[3] == "/" {
-			return unescapeMount(fields[4]), nil
-		}
-		others = append(others, unescapeMount(fields[4]))
-	}
-	if err := s.Err(); err != nil {
+	mounts, err := Mounts(r, "cgroup2")
+	if err != nil {
 		return "", fmt.Errorf("find cgroup2 mount: %w", err)
+	}
+	var others []string
+	for _, m := range mounts {
+		if m.Root == "/" {
+			return m.Dir, nil
+		}
+		others = append(others, m.Dir)
 	}
 	for _, dir := range others {
 		if isRoot(dir) {
@@ -73,6 +62,29 @@ func parseMountinfoWith(r io.Reader, isRoot func(dir string) bool) (string, erro
 		return "", fmt.Errorf("find cgroup2 mount: cgroup2 is mounted only below its root (%s); mount the host's cgroup2 root", strings.Join(others, ", "))
 	}
 	return "", errors.New("find cgroup2 mount: no cgroup2 file system is mounted (see /proc/self/mountinfo)")
+}
+
+// Mount is one mount of /proc/PID/mountinfo.
+type Mount struct {
+	Root string // the directory of its file system that is mounted
+	Dir  string // where it is mounted
+}
+
+// Mounts returns the mounts of file system type fstype listed in r, a
+// /proc/PID/mountinfo, in its order.
+func Mounts(r io.Reader, fstype string) ([]Mount, error) {
+	s := bufio.NewScanner(r)
+	var out []Mount
+	for s.Scan() {
+		// 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+		fields := strings.Fields(s.Text())
+		sep := slices.Index(fields, "-")
+		if sep < 5 || sep+1 >= len(fields) || fields[sep+1] != fstype {
+			continue
+		}
+		out = append(out, Mount{Root: unescapeMount(fields[3]), Dir: unescapeMount(fields[4])})
+	}
+	return out, s.Err()
 }
 
 // unescapeMount undoes the octal escapes (\040 for space) of mountinfo.

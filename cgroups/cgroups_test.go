@@ -1,6 +1,7 @@
 package cgroups
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -37,6 +38,19 @@ func TestMountinfoInCgroupNamespace(t *testing.T) {
 	}
 	if _, err := parseMountinfoWith(strings.NewReader(in), func(string) bool { return false }); err == nil || !strings.Contains(err.Error(), "only below its root") {
 		t.Errorf("want an error naming the subtree mounts, got %v", err)
+	}
+}
+
+func TestMountsOfType(t *testing.T) {
+	in := `31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+42 31 0:39 /sub /mnt/cpu\040x rw shared:4 - cgroup cgroup rw,cpu
+`
+	got, err := Mounts(strings.NewReader(in), "cgroup")
+	want := []Mount{{"/", "/sys/fs/cgroup/systemd"}, {"/sub", "/mnt/cpu x"}}
+	if err != nil || !slices.Equal(got, want) {
+		t.Errorf("Mounts = %v, %v; want %v", got, err, want)
 	}
 }
 

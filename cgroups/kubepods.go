@@ -134,11 +134,7 @@ func splitPath(rel string) []string {
 // cgroupfs: <root>/kubepods[/<qos>]/pod<UID>[/<id> | /crio-<id>]
 func parseCgroupfs(parts []string) (KubeCgroup, bool) {
 	k := KubeCgroup{Level: KubePodLevel}
-	i := len(parts) - 1
-	if id, rt, ok := cgroupfsContainer(parts[i]); ok {
-		k.Level, k.ContainerID, k.Runtime = KubeContainer, id, rt
-		i--
-	}
+	i := k.containerLeaf(parts, cgroupfsContainer)
 	if i < 1 {
 		return KubeCgroup{}, false
 	}
@@ -160,6 +156,17 @@ func parseCgroupfs(parts []string) (KubeCgroup, bool) {
 	return k, true
 }
 
+// containerLeaf fills in the container when container recognises the last
+// part, and returns the index of the part that names the pod.
+func (k *KubeCgroup) containerLeaf(parts []string, container func(string) (id, runtime string, ok bool)) int {
+	i := len(parts) - 1
+	if id, rt, ok := container(parts[i]); ok {
+		k.Level, k.ContainerID, k.Runtime = KubeContainer, id, rt
+		i--
+	}
+	return i
+}
+
 func cgroupfsContainer(name string) (id, runtime string, ok bool) {
 	if validContainerID(name) {
 		return name, "", true
@@ -173,11 +180,7 @@ func cgroupfsContainer(name string) (id, runtime string, ok bool) {
 // systemd: <root>/<P>kubepods.slice[/<P>kubepods-<qos>.slice]/<…>-pod<UID_>.slice[/cri-containerd-<id>.scope | /crio-<id>.scope]
 func parseSystemd(parts []string) (KubeCgroup, bool) {
 	k := KubeCgroup{Level: KubePodLevel, Systemd: true}
-	i := len(parts) - 1
-	if id, rt, ok := systemdContainer(parts[i]); ok {
-		k.Level, k.ContainerID, k.Runtime = KubeContainer, id, rt
-		i--
-	}
+	i := k.containerLeaf(parts, systemdContainer)
 	if i < 1 {
 		return KubeCgroup{}, false
 	}

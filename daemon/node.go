@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
 	"syscall"
 	"time"
 
@@ -316,14 +315,7 @@ func (d *Daemon) followNode(ctx context.Context) (stop func()) {
 	if d.node.watcher == nil {
 		return func() {}
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		d.node.watcher.Run(ctx)
-	}()
-	return func() { cancel(); wg.Wait() }
+	return goUntilStopped(ctx, d.node.watcher.Run)
 }
 
 // labelSources says where each label in force comes from.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/bindguard/bindguard/policy"
@@ -101,34 +100,45 @@ func (d *Daemon) followRuntime(ctx context.Context) (stop func()) {
 	if d.pods == nil || d.cfg.Node.StateFile == "" {
 		return func() {}
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(statePublishInterval)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			d.mu.Lock()
-			if rs := d.runtimeState(); d.node.runtime == nil || *rs != *d.node.runtime {
-				d.publishNode()
-			}
-			d.mu.Unlock()
-		}
-	}()
+	stopPublishing := goUntilStopped(ctx, d.publishRuntimeChanges)
 	return func() {
-		cancel()
-		wg.Wait()
+		stopPublishing()
 		d.mu.Lock()
 		d.node.stopped, d.node.stoppedAt = true, time.Now()
 		d.publishNode()
 		d.mu.Unlock()
 	}
+}
+
+// publishRuntimeChanges rewrites the state file when the runtime state
+// changed, checking every statePublishInterval until ctx ends.
+func (d *Daemon) publishRuntimeChanges(ctx context.Context) {
+	tick := time.NewTicker(statePublishInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		d.mu.Lock()
+		if rs := d.runtimeState(); d.node.runtime == nil || *rs != *d.node.runtime {
+			d.publishNode()
+		}
+		d.mu.Unlock()
+	}
+}
+
+// goUntilStopped runs run in a goroutine with a context of its own; the
+// returned function cancels that context and waits for run to return.
+func goUntilStopped(ctx context.Context, run func(context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		run(ctx)
+	}()
+	return func() { cancel(); <-done }
 }
 
 // ownFile reports whether name is a file the daemon itself writes while it

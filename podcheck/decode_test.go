@@ -81,14 +81,8 @@ func TestReadPods(t *testing.T) {
 					t.Errorf("workload pod %s has node %q", p.Name, p.Spec.NodeName)
 				}
 			}
-			if tt.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.err) {
-					t.Fatalf("error %v, want one containing %q", err, tt.err)
-				}
+			if !decoded(t, err, tt.err) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if len(pods) != tt.pods {
 				t.Errorf("%d pods, want %d", len(pods), tt.pods)
@@ -137,18 +131,29 @@ func TestReadNodes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			nodes, err := ReadNodes([]byte(tt.input), "f.json")
-			if tt.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.err) {
-					t.Fatalf("error %v, want one containing %q", err, tt.err)
-				}
+			if !decoded(t, err, tt.err) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if len(nodes) != tt.nodes {
 				t.Errorf("%d nodes, want %d", len(nodes), tt.nodes)
 			}
 		})
 	}
+}
+
+// decoded reports whether a decode that returned err is to be checked
+// further: it fails t unless err contains wantErr, or is nil where wantErr
+// is "", and returns false once a wanted error is seen.
+func decoded(t *testing.T, err error, wantErr string) bool {
+	t.Helper()
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("error %v, want one containing %q", err, wantErr)
+		}
+		return false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return true
 }

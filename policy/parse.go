@@ -156,6 +156,22 @@ func describe(n *yaml.Node) string {
 
 func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" }
 
+// want reports whether n is of kind; otherwise it reports the error
+// "what: want desc, got …".
+func (p *parser) want(n *yaml.Node, kind yaml.Kind, what, desc string) bool {
+	if n.Kind == kind {
+		return true
+	}
+	p.errorf(n, "%s: want %s, got %s", what, desc, describe(n))
+	return false
+}
+
+// optional reports whether n, a field that may be null, holds a value: null
+// is no value and no error; anything else must be of kind, as for want.
+func (p *parser) optional(n *yaml.Node, kind yaml.Kind, what, desc string) bool {
+	return !isNull(n) && p.want(n, kind, what, desc)
+}
+
 // fields walks the key/value pairs of mapping n. It reports duplicate keys,
 // keys that are not strings, merge keys and unknown fields, and calls fn with
 // each known field's key node and resolved value.
@@ -230,8 +246,7 @@ func editDistance(a, b string) int {
 // text returns a scalar field's text. Any scalar is accepted, so that
 // `since: 4.10` keeps its digits as written; null is "".
 func (p *parser) text(field string, n *yaml.Node) (string, bool) {
-	if n.Kind != yaml.ScalarNode {
-		p.errorf(n, "%s: want a string, got %s", field, describe(n))
+	if !p.want(n, yaml.ScalarNode, field, "a string") {
 		return "", false
 	}
 	if isNull(n) {
@@ -286,11 +301,7 @@ func (p *parser) document(n *yaml.Node) {
 }
 
 func (p *parser) metadata(n *yaml.Node, src *Source) {
-	if isNull(n) {
-		return
-	}
-	if n.Kind != yaml.MappingNode {
-		p.errorf(n, "metadata: want a mapping with %s, got %s", strings.Join(metadataFields, ", "), describe(n))
+	if !p.optional(n, yaml.MappingNode, "metadata", "a mapping with "+strings.Join(metadataFields, ", ")) {
 		return
 	}
 	p.fields(n, "metadata", metadataFields, func(key string, k, v *yaml.Node) {
@@ -305,11 +316,7 @@ func (p *parser) metadata(n *yaml.Node, src *Source) {
 }
 
 func (p *parser) entries(list string, n *yaml.Node) {
-	if isNull(n) {
-		return
-	}
-	if n.Kind != yaml.SequenceNode {
-		p.errorf(n, "%s: want a list of entries, got %s", list, describe(n))
+	if !p.optional(n, yaml.SequenceNode, list, "a list of entries") {
 		return
 	}
 	removed := list == "removed"
@@ -335,8 +342,7 @@ func (p *parser) entry(n *yaml.Node, removed bool) (e Entry, ok bool) {
 	if removed {
 		what, allowed = "removed entry", removedFields
 	}
-	if n.Kind != yaml.MappingNode {
-		p.errorf(n, "%s: want a mapping with port, protocol, process…, got %s", what, describe(n))
+	if !p.want(n, yaml.MappingNode, what, "a mapping with port, protocol, process…") {
 		return e, false
 	}
 	before := len(p.errs)
@@ -469,11 +475,7 @@ func (p *parser) protocols(n *yaml.Node) []Protocol {
 
 func (p *parser) owners(n *yaml.Node) Owners {
 	var o Owners
-	if isNull(n) {
-		return o
-	}
-	if n.Kind != yaml.SequenceNode {
-		p.errorf(n, "owners: want a list of items each with one of cgroup, unit, uid, pod, got %s", describe(n))
+	if !p.optional(n, yaml.SequenceNode, "owners", "a list of items each with one of cgroup, unit, uid, pod") {
 		return o
 	}
 	if len(n.Content) == 0 {
@@ -494,8 +496,7 @@ func (p *parser) owners(n *yaml.Node) Owners {
 }
 
 func (p *parser) owner(n *yaml.Node, o *Owners) {
-	if n.Kind != yaml.MappingNode {
-		p.errorf(n, "owner: want a mapping with exactly one of cgroup, unit, uid, pod, got %s", describe(n))
+	if !p.want(n, yaml.MappingNode, "owner", "a mapping with exactly one of cgroup, unit, uid, pod") {
 		return
 	}
 	var named []string

@@ -16,8 +16,7 @@ var podOwnerFields = []string{"namespace", "labels", "container"}
 // podOwner parses `pod: {namespace: ns, labels: {k: v}, container: name}`.
 func (p *parser) podOwner(n *yaml.Node) (PodOwner, bool) {
 	var o PodOwner
-	if n.Kind != yaml.MappingNode {
-		p.errorf(n, "pod: want a mapping with namespace, and optionally labels and container, got %s", describe(n))
+	if !p.want(n, yaml.MappingNode, "pod", "a mapping with namespace, and optionally labels and container") {
 		return o, false
 	}
 	before := len(p.errs)
@@ -30,7 +29,7 @@ func (p *parser) podOwner(n *yaml.Node) (PodOwner, bool) {
 		case "container":
 			o.Container = p.podName(key, v, checkContainerName)
 		case "labels":
-			o.Labels = p.podLabels(v)
+			o.Labels = p.labels("pod labels", v, podLabelRules)
 		}
 	})
 	if !hasNamespace {
@@ -49,43 +48,6 @@ func (p *parser) podName(field string, v *yaml.Node, check func(string) error) s
 		p.errorf(v, "%v", err)
 	}
 	return v.Value
-}
-
-// podLabels parses the labels a pod must carry.
-func (p *parser) podLabels(n *yaml.Node) map[string]string {
-	if isNull(n) {
-		return nil
-	}
-	if n.Kind != yaml.MappingNode {
-		p.errorf(n, "pod labels: want a mapping of label to value, got %s", describe(n))
-		return nil
-	}
-	out := make(map[string]string, len(n.Content)/2)
-	seen := make(map[string]*yaml.Node, len(n.Content)/2)
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := p.resolve(n.Content[i]), p.resolve(n.Content[i+1])
-		if k == nil || v == nil {
-			return out
-		}
-		switch {
-		case k.Kind != yaml.ScalarNode || k.ShortTag() == "!!merge":
-			p.errorf(k, "pod labels key must be a label name, got %s", describe(k))
-		case seen[k.Value] != nil:
-			p.errorf(k, "mapping key %q already defined at line %d", k.Value, seen[k.Value].Line)
-		case checkPodLabelKey(k.Value) != nil:
-			p.errorf(k, "%v", checkPodLabelKey(k.Value))
-		case v.Kind != yaml.ScalarNode || v.ShortTag() != "!!str":
-			p.errorf(v, "pod label %s: want a string value, got %s", k.Value, describe(v))
-		case checkPodLabelValue(k.Value, v.Value) != nil:
-			p.errorf(v, "%v", checkPodLabelValue(k.Value, v.Value))
-		default:
-			out[k.Value] = v.Value
-		}
-		if k.Kind == yaml.ScalarNode && seen[k.Value] == nil {
-			seen[k.Value] = k
-		}
-	}
-	return out
 }
 
 // checkNamespace checks a namespace name: a DNS-1123 label, as Kubernetes requires.

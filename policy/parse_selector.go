@@ -25,11 +25,7 @@ var (
 // any other key in it is an error.
 func (p *parser) selector(n *yaml.Node) Selector {
 	var s Selector
-	if isNull(n) {
-		return s
-	}
-	if n.Kind != yaml.MappingNode {
-		p.errorf(n, "nodeSelector: want a mapping of label to value, or matchLabels and matchExpressions, got %s", describe(n))
+	if !p.optional(n, yaml.MappingNode, "nodeSelector", "a mapping of label to value, or matchLabels and matchExpressions") {
 		return s
 	}
 	before := len(p.errs)
@@ -37,13 +33,13 @@ func (p *parser) selector(n *yaml.Node) Selector {
 		p.fields(n, "nodeSelector", selectorFields, func(key string, _, v *yaml.Node) {
 			switch key {
 			case "matchLabels":
-				s.MatchLabels = p.matchLabels("matchLabels", v)
+				s.MatchLabels = p.labels("matchLabels", v, nodeLabelRules)
 			case "matchExpressions":
 				s.MatchExpressions = p.matchExpressions(v)
 			}
 		})
 	} else {
-		s.MatchLabels = p.matchLabels("nodeSelector", n)
+		s.MatchLabels = p.labels("nodeSelector", n, nodeLabelRules)
 	}
 	if len(p.errs) == before {
 		if ok, why := Satisfiable(s); !ok {
@@ -63,21 +59,31 @@ func (p *parser) longForm(n *yaml.Node) bool {
 	return false
 }
 
-// matchLabels parses a mapping of label key to value.
-func (p *parser) matchLabels(what string, n *yaml.Node) map[string]string {
-	if isNull(n) {
+// labelRules are how the labels of one kind of mapping are checked: a pod
+// owner's labels or a node selector's.
+type labelRules struct {
+	noun       string // a label as errors name it
+	checkKey   func(k string) error
+	checkValue func(k, v string) error
+	quoteHint  bool // suggest quoting a scalar value that is not a string
+}
+
+var (
+	podLabelRules  = labelRules{noun: "pod label", checkKey: checkPodLabelKey, checkValue: checkPodLabelValue}
+	nodeLabelRules = labelRules{noun: "node selector", checkKey: checkLabelKey, checkValue: checkLabelValue, quoteHint: true}
+)
+
+// labels parses a mapping of label key to value; what names the mapping.
+func (p *parser) labels(what string, n *yaml.Node, r labelRules) map[string]string {
+	if !p.optional(n, yaml.MappingNode, what, "a mapping of label to value") {
 		return nil
 	}
-	if n.Kind != yaml.MappingNode {
-		p.errorf(n, "%s: want a mapping of label to value, got %s", what, describe(n))
-		return nil
-	}
-	sel := make(map[string]string, len(n.Content)/2)
+	out := make(map[string]string, len(n.Content)/2)
 	seen := make(map[string]*yaml.Node, len(n.Content)/2)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := p.resolve(n.Content[i]), p.resolve(n.Content[i+1])
 		if k == nil || v == nil {
-			return sel
+			return out
 		}
 		if k.Kind != yaml.ScalarNode || k.ShortTag() == "!!merge" {
 			p.errorf(k, "%s key must be a label name, got %s", what, describe(k))
@@ -88,28 +94,28 @@ func (p *parser) matchLabels(what string, n *yaml.Node) map[string]string {
 			continue
 		}
 		seen[k.Value] = k
-		if err := checkLabelKey(k.Value); err != nil {
+		if err := r.checkKey(k.Value); err != nil {
 			p.errorf(k, "%v", err)
 			continue
 		}
-		if s, ok := p.labelValue(k.Value, v); ok {
-			sel[k.Value] = s
+		if s, ok := p.labelValue(k.Value, v, r); ok {
+			out[k.Value] = s
 		}
 	}
-	return sel
+	return out
 }
 
 // labelValue parses one label value: a string, checked with apimachinery's rules.
-func (p *parser) labelValue(key string, v *yaml.Node) (string, bool) {
+func (p *parser) labelValue(key string, v *yaml.Node, r labelRules) (string, bool) {
 	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!str" {
 		hint := ""
-		if v.Kind == yaml.ScalarNode {
+		if r.quoteHint && v.Kind == yaml.ScalarNode {
 			hint = fmt.Sprintf(": quote it, %q", v.Value)
 		}
-		p.errorf(v, "node selector %s: want a string value, got %s%s", key, describe(v), hint)
+		p.errorf(v, "%s %s: want a string value, got %s%s", r.noun, key, describe(v), hint)
 		return "", false
 	}
-	if err := checkLabelValue(key, v.Value); err != nil {
+	if err := r.checkValue(key, v.Value); err != nil {
 		p.errorf(v, "%v", err)
 		return "", false
 	}
@@ -117,11 +123,7 @@ func (p *parser) labelValue(key string, v *yaml.Node) (string, bool) {
 }
 
 func (p *parser) matchExpressions(n *yaml.Node) []Requirement {
-	if isNull(n) {
-		return nil
-	}
-	if n.Kind != yaml.SequenceNode {
-		p.errorf(n, "matchExpressions: want a list of {key, operator, values}, got %s", describe(n))
+	if !p.optional(n, yaml.SequenceNode, "matchExpressions", "a list of {key, operator, values}") {
 		return nil
 	}
 	var out []Requirement
@@ -138,8 +140,7 @@ func (p *parser) matchExpressions(n *yaml.Node) []Requirement {
 
 // requirement parses one matchExpressions item; ok is false on any error.
 func (p *parser) requirement(n *yaml.Node) (r Requirement, ok bool) {
-	if n.Kind != yaml.MappingNode {
-		p.errorf(n, "matchExpressions item: want a mapping with key, operator and values, got %s", describe(n))
+	if !p.want(n, yaml.MappingNode, "matchExpressions item", "a mapping with key, operator and values") {
 		return r, false
 	}
 	before := len(p.errs)
@@ -197,11 +198,7 @@ func (p *parser) requirementOperator(n *yaml.Node) string {
 
 // requirementValues parses values: a list of label values.
 func (p *parser) requirementValues(key string, n *yaml.Node) []string {
-	if n == nil || isNull(n) {
-		return nil
-	}
-	if n.Kind != yaml.SequenceNode {
-		p.errorf(n, "values: want a list of label values, got %s", describe(n))
+	if n == nil || !p.optional(n, yaml.SequenceNode, "values", "a list of label values") {
 		return nil
 	}
 	out := make([]string, 0, len(n.Content))
@@ -209,7 +206,7 @@ func (p *parser) requirementValues(key string, n *yaml.Node) []string {
 		if item = p.resolve(item); item == nil {
 			return out
 		}
-		if v, ok := p.labelValue(key, item); ok {
+		if v, ok := p.labelValue(key, item, nodeLabelRules); ok {
 			out = append(out, v)
 		}
 	}

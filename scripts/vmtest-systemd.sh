@@ -58,6 +58,8 @@ done
 
 start=$(date +%s)
 log() { printf 'vmtest-systemd[%s +%ss]: %s\n' "$KERNEL" $(($(date +%s) - start)) "$*" >&2; }
+# shellcheck source=scripts/vmtest-qemu.sh
+. scripts/vmtest-qemu.sh
 STAGE=$(mktemp -d "${TMPDIR:-/tmp}/bindguard-vmtest-systemd.XXXXXX")
 QEMU_PID=
 # shellcheck disable=SC2317 # called by the EXIT trap
@@ -82,8 +84,7 @@ if [ "$ACCEL" = auto ]; then
   if [ "$(sed -n 2p "$memo" 2>/dev/null)" = yes ]; then ACCEL=kvm; else ACCEL=tcg; fi
 fi
 case $ACCEL in
-  kvm) accel=(-accel kvm -cpu host) ;;
-  tcg) accel=(-accel "tcg,thread=multi" -cpu max) ;;
+  kvm | tcg) ;;
   *) die "VMTEST_ACCEL must be auto, kvm or tcg" ;;
 esac
 
@@ -180,17 +181,7 @@ log "initramfs $(($(stat -c %s "$STAGE/initramfs.cpio") / 1048576)) MB"
 
 # ---- boot -----------------------------------------------------------------------
 
-mkdir -p "$OUT"
-CONSOLE=$OUT/console.log
-RESULTS=$OUT/results.log
-: >"$RESULTS"
-log "booting under qemu ($ACCEL, 2 CPUs, 2G, timeout ${TIMEOUT}s); console: $CONSOLE"
-timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "${accel[@]}" -machine q35 -m 2G -smp 2 \
-  -nographic -no-reboot -monitor none -nic none \
-  -kernel "$KDIR/vmlinuz" -initrd "$STAGE/initramfs.cpio" \
-  -append "console=ttyS0 rdinit=/sbin/init panic=-1 quiet loglevel=4 mitigations=off systemd.show_status=0" \
-  -serial "file:$CONSOLE" -serial "file:$RESULTS" </dev/null >"$OUT/qemu.log" 2>&1 &
-QEMU_PID=$!
+qemu_boot file "rdinit=/sbin/init panic=-1 quiet loglevel=4 mitigations=off systemd.show_status=0"
 qrc=0
 wait "$QEMU_PID" || qrc=$?
 QEMU_PID=

@@ -100,6 +100,8 @@ trap 'exit 130' INT TERM
 
 start=$(date +%s)
 log() { printf 'vmtest[%s +%ss]: %s\n' "$KERNEL" $(($(date +%s) - start)) "$*" >&2; }
+# shellcheck source=scripts/vmtest-qemu.sh
+. scripts/vmtest-qemu.sh
 
 # ---- the kernel ------------------------------------------------------------
 
@@ -339,25 +341,7 @@ case $ACCEL in
   tcg) ;;
   *) die "VMTEST_ACCEL must be auto, kvm or tcg" ;;
 esac
-if [ "$ACCEL" = kvm ]; then
-  accel=(-accel kvm -cpu host)
-else
-  accel=(-accel "tcg,thread=multi" -cpu max)
-fi
-
-mkdir -p "$OUT"
-CONSOLE=$OUT/console.log
-RESULTS=$OUT/results.log
-: >"$RESULTS"
-log "booting under qemu ($ACCEL, 2 CPUs, 2G, timeout ${TIMEOUT}s); console: $CONSOLE"
-# In the background, so that an interrupt reaches the trap (and through
-# timeout, QEMU) at once.
-timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "${accel[@]}" -machine q35 -m 2G -smp 2 \
-  -nographic -no-reboot -monitor none -nic none \
-  -kernel "$KDIR/vmlinuz" -initrd "$STAGE/initramfs.cpio" \
-  -append "console=ttyS0 panic=-1 oops=panic quiet loglevel=4 mitigations=off" \
-  -serial stdio -serial "file:$RESULTS" </dev/null >"$CONSOLE" 2>&1 &
-QEMU_PID=$!
+qemu_boot stdio "panic=-1 oops=panic quiet loglevel=4 mitigations=off"
 tail -n +1 --pid="$QEMU_PID" -f "$CONSOLE" &
 TAIL_PID=$!
 qrc=0

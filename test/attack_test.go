@@ -405,7 +405,7 @@ func autobindWhile(t *testing.T, b *testutils.Binder, churn *attacker) <-chan in
 // binds refused before the owner was in force.
 func legitOwnerLate(t *testing.T, e *env) int {
 	t.Helper()
-	b := testutils.StartBinder(t, e.child("legit-home"), testutils.BinderOptions{})
+	b := e.binder("legit-home")
 	dir := filepath.Join(e.cgAbs, "system.slice", "victim.service")
 	mkdir := time.Now()
 	if err := os.Mkdir(dir, 0o755); err != nil {

@@ -17,7 +17,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/bindguard/bindguard/internal/testbed/containerd"
-	"github.com/bindguard/bindguard/internal/testutils"
 )
 
 const imageRef = "bindguard.test/bindguard:e2e"
@@ -62,7 +61,7 @@ func TestImageUnderCRI(t *testing.T) {
 	runDir := t.TempDir()
 	pd := &podDaemon{c: c, pod: pod, env: e, ctr: ctr, runDir: runDir, cgroupHost: cgroupHost}
 
-	b := testutils.StartBinder(t, e.child("svc"), testutils.BinderOptions{})
+	b := e.binder("svc")
 	t.Run("enforces", func(t *testing.T) {
 		id := pd.start(t, caps, 0)
 		defer pd.stop(t, id)

@@ -75,10 +75,8 @@ removed:
 `
 
 func TestEnforceMode(t *testing.T) {
-	e := newEnv(t)
-	e.writeRegistry(basicRegistry)
-	d := e.start("enforce")
-	b := testutils.StartBinder(t, e.child("svc"), testutils.BinderOptions{})
+	e, d := startEnv(t, basicRegistry, "enforce")
+	b := e.binder("svc")
 
 	if err := b.Bind("mptcp", "4", any4, 0); errors.Is(err, unix.EPROTONOSUPPORT) || errors.Is(err, unix.ENOPROTOOPT) {
 		t.Log("kernel without MPTCP: its cases are skipped")
@@ -113,10 +111,8 @@ func TestEnforceMode(t *testing.T) {
 }
 
 func TestLocalhostOnly(t *testing.T) {
-	e := newEnv(t)
-	e.writeRegistry(basicRegistry)
-	e.start("enforce")
-	b := testutils.StartBinder(t, e.child("svc"), testutils.BinderOptions{})
+	e, _ := startEnv(t, basicRegistry, "enforce")
+	b := e.binder("svc")
 	expect(t, b, []bindCase{
 		{"127.0.0.1", "tcp", "4", lo4, 41030, nil},
 		{"127.0.0.53", "tcp", "4", lo4b, 41030, nil},
@@ -129,9 +125,7 @@ func TestLocalhostOnly(t *testing.T) {
 }
 
 func TestAuditMode(t *testing.T) {
-	e := newEnv(t)
-	e.writeRegistry(basicRegistry)
-	d := e.start("audit")
+	e, d := startEnv(t, basicRegistry, "audit")
 	svc := e.child("svc")
 	b := testutils.StartBinder(t, svc, testutils.BinderOptions{})
 	expect(t, b, []bindCase{
@@ -155,9 +149,7 @@ func TestAuditMode(t *testing.T) {
 }
 
 func TestEventFields(t *testing.T) {
-	e := newEnv(t)
-	e.writeRegistry(basicRegistry)
-	d := e.start("enforce")
+	e, d := startEnv(t, basicRegistry, "enforce")
 	svc := e.child("web.service")
 	b := testutils.StartBinder(t, svc, testutils.BinderOptions{})
 	expect(t, b, []bindCase{{"address violation", "tcp", "6", any6, 41030, unix.EPERM}})
@@ -293,10 +285,8 @@ func TestOtherNetworkNamespace(t *testing.T) {
 }
 
 func TestEmptyRegistryDeniesAll(t *testing.T) {
-	e := newEnv(t)
-	e.writeRegistry("entries: []\n")
-	e.start("enforce")
-	b := testutils.StartBinder(t, e.child("svc"), testutils.BinderOptions{})
+	e, _ := startEnv(t, "entries: []\n", "enforce")
+	b := e.binder("svc")
 	expect(t, b, []bindCase{
 		{"anything", "tcp", "4", any4, 41000, unix.EPERM},
 		{"anything udp", "udp", "6", any6, 8080, unix.EPERM},
@@ -307,9 +297,7 @@ func TestEmptyRegistryDeniesAll(t *testing.T) {
 // TestNoLeftovers checks that a daemon stopped with SIGTERM removes its links
 // and pins, and that binds are no longer judged afterwards.
 func TestNoLeftovers(t *testing.T) {
-	e := newEnv(t)
-	e.writeRegistry(basicRegistry)
-	d := e.start("enforce")
+	e, d := startEnv(t, basicRegistry, "enforce")
 	svc := e.child("svc")
 	b := testutils.StartBinder(t, svc, testutils.BinderOptions{})
 	expect(t, b, []bindCase{{"enforced", "tcp", "4", any4, 41001, unix.EPERM}})

@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/bindguard/bindguard/internal/testutils"
 )
 
 // Two registries that both own port 43010 for the cgroup "owner", with the
@@ -82,9 +80,7 @@ func TestReloadUnderEventFlood(t *testing.T) {
 // stopped. Now it must exit while the flood still runs: the flood is
 // stopped only after the exit is seen.
 func TestStopDuringFlood(t *testing.T) {
-	e := newEnv(t)
-	e.writeRegistry(registryA)
-	d := e.start("enforce", "--no-watch")
+	e, d := startEnv(t, registryA, "enforce", "--no-watch")
 	var floods []*flood
 	for i := range 2 {
 		floods = append(floods, startFlood(t, e.child(fmt.Sprintf("flood%d", i)), 43003))
@@ -129,10 +125,8 @@ func tail(s string, n int) string {
 // TestSecondDaemonRefused: a second daemon on the same pin path would take
 // over the first's links, and whichever exits first would detach them.
 func TestSecondDaemonRefused(t *testing.T) {
-	e := newEnv(t)
-	e.writeRegistry(registryA)
-	first := e.start("enforce")
-	b := testutils.StartBinder(t, e.child("svc"), testutils.BinderOptions{})
+	e, first := startEnv(t, registryA, "enforce")
+	b := e.binder("svc")
 
 	second := startDaemon(t, "run", "--registry", e.registry, "--mode", "enforce", "--cgroup", e.cgRel,
 		"--pin-path", e.pinPath, "--log-format", "json")
@@ -212,9 +206,7 @@ func TestDetachWhileRunningIsVisible(t *testing.T) {
 // TestReloadFromFIFO: a registry replaced by a FIFO blocked the reload in
 // open() with the daemon's lock held, and SIGTERM went unheard.
 func TestReloadFromFIFO(t *testing.T) {
-	e := newEnv(t)
-	e.writeRegistry(registryA)
-	d := e.start("enforce", "--no-watch")
+	e, d := startEnv(t, registryA, "enforce", "--no-watch")
 	if err := os.Remove(e.registry); err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +238,7 @@ func TestRegistryDirReplaced(t *testing.T) {
 	e.writeRegistry(registryA)
 	e.registry = dir
 	d := e.start("enforce")
-	b := testutils.StartBinder(t, e.child("svc"), testutils.BinderOptions{})
+	b := e.binder("svc")
 	expect(t, b, []bindCase{{"A in force", "tcp", "4", any4, 43002, unix.EPERM}})
 
 	if err := os.Rename(dir, dir+".bak"); err != nil {
@@ -267,13 +259,11 @@ func TestRegistryDirReplaced(t *testing.T) {
 // daemon, a new daemon may make the pin path anew. The old daemon's exit
 // must then leave the new daemon's pins and links alone.
 func TestDetachThenNewDaemon(t *testing.T) {
-	e := newEnv(t)
-	e.writeRegistry(registryA)
-	old := e.start("enforce")
+	e, old := startEnv(t, registryA, "enforce")
 	if out, code := bindguard(t, "detach", "--pin-path", e.pinPath); code != 0 {
 		t.Fatalf("detach: %s", out)
 	}
-	b := testutils.StartBinder(t, e.child("svc"), testutils.BinderOptions{})
+	b := e.binder("svc")
 	expect(t, b, []bindCase{{"detached", "tcp", "4", any4, 43003, nil}})
 
 	e.start("enforce")

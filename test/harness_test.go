@@ -80,6 +80,15 @@ func newEnv(t *testing.T) *env {
 	return &env{t: t, cgAbs: abs, cgRel: rel, pinPath: testutils.BPFFS(t), registry: filepath.Join(t.TempDir(), "registry.yaml")}
 }
 
+// startEnv makes a test's env, writes registry into it and starts a daemon
+// there with mode and extra flags, as most tests begin.
+func startEnv(t *testing.T, registry, mode string, extra ...string) (*env, *daemon) {
+	t.Helper()
+	e := newEnv(t)
+	e.writeRegistry(registry)
+	return e, e.start(mode, extra...)
+}
+
 // writeRegistry writes a registry; %CG% stands for the attach cgroup's registry path.
 func (e *env) writeRegistry(body string) {
 	e.t.Helper()
@@ -105,6 +114,13 @@ func (e *env) child(path string) string {
 		}
 	}
 	return dir
+}
+
+// binder starts a binder in the cgroup path below the attach point, made if
+// needed, for the test that made the env.
+func (e *env) binder(path string) *testutils.Binder {
+	e.t.Helper()
+	return testutils.StartBinder(e.t, e.child(path), testutils.BinderOptions{})
 }
 
 // daemon is a running `bindguard run`.

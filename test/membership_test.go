@@ -23,15 +23,13 @@ import (
 // very first bind from a process placed there is allowed, at any depth, every
 // time; nothing waits for the daemon.
 func TestInheritedOwnerAtMkdir(t *testing.T) {
-	e := newEnv(t)
-	e.writeRegistry(`entries:
+	e, d := startEnv(t, `entries:
   - port: 43200
     process: owned
     owners: [{cgroup: "%CG%/owner"}]
-`)
-	d := e.start("enforce")
+`, "enforce")
 	owner := e.child("owner")
-	b := testutils.StartBinder(t, e.child("outside"), testutils.BinderOptions{})
+	b := e.binder("outside")
 	expect(t, b, []bindCase{{"not below the owner", "tcp", "4", any4, 43200, unix.EPERM}})
 
 	dir := owner
@@ -80,7 +78,7 @@ func TestCgroupChurnUnderOwners(t *testing.T) {
 	before := membershipEntries(t, e.pinPath)
 
 	// A steady loop outside both subtrees: 43000 allowed, 43001/43002 denied.
-	steady := testutils.StartBinder(t, e.child("steady"), testutils.BinderOptions{})
+	steady := e.binder("steady")
 	var wrong atomic.Int64
 	var binds atomic.Int64
 	stop := make(chan struct{})
@@ -103,7 +101,7 @@ func TestCgroupChurnUnderOwners(t *testing.T) {
 		}
 	}()
 
-	churn := testutils.StartBinder(t, e.child("steady"), testutils.BinderOptions{})
+	churn := e.binder("steady")
 	n := 5000
 	if testing.Short() { // the VM runner: software emulation, same code paths
 		n = 300
@@ -183,14 +181,12 @@ func membershipEntries(t *testing.T, pins string) int {
 // delegated subtree (what `systemd-run --user --unit=etcd.service` makes)
 // is not it, and its events do not name the unit.
 func TestUnitImpersonation(t *testing.T) {
-	e := newEnv(t)
-	e.writeRegistry(`entries:
+	e, d := startEnv(t, `entries:
   - port: 43300
     process: etcd
     owners: [{unit: imp-etcd.service}]
-`)
-	d := e.start("enforce")
-	real := testutils.StartBinder(t, e.child("system.slice/imp-etcd.service"), testutils.BinderOptions{})
+`, "enforce")
+	real := e.binder("system.slice/imp-etcd.service")
 	expect(t, real, []bindCase{{"the system unit", "tcp", "4", any4, 43300, nil}})
 	for _, p := range []string{
 		"user.slice/user-1000.slice/user@1000.service/app.slice/imp-etcd.service",
@@ -213,10 +209,8 @@ func TestUnitImpersonation(t *testing.T) {
 // bucket holds its events to a burst and a rate, whatever the keys, while
 // the counters stay exact.
 func TestEventFloodBoundedPerCgroup(t *testing.T) {
-	e := newEnv(t)
-	e.writeRegistry("entries:\n  - {port: 43400, process: x}\n")
-	d := e.start("audit", "--event-interval", "1h")
-	b := testutils.StartBinder(t, e.child("cycler"), testutils.BinderOptions{})
+	e, d := startEnv(t, "entries:\n  - {port: 43400, process: x}\n", "audit", "--event-interval", "1h")
+	b := e.binder("cycler")
 	const n = 3000
 	start := time.Now()
 	for i := 0; i < n; i++ {
@@ -250,16 +244,14 @@ func TestEventFloodBoundedPerCgroup(t *testing.T) {
 // bind(0) with the socket's ephemeral range narrowed to a restricted port
 // gets it without an explicit bind: post_bind judges where it landed.
 func TestAutobindRestrictedPort(t *testing.T) {
-	e := newEnv(t)
-	e.writeRegistry(`entries:
+	e, d := startEnv(t, `entries:
   - port: 43500
     process: owned
     owners: [{cgroup: "%CG%/owner"}]
   - port: 43501
     process: free
-`)
-	d := e.start("enforce")
-	b := testutils.StartBinder(t, e.child("intruder"), testutils.BinderOptions{})
+`, "enforce")
+	b := e.binder("intruder")
 	_, err := b.Autobind("tcp", "4", any4, 43500)
 	if errors.Is(err, unix.ENOPROTOOPT) {
 		t.Skipf("kernel %s has no IP_LOCAL_PORT_RANGE (6.3): the test cannot aim bind(0) at one port", kernelRelease())
@@ -270,7 +262,7 @@ func TestAutobindRestrictedPort(t *testing.T) {
 	if p, err := b.Autobind("tcp", "4", any4, 43501); err != nil || p != 43501 {
 		t.Errorf("autobind onto a port anyone may bind: %d, %v", p, err)
 	}
-	o := testutils.StartBinder(t, e.child("owner"), testutils.BinderOptions{})
+	o := e.binder("owner")
 	if p, err := o.Autobind("tcp", "4", any4, 43500); err != nil || p != 43500 {
 		t.Errorf("the owner's autobind onto its port: %d, %v", p, err)
 	}
@@ -304,11 +296,11 @@ func TestReservedPortsWhileEnforcing(t *testing.T) {
 	if !strings.Contains(","+strings.TrimSpace(string(now))+",", ",40123,") && !strings.Contains(string(now), "40123") {
 		t.Fatalf("ip_local_reserved_ports = %q while enforcing, want 40123 in it", now)
 	}
-	b := testutils.StartBinder(t, e.child("intruder"), testutils.BinderOptions{})
+	b := e.binder("intruder")
 	if p, err := b.Autobind("tcp", "4", any4, 40123); err == nil {
 		t.Errorf("autobind onto a reserved restricted port got %d", p)
 	}
-	o := testutils.StartBinder(t, e.child("owner"), testutils.BinderOptions{})
+	o := e.binder("owner")
 	if err := o.Bind("tcp", "4", any4, 40123); err != nil {
 		t.Errorf("the owner's explicit bind of its reserved port: %v", err)
 	}

@@ -21,10 +21,8 @@ import (
 // TestRateLimitedEvents: a process retrying one bind yields one event per
 // interval with a suppressed count, while the counters stay exact.
 func TestRateLimitedEvents(t *testing.T) {
-	e := newEnv(t)
-	e.writeRegistry(registryA)
-	d := e.start("enforce", "--event-interval", "1s")
-	b := testutils.StartBinder(t, e.child("svc"), testutils.BinderOptions{})
+	e, d := startEnv(t, registryA, "enforce", "--event-interval", "1s")
+	b := e.binder("svc")
 	start := time.Now()
 	const tries = 50
 	for i := 0; i < tries; i++ {
@@ -51,11 +49,9 @@ func TestRateLimitedEvents(t *testing.T) {
 
 // TestMetrics scrapes the Prometheus endpoint.
 func TestMetrics(t *testing.T) {
-	e := newEnv(t)
-	e.writeRegistry(registryA)
-	d := e.start("enforce", "--metrics-addr", "127.0.0.1:0")
+	e, d := startEnv(t, registryA, "enforce", "--metrics-addr", "127.0.0.1:0")
 	addr := d.waitLog("metrics address", func(m map[string]any) bool { return m["msg"] == "serving metrics" })["addr"].(string)
-	b := testutils.StartBinder(t, e.child("svc"), testutils.BinderOptions{})
+	b := e.binder("svc")
 	expect(t, b, []bindCase{
 		{"undeclared", "tcp", "4", any4, 43003, unix.EPERM},
 		{"undeclared again", "udp", "6", any6, 43003, unix.EPERM},
@@ -93,9 +89,7 @@ func TestMetrics(t *testing.T) {
 // Every violation is accounted for, as a logged event or as a counted drop,
 // and the daemon's memory stays bounded.
 func TestBindStorm(t *testing.T) {
-	e := newEnv(t)
-	e.writeRegistry(registryA)
-	d := e.start("audit")
+	e, d := startEnv(t, registryA, "audit")
 	const binders, each = 8, 1500
 	var wg sync.WaitGroup
 	for i := 0; i < binders; i++ {

@@ -89,10 +89,8 @@ func generation(m map[string]any) int {
 }
 
 func TestReloadIsAtomic(t *testing.T) {
-	e := newEnv(t)
-	e.writeRegistry(registryA)
-	d := e.start("enforce", "--no-watch")
-	b := testutils.StartBinder(t, e.child("svc"), testutils.BinderOptions{})
+	e, d := startEnv(t, registryA, "enforce", "--no-watch")
+	b := e.binder("svc")
 	loop := startVerdictLoop(t, b)
 
 	reloads := 200
@@ -124,10 +122,8 @@ func TestReloadIsAtomic(t *testing.T) {
 }
 
 func TestInvalidReloadKeepsPolicy(t *testing.T) {
-	e := newEnv(t)
-	e.writeRegistry(registryA)
-	d := e.start("enforce")
-	b := testutils.StartBinder(t, e.child("svc"), testutils.BinderOptions{})
+	e, d := startEnv(t, registryA, "enforce")
+	b := e.binder("svc")
 
 	// Three mistakes; the watcher sees the rename and reloads.
 	e.writeRegistry("entries:\n  - {port: 0, process: zero}\n  - {port: 43002, protocol: sctp, process: x}\n  - {port: 43003}\n")
@@ -166,9 +162,7 @@ func TestInvalidReloadKeepsPolicy(t *testing.T) {
 }
 
 func TestKillAndTakeOver(t *testing.T) {
-	e := newEnv(t)
-	e.writeRegistry(registryA)
-	d := e.start("enforce")
+	e, d := startEnv(t, registryA, "enforce")
 	svc := e.child("svc")
 	loop := startVerdictLoop(t, testutils.StartBinder(t, svc, testutils.BinderOptions{}))
 	b := testutils.StartBinder(t, svc, testutils.BinderOptions{})
@@ -198,10 +192,8 @@ func TestKillAndTakeOver(t *testing.T) {
 }
 
 func TestDetachCommand(t *testing.T) {
-	e := newEnv(t)
-	e.writeRegistry(registryA)
-	d := e.start("enforce")
-	b := testutils.StartBinder(t, e.child("svc"), testutils.BinderOptions{})
+	e, d := startEnv(t, registryA, "enforce")
+	b := e.binder("svc")
 	d.stop(syscall.SIGKILL)
 	expect(t, b, []bindCase{{"pinned after kill", "tcp", "4", any4, 43003, unix.EPERM}})
 
@@ -217,10 +209,8 @@ func TestDetachCommand(t *testing.T) {
 }
 
 func TestKeepOnExit(t *testing.T) {
-	e := newEnv(t)
-	e.writeRegistry(registryA)
-	d := e.start("enforce", "--keep-on-exit")
-	b := testutils.StartBinder(t, e.child("svc"), testutils.BinderOptions{})
+	e, d := startEnv(t, registryA, "enforce", "--keep-on-exit")
+	b := e.binder("svc")
 	d.stop(syscall.SIGTERM)
 	expect(t, b, []bindCase{{"still enforced after a clean exit", "tcp", "4", any4, 43003, unix.EPERM}})
 	if out, code := bindguard(t, "detach", "--pin-path", e.pinPath); code != 0 {
@@ -253,7 +243,7 @@ func TestIncompatiblePinnedLayout(t *testing.T) {
 		msg, _ := m["msg"].(string)
 		return strings.Contains(msg, "incompatible layout")
 	})
-	b := testutils.StartBinder(t, e.child("svc"), testutils.BinderOptions{})
+	b := e.binder("svc")
 	expect(t, b, []bindCase{{"enforced with fresh maps", "tcp", "4", any4, 43003, unix.EPERM}})
 	if _, code := bindguard(t, "status", "--pin-path", e.pinPath); code != 0 {
 		t.Error("status cannot read the replaced pins")
@@ -263,17 +253,15 @@ func TestIncompatiblePinnedLayout(t *testing.T) {
 }
 
 func TestOwnerAppearsLater(t *testing.T) {
-	e := newEnv(t)
-	e.writeRegistry(`entries:
+	e, d := startEnv(t, `entries:
   - port: 43100
     process: late-cgroup
     owners: [{cgroup: "%CG%/late/svc"}]
   - port: 43101
     process: late-unit
     owners: [{unit: late-unit.service}]
-`)
-	d := e.start("enforce")
-	b := testutils.StartBinder(t, e.child("waiting"), testutils.BinderOptions{})
+`, "enforce")
+	b := e.binder("waiting")
 	expect(t, b, []bindCase{{"owner absent", "tcp", "4", any4, 43100, unix.EPERM}})
 
 	move := func(dir string) {
@@ -338,7 +326,7 @@ func TestConfigMapSwap(t *testing.T) {
 	}
 	e.registry = dir
 	d := e.start("enforce")
-	b := testutils.StartBinder(t, e.child("svc"), testutils.BinderOptions{})
+	b := e.binder("svc")
 	expect(t, b, []bindCase{{"A in force", "tcp", "4", any4, 43002, unix.EPERM}})
 
 	version("..2026_11_22_b", registryB)

@@ -205,13 +205,7 @@ func startPrometheus(t *testing.T, bin string, targets []string) *prometheus {
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
+		testutils.Terminate(cmd.Process, done, 10*time.Second)
 	})
 	p := &prometheus{base: "http://" + addr}
 	deadline := time.Now().Add(30 * time.Second)

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bindguard/bindguard/internal/testutils"
 )
 
 // Ports of the busy-node test. The restricted one lies inside the default
@@ -54,15 +56,9 @@ func startDaemonProcess(t *testing.T, cgroupAbs string, name string, args ...str
 		t.Fatalf("start %s: %v", name, err)
 	}
 	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
 		done := make(chan struct{})
 		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
+		testutils.Terminate(cmd.Process, done, 5*time.Second)
 	})
 	return cmd
 }

@@ -25,12 +25,8 @@ func (f *pinFlags) register(fs *pflag.FlagSet) {
 
 func runDetach(args []string, stdout, stderr io.Writer) error {
 	var f pinFlags
-	fs, done, err := parseFlags("detach", "", &f, args, stdout, stderr)
-	if done {
+	if done, err := parseNoOperands("detach", &f, args, stdout, stderr); done {
 		return err
-	}
-	if fs.NArg() != 0 {
-		return &exitError{code: 2, msg: "detach: takes no arguments"}
 	}
 	pinPath := &f.pinPath
 	if _, err := os.Stat(*pinPath); os.IsNotExist(err) {

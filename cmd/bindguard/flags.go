@@ -43,6 +43,19 @@ func parseFlags(name, operands string, f flagsStruct, args []string, stdout, std
 	return fs, false, nil
 }
 
+// parseNoOperands is parseFlags for a command that takes no operands: any
+// is a usage error.
+func parseNoOperands(name string, f flagsStruct, args []string, stdout, stderr io.Writer) (done bool, err error) {
+	fs, done, err := parseFlags(name, "", f, args, stdout, stderr)
+	if done {
+		return true, err
+	}
+	if fs.NArg() != 0 {
+		return true, &exitError{code: 2, msg: name + ": takes no arguments"}
+	}
+	return false, nil
+}
+
 // outputFlag is the -o/--output flag of the commands that print either for
 // people (as "text" or as a "table") or as JSON.
 type outputFlag struct {

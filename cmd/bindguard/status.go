@@ -72,12 +72,8 @@ func (f *statusFlags) register(fs *pflag.FlagSet) {
 
 func runStatus(args []string, stdout, stderr io.Writer) error {
 	var f statusFlags
-	fs, done, err := parseFlags("status", "", &f, args, stdout, stderr)
-	if done {
+	if done, err := parseNoOperands("status", &f, args, stdout, stderr); done {
 		return err
-	}
-	if fs.NArg() != 0 {
-		return &exitError{code: 2, msg: "status: takes no arguments"}
 	}
 	if err := f.output.check("status"); err != nil {
 		return err

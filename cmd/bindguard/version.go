@@ -47,12 +47,8 @@ func (f *versionFlags) register(fs *pflag.FlagSet) {
 
 func runVersion(args []string, stdout, stderr io.Writer) error {
 	var f versionFlags
-	fs, done, err := parseFlags("version", "", &f, args, stdout, stderr)
-	if done {
+	if done, err := parseNoOperands("version", &f, args, stdout, stderr); done {
 		return err
-	}
-	if fs.NArg() != 0 {
-		return &exitError{code: 2, msg: "version: takes no arguments"}
 	}
 	if err := f.output.check("version"); err != nil {
 		return err

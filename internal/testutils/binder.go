@@ -2,8 +2,6 @@ package testutils
 
 import (
 	"bufio"
-	"errors"
-	"fmt"
 	"io"
 	"net/netip"
 	"os"
@@ -22,50 +20,35 @@ const binderEnv = "BINDGUARD_TEST_BINDER"
 
 // MaybeBinder turns the process into a binder when started by StartBinder.
 // Call it first thing in TestMain.
-func MaybeBinder() {
-	if os.Getenv(binderEnv) != "1" {
-		return
-	}
-	os.Exit(binderMain(os.Stdin, os.Stdout))
+func MaybeBinder() { maybeServe(binderEnv, binderMain) }
+
+// binderMain serves "PROTO FAMILY ADDR PORT" lines with "ok" or "err ERRNO",
+// "autobind PROTO FAMILY ADDR PORT" lines with "ok PORT" or "err ERRNO", and
+// "pid" with the binder's pid.
+func binderMain(in io.Reader, out io.Writer) int {
+	serveLines(in, out, binderReply)
+	return 0
 }
 
-// binderMain serves "PROTO FAMILY ADDR PORT" lines with "ok" or "err ERRNO".
-func binderMain(in io.Reader, out io.Writer) int {
-	s := bufio.NewScanner(in)
-	w := bufio.NewWriter(out)
-	for s.Scan() {
-		f := strings.Fields(s.Text())
-		if len(f) == 1 && f[0] == "pid" {
-			fmt.Fprintf(w, "%d\n", os.Getpid())
-			w.Flush()
-			continue
+func binderReply(f []string) string {
+	switch {
+	case len(f) == 1 && f[0] == "pid":
+		return strconv.Itoa(os.Getpid())
+	case len(f) == 5 && f[0] == "autobind":
+		lo, _ := strconv.Atoi(f[4])
+		port, err := autobindOnce(f[1], f[2], f[3], lo)
+		if err != nil {
+			return errReply(err)
 		}
-		if len(f) == 5 && f[0] == "autobind" {
-			lo, _ := strconv.Atoi(f[4])
-			port, err := autobindOnce(f[1], f[2], f[3], lo)
-			if err == nil {
-				fmt.Fprintf(w, "ok %d\n", port)
-			} else {
-				fmt.Fprintf(w, "err %d\n", err.(syscall.Errno))
-			}
-			w.Flush()
-			continue
-		}
-		if len(f) != 4 {
-			fmt.Fprintf(w, "bad %q\n", s.Text())
-			w.Flush()
-			continue
-		}
+		return "ok " + strconv.Itoa(port)
+	case len(f) == 4:
 		port, _ := strconv.Atoi(f[3])
-		err := bindOnce(f[0], f[1], f[2], port)
-		if err == nil {
-			fmt.Fprintln(w, "ok")
-		} else {
-			fmt.Fprintf(w, "err %d\n", err.(syscall.Errno))
+		if err := bindOnce(f[0], f[1], f[2], port); err != nil {
+			return errReply(err)
 		}
-		w.Flush()
+		return "ok"
 	}
-	return 0
+	return ""
 }
 
 func bindOnce(proto, family, addr string, port int) error {
@@ -134,22 +117,8 @@ func sockaddr(family, addr string, port int) unix.Sockaddr {
 // openBound creates a socket (proto tcp, udp or mptcp; family "4" or "6")
 // and binds it to addr:port. It returns the open socket or the errno.
 func openBound(proto, family, addr string, port int) (int, error) {
-	typ, p := unix.SOCK_STREAM, unix.IPPROTO_TCP
-	switch proto {
-	case "udp":
-		typ, p = unix.SOCK_DGRAM, unix.IPPROTO_UDP
-	case "mptcp":
-		p = unix.IPPROTO_MPTCP
-	}
-	a := netip.MustParseAddr(addr)
-	var af int
-	var sa unix.Sockaddr
-	if family == "6" {
-		af, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: port, Addr: a.As16()}
-	} else {
-		af, sa = unix.AF_INET, &unix.SockaddrInet4{Port: port, Addr: a.As4()}
-	}
-	fd, err := unix.Socket(af, typ|unix.SOCK_CLOEXEC, p)
+	sa := sockaddr(family, addr, port)
+	fd, err := openSocket(proto, family)
 	if err != nil {
 		return -1, err
 	}
@@ -163,11 +132,7 @@ func openBound(proto, family, addr string, port int) (int, error) {
 // Binder is a process placed in a cgroup (and optionally under another uid or
 // in a new network namespace) that binds on request.
 type Binder struct {
-	mu  sync.Mutex // one request at a time
-	cmd *exec.Cmd
-	in  io.WriteCloser
-	out *bufio.Reader
-	PID int
+	helperProc
 }
 
 // BinderOptions place the binder.
@@ -180,15 +145,15 @@ type BinderOptions struct {
 // is the test binary itself; its TestMain must call MaybeBinder.
 func StartBinder(tb testing.TB, cgroupAbs string, o BinderOptions) *Binder {
 	tb.Helper()
-	cmd, in, out := startHelper(tb, "binder", binderEnv, cgroupAbs, o)
-	b := &Binder{cmd: cmd, in: in, out: out, PID: cmd.Process.Pid}
-	tb.Cleanup(func() { b.Stop() })
+	b := &Binder{}
+	startHelper(tb, &b.helperProc, "binder", binderEnv, cgroupAbs, o)
+	tb.Cleanup(b.Stop)
 	return b
 }
 
 // startHelper re-executes the test binary with env=1, placed in cgroupAbs
-// from its first instruction (CLONE_INTO_CGROUP), and returns its pipes.
-func startHelper(tb testing.TB, what, env, cgroupAbs string, o BinderOptions) (*exec.Cmd, io.WriteCloser, *bufio.Reader) {
+// from its first instruction (CLONE_INTO_CGROUP), and fills in h.
+func startHelper(tb testing.TB, h *helperProc, what, env, cgroupAbs string, o BinderOptions) {
 	tb.Helper()
 	cg, err := os.Open(cgroupAbs)
 	if err != nil {
@@ -221,77 +186,31 @@ func startHelper(tb testing.TB, what, env, cgroupAbs string, o BinderOptions) (*
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("start %s: %v", what, err)
 	}
-	return cmd, in, bufio.NewReader(out)
+	h.what, h.cmd, h.in, h.out, h.PID = what, cmd, in, bufio.NewReader(out), cmd.Process.Pid
 }
 
 // Bind asks the binder to bind (and close) one socket. proto is tcp, udp or
 // mptcp; family "4" or "6" is the socket's family (an IPv4-mapped address on
 // family 6 exercises bind6). It returns nil or the errno.
 func (b *Binder) Bind(proto, family string, addr netip.Addr, port uint16) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.in == nil {
-		return errors.New("binder: stopped")
-	}
-	if _, err := fmt.Fprintf(b.in, "%s %s %s %d\n", proto, family, addr, port); err != nil {
-		return fmt.Errorf("binder: %w", err)
-	}
-	line, err := b.out.ReadString('\n')
-	if err != nil {
-		return fmt.Errorf("binder: %w", err)
-	}
-	line = strings.TrimSpace(line)
-	if line == "ok" {
-		return nil
-	}
-	if n, ok := strings.CutPrefix(line, "err "); ok {
-		e, _ := strconv.Atoi(n)
-		return syscall.Errno(e)
-	}
-	return errors.New("binder: " + line)
+	_, err := b.request("%s %s %s %d", proto, family, addr, port)
+	return err
 }
 
 // Autobind asks the binder to bind port 0 with its ephemeral range set to
 // the one port want (IP_LOCAL_PORT_RANGE), and returns the port it got.
 func (b *Binder) Autobind(proto, family string, addr netip.Addr, want uint16) (uint16, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.in == nil {
-		return 0, errors.New("binder: stopped")
-	}
-	if _, err := fmt.Fprintf(b.in, "autobind %s %s %s %d\n", proto, family, addr, want); err != nil {
-		return 0, fmt.Errorf("binder: %w", err)
-	}
-	line, err := b.out.ReadString('\n')
+	v, err := b.request("autobind %s %s %s %d", proto, family, addr, want)
 	if err != nil {
-		return 0, fmt.Errorf("binder: %w", err)
+		return 0, err
 	}
-	line = strings.TrimSpace(line)
-	if n, ok := strings.CutPrefix(line, "ok "); ok {
-		p, _ := strconv.Atoi(n)
-		return uint16(p), nil
-	}
-	if n, ok := strings.CutPrefix(line, "err "); ok {
-		e, _ := strconv.Atoi(n)
-		return 0, syscall.Errno(e)
-	}
-	return 0, errors.New("binder: " + line)
+	p, _ := strconv.Atoi(v)
+	return uint16(p), nil
 }
 
 // Move puts the binder into another cgroup (its new sockets are judged there).
 func (b *Binder) Move(cgroupAbs string) error {
 	return os.WriteFile(filepath.Join(cgroupAbs, "cgroup.procs"), []byte(strconv.Itoa(b.PID)), 0)
-}
-
-// Stop ends the binder.
-func (b *Binder) Stop() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.in != nil {
-		b.in.Close()
-		b.in = nil
-		b.cmd.Wait()
-	}
 }
 
 var (

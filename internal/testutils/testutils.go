@@ -138,3 +138,15 @@ func BPFFS(tb testing.TB) string {
 	})
 	return filepath.Join(dir, "bindguard")
 }
+
+// Terminate sends p SIGTERM and waits until exited is closed (by whoever
+// waits for p), killing p if that takes longer than grace.
+func Terminate(p *os.Process, exited <-chan struct{}, grace time.Duration) {
+	p.Signal(unix.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(grace):
+		p.Kill()
+		<-exited
+	}
+}

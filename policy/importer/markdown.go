@@ -549,26 +549,14 @@ func readCells(ctx context, headers []string, cols []column, raw []string) rowCe
 
 // set files one cell under its column; header is the column's name.
 func (r *rowCells) set(col column, header, cell string) {
-	switch col {
-	case colPort:
-		r.port = cell
-	case colProtocol:
-		r.proto = cell
-	case colProcess:
-		r.process = cell
-	case colDescription:
-		r.description = cell
-	case colTeam:
-		r.team = cell
-	case colSince:
-		r.since = cell
-	case colRemoved:
-		r.removedIn = cell
-		if cell != "" && !isNo(cell) {
+	if f := r.textField(col); f != nil {
+		*f = cell
+		if col == colRemoved && cell != "" && !isNo(cell) {
 			r.removed = true
 		}
-	case colNotes:
-		r.notes = cell
+		return
+	}
+	switch col {
 	case colControlPlane:
 		r.yesNo(&r.cpOnly, header, cell)
 	case colLocalhost:
@@ -586,6 +574,15 @@ func (r *rowCells) set(col column, header, cell string) {
 			r.extra.addf("%s: %s", header, cell)
 		}
 	}
+}
+
+// textField is the field that keeps a column's cell as written, or nil for
+// a column whose cell is read otherwise.
+func (r *rowCells) textField(col column) *string {
+	return map[column]*string{
+		colPort: &r.port, colProtocol: &r.proto, colProcess: &r.process, colDescription: &r.description,
+		colTeam: &r.team, colSince: &r.since, colRemoved: &r.removedIn, colNotes: &r.notes,
+	}[col]
 }
 
 // yesNo sets *flag for a yes cell, leaves it for a no, and keeps anything

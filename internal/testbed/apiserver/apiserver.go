@@ -25,6 +25,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/bindguard/bindguard/internal/testutils"
 )
 
 // BuildScript builds the binaries this package runs.
@@ -364,13 +366,7 @@ func (p *proc) waitReady(hc *http.Client, url string) error {
 
 // stop sends SIGTERM, then SIGKILL if the process lingers.
 func (p *proc) stop() {
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
+	testutils.Terminate(p.cmd.Process, p.done, 15*time.Second)
 }
 
 func (p *proc) tail() string {

@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/bindguard/bindguard/internal/testutils"
 )
 
 // lockPath serialises test containerds on the machine.
@@ -199,13 +201,7 @@ func (c *Containerd) Stop() {
 	if c.cmd == nil {
 		return
 	}
-	c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.exited:
-	case <-time.After(10 * time.Second):
-		c.cmd.Process.Kill()
-		<-c.exited
-	}
+	testutils.Terminate(c.cmd.Process, c.exited, 10*time.Second)
 	c.cmd = nil
 }
 

@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/bindguard/bindguard/cgroups"
 	"github.com/bindguard/bindguard/internal/testutils"
 )
 
@@ -303,21 +304,16 @@ func removeV1Cgroups(rel string) error {
 		return err
 	}
 	defer f.Close()
+	mounts, err := cgroups.Mounts(f, "cgroup")
+	if err != nil {
+		return err
+	}
 	var errs []error
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		sep := -1
-		for i, x := range fields {
-			if x == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 0 || sep+1 >= len(fields) || fields[sep+1] != "cgroup" || fields[3] != "/" {
+	for _, m := range mounts {
+		if m.Root != "/" {
 			continue
 		}
-		dir := filepath.Join(fields[4], rel)
+		dir := filepath.Join(m.Dir, rel)
 		if _, err := os.Stat(dir); err != nil {
 			continue
 		}
