@@ -24,7 +24,9 @@
  * owners sit: the rule is an array element indexed by (protocol, port); an
  * owner-restricted port adds one lookup of the task cgroup's membership
  * (cgroup storage, or a hash by cgroup id before 6.2) and a bit test, and a
- * uid lookup only when uids are listed and the cgroup is not a member.
+ * uid lookup only when uids are listed and the cgroup is not a member. A
+ * violation whose event rate limiting folds (the usual case in a flood: the
+ * same key again) costs a per-CPU lookup more (bg_fold), not a hash lookup.
  *
  * Two variants of every program are built from the same code: *_stg use
  * BPF_MAP_TYPE_CGRP_STORAGE (6.2+), *_hash a hash keyed by cgroup id. The
