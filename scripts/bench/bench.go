@@ -62,6 +62,11 @@ type checkRow struct {
 	CheckNs          *dist `json:"check_ns,omitempty"`
 	CheckVsFloor     *dist `json:"check_vs_floor,omitempty"`
 	CheckOverFloorNs *dist `json:"check_over_floor_ns,omitempty"`
+	// CheckVsPaired is the per-check cost over that of a floor program
+	// attached beside the configuration's, on the same binds (median of
+	// the batch ratios, per round); PairedFloorNs that floor's run time.
+	CheckVsPaired *dist `json:"check_vs_paired_floor,omitempty"`
+	PairedFloorNs *dist `json:"paired_floor_ns,omitempty"`
 	// LoopEstimate is the loop overhead the per-check cost predicts: the
 	// program's cost over the floor's (the floor is mostly the stats' own
 	// clock read) as a fraction of the baseline loop, round by round.
@@ -222,6 +227,10 @@ func (cb *checkBench) rows() []checkRow {
 				est := summarize(ratios(diffs(t.check[fi], floor.check[fi]), base.loop[fi]))
 				r.LoopEstimate = &est
 			}
+			if len(t.pairedRatio[fi]) > 0 {
+				pr, pf := summarize(t.pairedRatio[fi]), summarize(t.paired[fi])
+				r.CheckVsPaired, r.PairedFloorNs = &pr, &pf
+			}
 			if kind, ok := strings.CutPrefix(t.key, "bg"); ok {
 				if _, kind, ok = strings.Cut(kind, "."); ok {
 					if small := cb.target("bg2." + kind); small != nil && len(t.check[fi]) > 0 {
@@ -320,6 +329,9 @@ var floorRows = []struct{ key, what string }{
 	{"bg65536hash.owner16", "hash fallback, owner at depth 16"},
 }
 
+// floorTargets holds each row to 1.5× the floor attached beside it, on the
+// same binds (the measure the machine's noise does not move); the ratio to
+// the floor measured as a configuration of its own is shown beside it.
 func floorTargets(res *results) []targetRow {
 	var out []targetRow
 	for _, r := range floorRows {
@@ -328,7 +340,11 @@ func floorTargets(res *results) []targetRow {
 			if c == nil || c.CheckVsFloor == nil {
 				return 0, "n/a"
 			}
-			return c.CheckVsFloor.Median, fmt.Sprintf("%.2f× (%.1f ns vs floor %.1f ns)", c.CheckVsFloor.Median, c.CheckNs.Median, c.CheckNs.Median-c.CheckOverFloorNs.Median)
+			if c.CheckVsPaired == nil { // a run recorded before the paired floor
+				return c.CheckVsFloor.Median, fmt.Sprintf("%.2f× (%.1f ns vs floor %.1f ns)", c.CheckVsFloor.Median, c.CheckNs.Median, c.CheckNs.Median-c.CheckOverFloorNs.Median)
+			}
+			return c.CheckVsPaired.Median, fmt.Sprintf("%.2f× the paired floor (%.1f ns vs %.1f ns); %.2f× the floor row",
+				c.CheckVsPaired.Median, c.CheckNs.Median, c.PairedFloorNs.Median, c.CheckVsFloor.Median)
 		}))
 	}
 	return out

@@ -39,7 +39,10 @@ type target struct {
 	// Per family, one value per round: loop CPU ns/op with stats off and
 	// on, loop wall ns/op with stats off, per-check ns.
 	loop, loopStats, loopWall, check [2][]float64
-	runs, binds                      [2]uint64
+	// Per family, one value per round: the paired floor's per-check ns on
+	// the same binds, and the per-check cost over it (median of batches).
+	paired, pairedRatio [2][]float64
+	runs, binds         [2]uint64
 }
 
 // size is one registry the size loader switches between.
@@ -62,6 +65,11 @@ type checkBench struct {
 	sizeLoader *loader.Loader
 	current    *size
 	applies    int
+	// pairedFloor is a second instance of the floor program, attached in
+	// every measured configuration's own cgroup: it runs on the same binds
+	// as the configuration's programs, so their ratio to it is taken at the
+	// same moments, whatever the machine does meanwhile.
+	pairedFloor [2]*ebpf.Program
 }
 
 func (cb *checkBench) add(t *target) *target {
@@ -113,7 +121,39 @@ func setupChecks(e *env, o *options, p ports, log io.Writer) (*checkBench, error
 	if err := cb.addDeny(p); err != nil {
 		return nil, err
 	}
+	if err := cb.pairFloors(e); err != nil {
+		return nil, err
+	}
 	return cb, nil
+}
+
+// pairFloors attaches a second floor program in the cgroup of every
+// configuration that has programs (each cgroup once).
+func (cb *checkBench) pairFloors(e *env) error {
+	var floor benchbpf.FloorObjects
+	if err := benchbpf.LoadFloorObjects(&floor, nil); err != nil {
+		return fmt.Errorf("load paired floor programs: %w", verr(err))
+	}
+	e.onClose(floor.Close)
+	cb.pairedFloor = [2]*ebpf.Program{floor.FloorBind4, floor.FloorBind6}
+	done := map[string]bool{}
+	for _, t := range cb.targets {
+		if t.progs[0] == nil || done[t.dir] {
+			continue
+		}
+		done[t.dir] = true
+		for _, a := range []struct {
+			typ  ebpf.AttachType
+			prog *ebpf.Program
+		}{{ebpf.AttachCGroupInet4Bind, floor.FloorBind4}, {ebpf.AttachCGroupInet6Bind, floor.FloorBind6}} {
+			l, err := link.AttachCgroup(link.CgroupOptions{Path: t.dir, Attach: a.typ, Program: a.prog})
+			if err != nil {
+				return fmt.Errorf("attach the paired floor to %s: %w", t.key, err)
+			}
+			e.onClose(l.Close)
+		}
+	}
+	return nil
 }
 
 func loadLinear(e *env) (*benchbpf.LinearObjects, error) {
@@ -498,17 +538,13 @@ func (cb *checkBench) round(ctx context.Context, r int, withStats bool) error {
 				return fmt.Errorf("%s: %w", t.key, err)
 			}
 		}
-		deny := "0"
-		if t.deny {
-			deny = "1"
-		}
-		out, err := helper(ctx, t.dir, helperLoop, strconv.Itoa(families[fi]), strconv.Itoa(int(t.port)), strconv.Itoa(cb.o.iters), strconv.Itoa(int(id)), deny)
+		pairedID, err := cb.pairedID(withStats && prog != nil, fi)
 		if err != nil {
-			return fmt.Errorf("%s IPv%d: %w", t.key, families[fi], err)
+			return err
 		}
-		var cpu, wall, check float64
-		if _, err := fmt.Sscan(out, &cpu, &wall, &check); err != nil {
-			return fmt.Errorf("%s: helper printed %q", t.key, out)
+		cpu, wall, check, paired, ratio, err := cb.loop(ctx, t, fi, id, pairedID)
+		if err != nil {
+			return err
 		}
 		if !withStats {
 			t.loop[fi] = append(t.loop[fi], cpu)
@@ -527,10 +563,46 @@ func (cb *checkBench) round(ctx context.Context, r int, withStats bool) error {
 			return fmt.Errorf("%s IPv%d: the program did not run (are BPF stats enabled?)", t.key, families[fi])
 		}
 		t.check[fi] = append(t.check[fi], check)
+		if ratio > 0 {
+			t.paired[fi] = append(t.paired[fi], paired)
+			t.pairedRatio[fi] = append(t.pairedRatio[fi], ratio)
+		}
 		t.runs[fi] += after.RunCount - before.RunCount
 		t.binds[fi] += uint64(cb.o.iters + warmup(cb.o.iters))
 	}
 	return nil
+}
+
+// loop runs one configuration's helper loop for family fi and returns
+// what it printed: loop CPU and wall ns per bind, per-check ns of program
+// id, the paired floor's, and the per-check cost over it.
+func (cb *checkBench) loop(ctx context.Context, t *target, fi int, id, pairedID ebpf.ProgramID) (cpu, wall, check, paired, ratio float64, err error) {
+	deny := "0"
+	if t.deny {
+		deny = "1"
+	}
+	out, err := helper(ctx, t.dir, helperLoop, strconv.Itoa(families[fi]), strconv.Itoa(int(t.port)),
+		strconv.Itoa(cb.o.iters), strconv.Itoa(int(id)), deny, strconv.Itoa(int(pairedID)))
+	if err != nil {
+		return 0, 0, 0, 0, 0, fmt.Errorf("%s IPv%d: %w", t.key, families[fi], err)
+	}
+	if _, err := fmt.Sscan(out, &cpu, &wall, &check, &paired, &ratio); err != nil {
+		return 0, 0, 0, 0, 0, fmt.Errorf("%s: helper printed %q", t.key, out)
+	}
+	return cpu, wall, check, paired, ratio, nil
+}
+
+// pairedID is the id of the paired floor of family fi, or 0 when not wanted.
+func (cb *checkBench) pairedID(want bool, fi int) (ebpf.ProgramID, error) {
+	if !want || cb.pairedFloor[fi] == nil {
+		return 0, nil
+	}
+	info, err := cb.pairedFloor[fi].Info()
+	if err != nil {
+		return 0, fmt.Errorf("paired floor: %w", err)
+	}
+	id, _ := info.ID()
+	return id, nil
 }
 
 // verr prints a verifier error in full.

@@ -25,7 +25,7 @@ const helperEnv = "BINDGUARD_BENCH_HELPER"
 
 // Helper modes.
 const (
-	helperLoop   = "loop"   // FAMILY PORT ITERS PROGID: prints ns per socket()+bind()+close() and per program run
+	helperLoop   = "loop"   // FAMILY PORT ITERS PROGID [DENY [PAIREDID]]: prints ns per socket()+bind()+close() and per program run
 	helperHammer = "hammer" // FAMILY PORT RATE DURATION: binds at RATE/s (0: flat out), prints the count
 	helperMem    = "mem"    // ENTRIES: loads a policy of ENTRIES map entries, prints a memReport
 )
@@ -159,11 +159,13 @@ func (b *binder) once() error {
 const loopBatches = 10
 
 // loopMain times ITERS binds after a warm-up of ITERS/10 (at least 10). It
-// prints three figures, each the median over loopBatches batches: the
+// prints five figures, each the median over loopBatches batches: the
 // thread's CPU time per bind (CLOCK_THREAD_CPUTIME_ID: time other tasks take
 // from a noisy CPU is not in it), the wall time per bind, and, when PROGID
 // is not 0, that program's kernel run time per run (BPF stats must be on;
-// else -1).
+// else -1); then, when PAIREDID is not 0, the run time per run of that
+// program (a floor attached beside PROGID, so it runs on the same binds)
+// and PROGID's run time over it, batch by batch (else -1 -1).
 func loopMain(args []string, stdout io.Writer) error {
 	var v [4]int
 	for i := range v {
@@ -179,12 +181,19 @@ func loopMain(args []string, stdout io.Writer) error {
 	}
 	// A fifth argument 1: every bind must fail with EPERM (an enforcing row).
 	b.deny = len(args) > 4 && args[4] == "1"
-	var prog *ebpf.Program
-	if progID != 0 {
-		if prog, err = ebpf.NewProgramFromID(ebpf.ProgramID(progID)); err != nil {
-			return fmt.Errorf("open program %d: %w", progID, err)
+	prog, err := openProgram(progID)
+	if err != nil {
+		return err
+	}
+	pairedID := 0
+	if len(args) > 5 {
+		if pairedID, err = atoi(args, 5); err != nil {
+			return err
 		}
-		defer prog.Close()
+	}
+	paired, err := openProgram(pairedID)
+	if err != nil {
+		return err
 	}
 	runtime.LockOSThread()
 	for i := 0; i < warmup(iters); i++ {
@@ -195,34 +204,75 @@ func loopMain(args []string, stdout io.Writer) error {
 	var t loopTimes
 	for done := 0; done < iters; {
 		n := min(max(iters/loopBatches, 1), iters-done)
-		if err := t.batch(b, prog, n); err != nil {
+		if err := t.batch(b, prog, paired, n); err != nil {
 			return err
 		}
 		done += n
 	}
-	c := -1.0
-	if len(t.check) > 0 {
-		c = summarize(t.check).Median
-	}
-	_, err = fmt.Fprintf(stdout, "%.2f %.2f %.2f\n", summarize(t.cpu).Median, summarize(t.wall).Median, c)
+	_, err = fmt.Fprintf(stdout, "%.2f %.2f %.2f %.2f %.3f\n", summarize(t.cpu).Median, summarize(t.wall).Median,
+		medianOr(t.check), medianOr(t.paired), medianOr(t.ratio))
 	return err
 }
 
+// openProgram opens a program by id; id 0 is no program (nil). The
+// program is closed when the helper exits.
+func openProgram(id int) (*ebpf.Program, error) {
+	if id == 0 {
+		return nil, nil
+	}
+	p, err := ebpf.NewProgramFromID(ebpf.ProgramID(id))
+	if err != nil {
+		return nil, fmt.Errorf("open program %d: %w", id, err)
+	}
+	return p, nil
+}
+
+// medianOr is the median of xs, or -1 when there are none.
+func medianOr(xs []float64) float64 {
+	if len(xs) == 0 {
+		return -1
+	}
+	return summarize(xs).Median
+}
+
 // loopTimes are a loop helper's per-bind figures, one per batch: thread
-// CPU ns, wall ns, and the program's kernel run time per run.
+// CPU ns, wall ns, the program's kernel run time per run, the paired
+// floor's, and the ratio of the two.
 type loopTimes struct {
-	cpu, wall, check []float64
+	cpu, wall, check, paired, ratio []float64
+}
+
+// runTime is a program's run time per run between two stats readings.
+func runTime(s0, s1 *ebpf.ProgramStats) (float64, bool) {
+	runs := s1.RunCount - s0.RunCount
+	if runs == 0 {
+		return 0, false
+	}
+	return float64(s1.Runtime-s0.Runtime) / float64(runs), true
+}
+
+// stats reads the stats of each program that is not nil.
+func stats(progs ...*ebpf.Program) ([]*ebpf.ProgramStats, error) {
+	out := make([]*ebpf.ProgramStats, len(progs))
+	for i, p := range progs {
+		if p == nil {
+			continue
+		}
+		s, err := p.Stats()
+		if err != nil {
+			return nil, err
+		}
+		out[i] = s
+	}
+	return out, nil
 }
 
 // batch times n binds; prog, if not nil, is the program whose run-time
-// stats give the per-run figure.
-func (t *loopTimes) batch(b *binder, prog *ebpf.Program, n int) error {
-	var s0 *ebpf.ProgramStats
-	if prog != nil {
-		var err error
-		if s0, err = prog.Stats(); err != nil {
-			return err
-		}
+// stats give the per-run figure, and paired, if not nil, the floor beside it.
+func (t *loopTimes) batch(b *binder, prog, paired *ebpf.Program, n int) error {
+	s0, err := stats(prog, paired)
+	if err != nil {
+		return err
 	}
 	c0, w0 := threadCPUClock(), time.Now()
 	for i := 0; i < n; i++ {
@@ -235,12 +285,21 @@ func (t *loopTimes) batch(b *binder, prog *ebpf.Program, n int) error {
 	if prog == nil {
 		return nil
 	}
-	s1, err := prog.Stats()
+	s1, err := stats(prog, paired)
 	if err != nil {
 		return err
 	}
-	if runs := s1.RunCount - s0.RunCount; runs > 0 {
-		t.check = append(t.check, float64(s1.Runtime-s0.Runtime)/float64(runs))
+	c, ok := runTime(s0[0], s1[0])
+	if !ok {
+		return nil
+	}
+	t.check = append(t.check, c)
+	if paired == nil {
+		return nil
+	}
+	if f, ok := runTime(s0[1], s1[1]); ok && f > 0 {
+		t.paired = append(t.paired, f)
+		t.ratio = append(t.ratio, c/f)
 	}
 	return nil
 }
