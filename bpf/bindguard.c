@@ -394,12 +394,19 @@ static __always_inline __u8 violation(struct policy *p, struct bg_value *rule, _
 	struct bg_member_slot *ms = 0;
 	int looked = 0;
 	if (flags & BG_RULE_OWNERS) {
-		/* A list of uids alone has no set bit: no membership to look up. */
-		if (rule->set < BG_OWNER_SETS) {
+		/* Cheapest first: the one uid the rule holds (a helper call and a
+		 * compare), then the membership (none for a list of uids alone: it
+		 * has no set bit), then the uid pairs (a hash lookup). */
+		int uids = flags & BG_RULE_UID_OWNERS;
+		int owns = uids && rule->uid && uid_owns(p, rule);
+		if (!owns && rule->set < BG_OWNER_SETS) {
 			ms = member_slot(member_of(storage), p);
 			looked = 1;
+			owns = in_set(ms, rule->set);
 		}
-		if (!in_set(ms, rule->set) && !((flags & BG_RULE_UID_OWNERS) && uid_owns(p, rule))) {
+		if (!owns && uids && !rule->uid)
+			owns = uid_owns(p, rule);
+		if (!owns) {
 			if (!looked) /* for the event's member flags */
 				ms = member_slot(member_of(storage), p);
 			*msp = ms;
