@@ -273,11 +273,10 @@ static __always_inline void count(__u32 idx)
 		*c += 1;
 }
 
-/* The judging policy: its slot, rules, meta entry. */
+/* The judging policy: its slot and rules. */
 struct policy {
 	__u32 slot;
 	void *rules;
-	struct bg_value *meta;
 };
 
 /* load_policy reads the slot in force once; everything is judged by that slot's maps. */
@@ -289,10 +288,15 @@ static __always_inline int load_policy(struct policy *p)
 		return 0;
 	p->slot = *active & 1;
 	p->rules = bpf_map_lookup_elem(&bg_rules, &p->slot);
-	if (!p->rules)
-		return 0;
-	p->meta = bpf_map_lookup_elem(p->rules, &zero);
-	return p->meta != 0;
+	return p->rules != 0;
+}
+
+/* meta_of returns the policy's meta entry: read on the violation path only
+ * (a declared rule carries what an allowed bind needs of it). */
+static __always_inline struct bg_value *meta_of(struct policy *p)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(p->rules, &zero);
 }
 
 /* lookup_rule returns the rule for (proto, port); an undeclared port has an all-zero rule. */
@@ -326,13 +330,14 @@ static __always_inline struct bg_member *member_of(int storage)
 	return bpf_map_lookup_elem(&bg_members_hash, &id);
 }
 
-/* member_slot returns the membership's part for the judging policy, or NULL when stale. */
-static __always_inline struct bg_member_slot *member_slot(struct bg_member *m, struct policy *p)
+/* member_slot returns the membership's part for the judging policy (its
+ * slot, and generation: the rule's), or NULL when stale. */
+static __always_inline struct bg_member_slot *member_slot(struct bg_member *m, struct policy *p, __u32 generation)
 {
 	if (!m)
 		return 0;
 	struct bg_member_slot *ms = &m->slot[p->slot & 1];
-	if (ms->generation != p->meta->origin)
+	if (ms->generation != generation)
 		return 0;
 	/* Keep the compiler from folding the NULL test of the result into the
 	 * generation compare: the verifier must see a pointer tested for NULL. */
@@ -400,7 +405,7 @@ static __always_inline __u8 violation(struct policy *p, struct bg_value *rule, _
 		int uids = flags & BG_RULE_UID_OWNERS;
 		int owns = uids && rule->uid && uid_owns(p, rule);
 		if (!owns && rule->set < BG_OWNER_SETS) {
-			ms = member_slot(member_of(storage), p);
+			ms = member_slot(member_of(storage), p, rule->generation);
 			looked = 1;
 			owns = in_set(ms, rule->set);
 		}
@@ -408,7 +413,7 @@ static __always_inline __u8 violation(struct policy *p, struct bg_value *rule, _
 			owns = uid_owns(p, rule);
 		if (!owns) {
 			if (!looked) /* for the event's member flags */
-				ms = member_slot(member_of(storage), p);
+				ms = member_slot(member_of(storage), p, rule->generation);
 			*msp = ms;
 			if ((flags & BG_RULE_POD_OWNERS) && (member_flags(ms) & BG_MEMBER_PENDING))
 				return BG_REASON_POD_PENDING;
@@ -417,9 +422,9 @@ static __always_inline __u8 violation(struct policy *p, struct bg_value *rule, _
 	}
 	if ((flags & BG_RULE_LOCALHOST) && !lo)
 		return BG_REASON_ADDRESS;
-	if (p->meta->flags & BG_META_POD_PORTS) {
+	if (flags & BG_RULE_POD_PORTS) {
 		if (!looked)
-			ms = member_slot(member_of(storage), p);
+			ms = member_slot(member_of(storage), p, rule->generation);
 		*msp = ms;
 		__u16 mf = member_flags(ms);
 		if (mf & BG_MEMBER_PENDING)
@@ -679,9 +684,9 @@ static __always_inline int in_scope(__u64 netns)
 }
 
 /* verdict_of says whether a violation is audited or denied. */
-static __always_inline __u8 verdict_of(struct policy *p, struct bg_value *rule, __u8 reason)
+static __always_inline __u8 verdict_of(struct bg_value *meta, struct bg_value *rule, __u8 reason)
 {
-	int audit = (p->meta->flags & BG_META_AUDIT) || (rule->flags & BG_RULE_AUDIT) ||
+	int audit = (meta->flags & BG_META_AUDIT) || (rule->flags & BG_RULE_AUDIT) ||
 		    reason == BG_REASON_POD_PENDING;
 	return audit ? BG_VERDICT_AUDIT : BG_VERDICT_DENY;
 }
@@ -754,16 +759,19 @@ static __always_inline int judge(struct bpf_sock_addr *ctx, __u8 family, int sto
 		goto allow;
 
 	/* A violation: the slow path. */
+	struct bg_value *meta = meta_of(&p);
+	if (!meta)
+		goto no_policy;
 	struct violation v = {
 		.netns = bpf_get_netns_cookie(ctx), /* once: the event carries it too */
 		.origin = (rule->flags & BG_RULE_DECLARED) ? rule->origin : 0,
-		.generation = p.meta->origin,
+		.generation = meta->origin,
 		.port = port,
 		.member_flags = member_flags(ms),
 		.proto = proto,
 		.family = family,
 		.reason = reason,
-		.verdict = verdict_of(&p, rule, reason),
+		.verdict = verdict_of(meta, rule, reason),
 	};
 	if (!in_scope(v.netns)) {
 		count(BG_CNT_OTHER_NETNS);
@@ -836,16 +844,19 @@ static __always_inline int post_bind(struct bpf_sock *sk, __u8 family, int stora
 	__u8 reason = violation(&p, rule, proto, port, lo, storage, &ms);
 	if (reason == BG_REASON_NONE || reason == BG_REASON_POD_PENDING)
 		return 1;
+	struct bg_value *meta = meta_of(&p);
+	if (!meta)
+		return 1;
 	struct violation v = {
 		.netns = bpf_get_netns_cookie(sk),
 		.origin = rule->origin,
-		.generation = p.meta->origin,
+		.generation = meta->origin,
 		.port = port,
 		.member_flags = member_flags(ms),
 		.proto = proto,
 		.family = family,
 		.reason = BG_REASON_AUTOBIND,
-		.verdict = verdict_of(&p, rule, reason),
+		.verdict = verdict_of(meta, rule, reason),
 	};
 	if (!in_scope(v.netns))
 		return 1;

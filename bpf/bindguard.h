@@ -86,7 +86,8 @@ enum bg_mode {
  * Worked example, a registry with
  *   - {port: 2379, protocol: tcp, owners: [{cgroup: /system.slice/etcd.service}, {uid: 0}]}
  * in generation 7, slot 1, compiles to:
- *   rules[bg_rule_index(TCP, 2379) = 2379] = {origin=1, flags=DECLARED|OWNERS|UID_OWNERS, set=0, uid=0+1}
+ *   rules[bg_rule_index(TCP, 2379) = 2379] = {origin=1, flags=DECLARED|OWNERS|UID_OWNERS, set=0, uid=0+1,
+ *                                             generation=7}
  *   rules[0]                               = {origin=7, flags=0 (enforce)}
  * (a rule listing two uids or more has uid=0 and one pair per uid:
  *   pairs[{kind=UID, set=0, id=UID}] = 1)
@@ -123,6 +124,9 @@ enum bg_rule_flags {
 	BG_RULE_DECLARED = 1 << 4,   /* the port is in the registry (set on every rule) */
 	BG_RULE_UID_OWNERS = 1 << 5, /* some owners are uids: look the task's uid up */
 	BG_RULE_POD_OWNERS = 1 << 6, /* some owners are pods: a pending pod is not refused */
+	/* --pod-ports=require: the meta entry's BG_META_POD_PORTS, copied into
+	 * every declared rule so an allowed bind reads the rule alone. */
+	BG_RULE_POD_PORTS = 1 << 7,
 };
 
 /* bg_value.flags of the meta entry */
@@ -134,10 +138,13 @@ enum bg_meta_flags {
 /*
  * struct bg_value: a rule, or the meta entry.
  *  rule:  origin = index+1 of the registry entry the rule came from (0: none);
- *         set = the owner set of the rule (with BG_RULE_OWNERS).
+ *         set = the owner set of the rule (with BG_RULE_OWNERS);
+ *         generation = the policy generation, as in the meta entry: the
+ *         membership check compares it, so an allowed bind never reads the
+ *         meta entry (only a violation does, for the mode and the event).
  *  meta:  origin = the policy generation (events carry it, so the daemon maps
  *         origin indexes with the table of the generation that judged them;
- *         memberships of another generation are ignored).
+ *         memberships of another generation are ignored); generation = 0.
  */
 struct bg_value {
 	__u32 origin;
@@ -148,7 +155,7 @@ struct bg_value {
 	 * exactly one uid (checked here, no map lookup); 0 when it lists more,
 	 * and each is a BG_PAIR_UID pair. */
 	__u32 uid;
-	__u32 pad2;
+	__u32 generation;
 };
 
 /* bg_member_slot.flags */

@@ -212,6 +212,7 @@ const (
 	bindguardBgRuleFlagsBG_RULE_DECLARED   bindguardBgRuleFlags = 16
 	bindguardBgRuleFlagsBG_RULE_UID_OWNERS bindguardBgRuleFlags = 32
 	bindguardBgRuleFlagsBG_RULE_POD_OWNERS bindguardBgRuleFlags = 64
+	bindguardBgRuleFlagsBG_RULE_POD_PORTS  bindguardBgRuleFlags = 128
 )
 
 type bindguardBgStatus struct {
@@ -234,13 +235,13 @@ type bindguardBgStatus struct {
 }
 
 type bindguardBgValue struct {
-	_      structs.HostLayout
-	Origin uint32
-	Flags  uint8
-	Pad    uint8
-	Set    uint16
-	Uid    uint32
-	Pad2   uint32
+	_          structs.HostLayout
+	Origin     uint32
+	Flags      uint8
+	Pad        uint8
+	Set        uint16
+	Uid        uint32
+	Generation uint32
 }
 
 type bindguardBgVerdict uint32

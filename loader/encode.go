@@ -23,6 +23,7 @@ const (
 	ruleOwners         = uint8(bindguardBgRuleFlagsBG_RULE_OWNERS)
 	ruleUIDOwners      = uint8(bindguardBgRuleFlagsBG_RULE_UID_OWNERS)
 	rulePodOwners      = uint8(bindguardBgRuleFlagsBG_RULE_POD_OWNERS)
+	rulePodPorts       = uint8(bindguardBgRuleFlagsBG_RULE_POD_PORTS)
 	pairUID            = uint8(bindguardBgPairKindBG_PAIR_UID)
 	pairPodPort        = uint8(bindguardBgPairKindBG_PAIR_POD_PORT)
 	protoTCP, protoUDP = uint8(bindguardBgProtoBG_PROTO_TCP), uint8(bindguardBgProtoBG_PROTO_UDP)
@@ -154,6 +155,11 @@ func encode(c *policy.Compiled, generation uint32, o encodeOptions) (*encoded, e
 			if len(rule.Owners.Pods) > 0 {
 				v.Flags |= rulePodOwners
 			}
+		}
+		// What an allowed bind needs of the meta entry, in the rule itself.
+		v.Generation = generation
+		if o.podPorts {
+			v.Flags |= rulePodPorts
 		}
 		e.ruleIdx = append(e.ruleIdx, ruleIndex(protoOf(rule.Protocol), rule.Port))
 		e.ruleVals = append(e.ruleVals, v)

@@ -43,7 +43,7 @@ func TestEncode(t *testing.T) {
 	}
 	a, _ := ruleOf(e, policy.TCP, 2379)
 	b, _ := ruleOf(e, policy.TCP, 2380)
-	if a.Set != b.Set || a.Flags != ruleDeclared|ruleOwners|ruleUIDOwners || a.Origin != 1 {
+	if a.Set != b.Set || a.Flags != ruleDeclared|ruleOwners|ruleUIDOwners|rulePodPorts || a.Origin != 1 || a.Generation != 9 {
 		t.Errorf("2379 = %+v, 2380 = %+v: equal owner lists (written differently) must share one set", a, b)
 	}
 	if len(e.pairKeys) != 0 || a.Uid != 0+1 {
@@ -52,6 +52,9 @@ func TestEncode(t *testing.T) {
 	two, err := encode(&policy.Compiled{Rules: []policy.Rule{{Port: 1, Protocol: policy.TCP, Owners: policy.Owners{UIDs: []uint32{0, 7}}}}}, 1, encodeOptions{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if r := two.ruleVals[1]; r.Flags&rulePodPorts != 0 || r.Generation != 1 {
+		t.Errorf("rule %+v without pod ports in generation 1: want no BG_RULE_POD_PORTS, generation 1", r)
 	}
 	if len(two.pairKeys) != 2 || two.ruleVals[1].Uid != 0 {
 		t.Errorf("two uids: pairs %+v, rule uid %d: want a pair each and none in the rule", two.pairKeys, two.ruleVals[1].Uid)
@@ -67,10 +70,10 @@ func TestEncode(t *testing.T) {
 	if !e.podSets(pod).has(int(p.Set)) || e.podSets(&policy.Pod{Namespace: "default", Labels: pod.Labels}).has(int(p.Set)) {
 		t.Error("pod sets: want the kube-system etcd pod in the set, a default-namespace pod out of it")
 	}
-	if r, _ := ruleOf(e, policy.TCP, 10256); r.Flags != ruleDeclared|uint8(bindguardBgRuleFlagsBG_RULE_REMOVED|bindguardBgRuleFlagsBG_RULE_AUDIT) {
+	if r, _ := ruleOf(e, policy.TCP, 10256); r.Flags != ruleDeclared|rulePodPorts|uint8(bindguardBgRuleFlagsBG_RULE_REMOVED|bindguardBgRuleFlagsBG_RULE_AUDIT) {
 		t.Errorf("10256 flags = %#x", r.Flags)
 	}
-	if r, _ := ruleOf(e, policy.TCP, 9100); r.Flags != ruleDeclared|uint8(bindguardBgRuleFlagsBG_RULE_LOCALHOST) {
+	if r, _ := ruleOf(e, policy.TCP, 9100); r.Flags != ruleDeclared|rulePodPorts|uint8(bindguardBgRuleFlagsBG_RULE_LOCALHOST) {
 		t.Errorf("9100 flags = %#x", r.Flags)
 	}
 
