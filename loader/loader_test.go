@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/features"
 	"golang.org/x/sys/unix"
 
 	"github.com/bindguard/bindguard/cgroups"
@@ -172,5 +174,31 @@ func TestNetnsCookieFallback(t *testing.T) {
 				t.Errorf("fallback cookie %d, SO_NETNS_COOKIE %d", got, want)
 			}
 		})
+	}
+}
+
+// TestLoadEveryConfiguration loads the programs of both membership
+// variants with and without rate limiting and across network namespaces:
+// the load-time constants decide which code the verifier sees, so each
+// combination is its own verification (a 6.18 verifier EFAULT showed only
+// with an event interval set).
+func TestLoadEveryConfiguration(t *testing.T) {
+	testutils.Privileged(t)
+	for _, m := range []loader.Members{loader.MembersStorage, loader.MembersHash} {
+		if m == loader.MembersStorage && features.HaveMapType(ebpf.CgroupStorage) != nil {
+			continue // before 6.2: the hash variant only
+		}
+		for _, interval := range []time.Duration{0, time.Second} {
+			for _, all := range []bool{false, true} {
+				l, err := loader.New(loader.Config{Members: m, EventInterval: interval, AllNetns: all})
+				if err != nil {
+					t.Errorf("members %q, event interval %v, all netns %v: %v", m, interval, all, err)
+					continue
+				}
+				if err := l.Close(); err != nil {
+					t.Error(err)
+				}
+			}
+		}
 	}
 }
