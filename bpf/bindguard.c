@@ -150,14 +150,11 @@ struct {
 /*
  * The rate-limit key this CPU folded last, and until when it folds. A flood
  * is mostly one key again and again: its violations are folded here, one
- * per-CPU lookup and a plain increment, without the LRU lookup, an atomic
- * or the fine clock. Only this CPU writes `folded`; whoever takes folds
- * moves `taken` up to what it read of `folded` with a compare-and-exchange,
- * so two takers never take the same folds and a fold racing in stays for
- * the next. The folds leave two ways, both exact: when this CPU next takes
- * the slow path for another key, they go to their key's LRU entry; when any
- * CPU sends the key's next event, it collects them from every CPU (so the
- * event carries all the folds since the last one). Only where the kernel can read
+ * per-CPU lookup, without the LRU lookup or the fine clock. The folds
+ * counted here leave it two ways, both exact: when this CPU next takes the
+ * slow path for another key, they go to their key's LRU entry; when any CPU
+ * sends the key's next event, it collects them from every CPU (so the event
+ * carries all the folds since the last one). Only where the kernel can read
  * another CPU's value (bpf_map_lookup_percpu_elem, 5.19+); before, every
  * violation takes the slow path. BG_CNT_SUPPRESSED and BG_CNT_THROTTLED
  * count every fold at once.
@@ -165,10 +162,8 @@ struct {
 struct bg_fold {
 	struct bg_rl_key key;
 	__u64 until;      /* rate-limit clock: the key folds while now < until */
-	__u32 folded;     /* folds counted here, ever (wraps); written by this CPU only */
-	__u32 taken;      /* of those, taken into an event or an LRU entry (wraps) */
+	__u32 pending;    /* folds of key counted here, not yet in an event or its LRU entry */
 	__u32 throttled;  /* the window is the bucket's, not the key's interval */
-	__u32 pad;
 };
 
 struct {
@@ -483,21 +478,14 @@ static __always_inline int same_key(const struct bg_rl_key *a, const struct bg_r
 	return a->cgroup_id == b->cgroup_id && a->port == b->port && a->proto == b->proto && a->reason == b->reason;
 }
 
-/*
- * fold_here remembers that key folds on this CPU until `until`, and returns
- * the cache when it now holds key. It does not when folds of another key
- * are still untaken there (a taker on another CPU raced this CPU's flush):
- * they stay with their key, and this fold goes to the LRU entry.
- */
-static __always_inline struct bg_fold *fold_here(struct bg_fold *f, const struct bg_rl_key *rk, __u64 until,
-						 __u32 throttled)
+/* fold_here remembers that key folds on this CPU until `until`. */
+static __always_inline void fold_here(struct bg_fold *f, const struct bg_rl_key *rk, __u64 until, __u32 throttled)
 {
-	if (!f || (f->folded != f->taken && !same_key(&f->key, rk)))
-		return 0;
+	if (!f)
+		return;
 	f->key = *rk;
 	f->until = until;
 	f->throttled = throttled;
-	return f;
 }
 
 /* have_fold reports whether the per-CPU fold cache is used on this kernel. */
@@ -506,29 +494,21 @@ static __always_inline int have_fold(void)
 	return bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_map_lookup_percpu_elem);
 }
 
-/* try_take takes the folds of f not taken yet and returns how many; none
- * when another taker moved `taken` in between (it took what it read). */
-static __always_inline __u32 try_take(struct bg_fold *f)
-{
-	__u32 done = f->taken, n = f->folded - done;
-	if (!n || __sync_val_compare_and_swap(&f->taken, done, done + n) != done)
-		return 0;
-	return n;
-}
-
-/* take is try_take. Tried once only: two compare-and-exchanges in one
- * program make 6.18's verifier fail with EFAULT. What a racing taker left
- * (it read `folded` before a fold came in) is taken next time. */
+/* take removes up to what it read from a fold's pending count, atomically
+ * (a fold racing in stays counted), and returns it. */
 static __always_inline __u32 take(struct bg_fold *f)
 {
-	return try_take(f);
+	__u32 n = f->pending;
+	if (n)
+		__sync_fetch_and_sub(&f->pending, n);
+	return n;
 }
 
 /* flush moves the folds counted on this CPU for another key than rk to
  * that key's LRU entry. */
 static __always_inline void flush(struct bg_fold *f, const struct bg_rl_key *rk)
 {
-	if (!f || f->folded == f->taken || same_key(&f->key, rk))
+	if (!f || !f->pending || same_key(&f->key, rk))
 		return;
 	__u32 n = take(f);
 	struct bg_rl_value *fv = bpf_map_lookup_elem(&bg_ratelimit, &f->key);
@@ -576,7 +556,7 @@ static __always_inline int rate_limited(struct bg_rl_key *rk, __u32 *suppressed)
 	__u32 zero = 0;
 	struct bg_fold *f = have_fold() ? bpf_map_lookup_elem(&bg_fold, &zero) : 0;
 	if (f && now < f->until && same_key(&f->key, rk)) {
-		f->folded++;
+		__sync_fetch_and_add(&f->pending, 1);
 		if (f->throttled)
 			count(BG_CNT_THROTTLED);
 		count(BG_CNT_SUPPRESSED);
@@ -584,10 +564,9 @@ static __always_inline int rate_limited(struct bg_rl_key *rk, __u32 *suppressed)
 	}
 
 	flush(f, rk);
-	struct bg_fold *held = 0; /* the fold cache, once it holds rk */
 	struct bg_rl_value *rv = bpf_map_lookup_elem(&bg_ratelimit, rk);
 	if (rv && now - rv->last_ns < bg_event_interval_ns) {
-		held = fold_here(f, rk, rv->last_ns + bg_event_interval_ns, 0);
+		fold_here(f, rk, rv->last_ns + bg_event_interval_ns, 0);
 		goto fold;
 	}
 
@@ -616,10 +595,11 @@ static __always_inline int rate_limited(struct bg_rl_key *rk, __u32 *suppressed)
 
 throttled:
 	count(BG_CNT_THROTTLED);
-	held = fold_here(f, rk, retry, 1);
+	fold_here(f, rk, retry, 1);
 fold:
-	if (held)
-		held->folded++;
+	if (f)
+		/* Counted in the fold cache, whose key is now rk. */
+		__sync_fetch_and_add(&f->pending, 1);
 	else if (rv)
 		__sync_fetch_and_add(&rv->suppressed, 1);
 	else {

@@ -87,10 +87,8 @@ type bindguardBgFold struct {
 	_         structs.HostLayout
 	Key       bindguardBgRlKey
 	Until     uint64
-	Folded    uint32
-	Taken     uint32
+	Pending   uint32
 	Throttled uint32
-	Pad       uint32
 }
 
 type bindguardBgKey struct {

@@ -180,8 +180,9 @@ func TestNetnsCookieFallback(t *testing.T) {
 // TestLoadEveryConfiguration loads the programs of both membership
 // variants with and without rate limiting and across network namespaces:
 // the load-time constants decide which code the verifier sees, so each
-// combination is its own verification (a 6.18 verifier EFAULT showed only
-// with an event interval set).
+// combination is its own verification (a 6.18 verifier EFAULT, and 5.10
+// refusing an instruction in code only newer kernels run, each showed in
+// one combination only).
 func TestLoadEveryConfiguration(t *testing.T) {
 	testutils.Privileged(t)
 	for _, m := range []loader.Members{loader.MembersStorage, loader.MembersHash} {
