@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/bindguard/bindguard/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite the expected output in testdata")
@@ -92,19 +94,8 @@ func TestOpenShiftBuiltin(t *testing.T) {
 			if err := rep.WriteTable(&out); err != nil {
 				t.Fatal(err)
 			}
-			golden := filepath.Join(dir, "want.txt")
-			if *update {
-				if err := os.WriteFile(golden, out.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(out.Bytes(), want) {
-				t.Errorf("output differs from %s:\n%s", golden, out.String())
-			}
+			goldenPath := filepath.Join(dir, "want.txt")
+			golden.Check(t, goldenPath, out.Bytes(), *update)
 			verdicts := map[string]Verdict{}
 			for _, f := range rep.Findings {
 				verdicts[fmt.Sprintf("%s/%s %d", f.Pod, f.Container, f.Port)] = f.Verdict

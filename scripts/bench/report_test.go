@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/bindguard/bindguard/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/report-*.md from the current code")
@@ -61,19 +63,8 @@ func TestReport(t *testing.T) {
 			res.Targets = evaluate(res)
 			var out bytes.Buffer
 			writeMarkdown(&out, res)
-			golden := filepath.Join("testdata", "report-"+tc.name+".md")
-			if *update {
-				if err := os.WriteFile(golden, out.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(out.Bytes(), want) {
-				t.Errorf("report differs from %s (rerun with -update if the change is meant):\n%s", golden, out.String())
-			}
+			goldenPath := filepath.Join("testdata", "report-"+tc.name+".md")
+			golden.Check(t, goldenPath, out.Bytes(), *update)
 		})
 	}
 }
