@@ -804,29 +804,17 @@ allow:
 	return 1;
 }
 
-SEC("cgroup/bind4")
-int bindguard_bind4_stg(struct bpf_sock_addr *ctx)
-{
-	return judge(ctx, BG_FAMILY_INET, 1);
-}
+/* The programs: each hook and family, in both membership variants. */
+#define BG_PROGRAM(hook, name, ctx_type, fn, family, storage)                                     \
+	SEC(hook) int name(ctx_type *ctx)                                                          \
+	{                                                                                          \
+		return fn(ctx, family, storage);                                                   \
+	}
 
-SEC("cgroup/bind6")
-int bindguard_bind6_stg(struct bpf_sock_addr *ctx)
-{
-	return judge(ctx, BG_FAMILY_INET6, 1);
-}
-
-SEC("cgroup/bind4")
-int bindguard_bind4_hash(struct bpf_sock_addr *ctx)
-{
-	return judge(ctx, BG_FAMILY_INET, 0);
-}
-
-SEC("cgroup/bind6")
-int bindguard_bind6_hash(struct bpf_sock_addr *ctx)
-{
-	return judge(ctx, BG_FAMILY_INET6, 0);
-}
+BG_PROGRAM("cgroup/bind4", bindguard_bind4_stg, struct bpf_sock_addr, judge, BG_FAMILY_INET, 1)
+BG_PROGRAM("cgroup/bind6", bindguard_bind6_stg, struct bpf_sock_addr, judge, BG_FAMILY_INET6, 1)
+BG_PROGRAM("cgroup/bind4", bindguard_bind4_hash, struct bpf_sock_addr, judge, BG_FAMILY_INET, 0)
+BG_PROGRAM("cgroup/bind6", bindguard_bind6_hash, struct bpf_sock_addr, judge, BG_FAMILY_INET6, 0)
 
 /*
  * post_bind: after bind() took a port, and only for a bind(0) whose port the
@@ -881,29 +869,10 @@ static __always_inline int post_bind(struct bpf_sock *sk, __u8 family, int stora
 	return v.verdict == BG_VERDICT_AUDIT;
 }
 
-SEC("cgroup/post_bind4")
-int bindguard_post_bind4_stg(struct bpf_sock *sk)
-{
-	return post_bind(sk, BG_FAMILY_INET, 1);
-}
-
-SEC("cgroup/post_bind6")
-int bindguard_post_bind6_stg(struct bpf_sock *sk)
-{
-	return post_bind(sk, BG_FAMILY_INET6, 1);
-}
-
-SEC("cgroup/post_bind4")
-int bindguard_post_bind4_hash(struct bpf_sock *sk)
-{
-	return post_bind(sk, BG_FAMILY_INET, 0);
-}
-
-SEC("cgroup/post_bind6")
-int bindguard_post_bind6_hash(struct bpf_sock *sk)
-{
-	return post_bind(sk, BG_FAMILY_INET6, 0);
-}
+BG_PROGRAM("cgroup/post_bind4", bindguard_post_bind4_stg, struct bpf_sock, post_bind, BG_FAMILY_INET, 1)
+BG_PROGRAM("cgroup/post_bind6", bindguard_post_bind6_stg, struct bpf_sock, post_bind, BG_FAMILY_INET6, 1)
+BG_PROGRAM("cgroup/post_bind4", bindguard_post_bind4_hash, struct bpf_sock, post_bind, BG_FAMILY_INET, 0)
+BG_PROGRAM("cgroup/post_bind6", bindguard_post_bind6_hash, struct bpf_sock, post_bind, BG_FAMILY_INET6, 0)
 
 /*
  * Cgroup lifecycle. At mkdir, before any task can enter the new cgroup, it
