@@ -969,29 +969,17 @@ static __always_inline int on_rmdir(struct cgroup *cgrp, const char *path, int s
 	return 0;
 }
 
-SEC("tp_btf/cgroup_mkdir")
-int BPF_PROG(bindguard_cgroup_mkdir_stg, struct cgroup *cgrp, const char *path)
-{
-	return on_mkdir(cgrp, path, 1);
-}
+/* The cgroup lifecycle programs, in both membership variants. */
+#define BG_CGROUP_PROGRAM(tp, name, fn, storage)                                                   \
+	SEC("tp_btf/" tp) int BPF_PROG(name, struct cgroup *cgrp, const char *path)                \
+	{                                                                                          \
+		return fn(cgrp, path, storage);                                                    \
+	}
 
-SEC("tp_btf/cgroup_mkdir")
-int BPF_PROG(bindguard_cgroup_mkdir_hash, struct cgroup *cgrp, const char *path)
-{
-	return on_mkdir(cgrp, path, 0);
-}
-
-SEC("tp_btf/cgroup_rmdir")
-int BPF_PROG(bindguard_cgroup_rmdir_stg, struct cgroup *cgrp, const char *path)
-{
-	return on_rmdir(cgrp, path, 1);
-}
-
-SEC("tp_btf/cgroup_rmdir")
-int BPF_PROG(bindguard_cgroup_rmdir_hash, struct cgroup *cgrp, const char *path)
-{
-	return on_rmdir(cgrp, path, 0);
-}
+BG_CGROUP_PROGRAM("cgroup_mkdir", bindguard_cgroup_mkdir_stg, on_mkdir, 1)
+BG_CGROUP_PROGRAM("cgroup_mkdir", bindguard_cgroup_mkdir_hash, on_mkdir, 0)
+BG_CGROUP_PROGRAM("cgroup_rmdir", bindguard_cgroup_rmdir_stg, on_rmdir, 1)
+BG_CGROUP_PROGRAM("cgroup_rmdir", bindguard_cgroup_rmdir_hash, on_rmdir, 0)
 
 /*
  * Kernels before 5.14 have no SO_NETNS_COOKIE. There the loader attaches this
