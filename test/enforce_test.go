@@ -38,6 +38,13 @@ func expect(t *testing.T, b *testutils.Binder, cases []bindCase) {
 	t.Helper()
 	for _, c := range cases {
 		err := b.Bind(c.proto, c.family, c.addr, c.port)
+		if c.want == nil && errors.Is(err, unix.EADDRINUSE) {
+			// The test ports lie in the ephemeral range, where any socket
+			// on the machine may hold one. The kernel checks the port only
+			// after the bind hook allowed the bind: the hook's verdict is ok.
+			t.Logf("%s: %s/%d held by another socket; the hook allowed the bind", c.name, c.proto, c.port)
+			continue
+		}
 		if !errors.Is(err, c.want) && !(err == nil && c.want == nil) {
 			t.Errorf("%s: bind %s/%s [%s]:%d = %v, want %v", c.name, c.proto, c.family, c.addr, c.port, err, errOrOK(c.want))
 		}
