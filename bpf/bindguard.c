@@ -265,8 +265,17 @@ struct css_set {
 	struct cgroup *dfl_cgrp;
 } __attribute__((preserve_access_index));
 
+typedef struct {
+	__u32 val;
+} kuid_t;
+
+struct cred {
+	kuid_t uid;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	struct css_set *cgroups;
+	const struct cred *cred;
 } __attribute__((preserve_access_index));
 
 static __always_inline void count(__u32 idx)
@@ -363,11 +372,25 @@ static __always_inline int has_pair(struct policy *p, struct bg_key *k)
 	return pairs && bpf_map_lookup_elem(pairs, k);
 }
 
+/*
+ * current_uid returns the task's real uid (in the initial user namespace,
+ * as bpf_get_current_uid_gid gives it). Where cgroup storage is (6.2+), so
+ * is bpf_get_current_task_btf (5.15+): the uid is read from the task's
+ * credentials, which costs two loads, not the helper's two id mappings.
+ * kuid_t values are the initial namespace's ids.
+ */
+static __always_inline __u32 current_uid(int storage)
+{
+	if (storage)
+		return bpf_get_current_task_btf()->cred->uid.val;
+	return (__u32)bpf_get_current_uid_gid();
+}
+
 /* uid_owns reports whether the task's real uid is an owner of the rule:
  * the one uid the rule holds, or a pair of its set. */
-static __always_inline int uid_owns(struct policy *p, struct bg_value *rule)
+static __always_inline int uid_owns(struct policy *p, struct bg_value *rule, int storage)
 {
-	__u32 uid = (__u32)bpf_get_current_uid_gid();
+	__u32 uid = current_uid(storage);
 	if (rule->uid)
 		return rule->uid == uid + 1;
 	struct bg_key k = {.kind = BG_PAIR_UID, .set = rule->set, .id = uid};
@@ -389,31 +412,32 @@ static __always_inline __u16 member_flags(struct bg_member_slot *ms)
 /*
  * violation returns the reason a bind of (proto, port) breaks the rule, or
  * BG_REASON_NONE. The membership is looked up only for owner-restricted
- * rules and pod-port checks; *msp returns it when it was.
+ * rules and pod-port checks, unless `looked` says *msp already holds it;
+ * *msp returns it when it was.
  */
 static __always_inline __u8 violation(struct policy *p, struct bg_value *rule, __u8 proto, __u16 port,
-				      int lo, int storage, struct bg_member_slot **msp)
+				      int lo, int storage, struct bg_member_slot **msp, int looked)
 {
 	__u8 flags = rule->flags;
 	if (!(flags & BG_RULE_DECLARED))
 		return BG_REASON_UNDECLARED;
 	if (flags & BG_RULE_REMOVED)
 		return BG_REASON_REMOVED;
-	struct bg_member_slot *ms = 0;
-	int looked = 0;
+	struct bg_member_slot *ms = looked ? *msp : 0;
 	if (flags & BG_RULE_OWNERS) {
 		/* Cheapest first: the one uid the rule holds (a helper call and a
 		 * compare), then the membership (none for a list of uids alone: it
 		 * has no set bit), then the uid pairs (a hash lookup). */
 		int uids = flags & BG_RULE_UID_OWNERS;
-		int owns = uids && rule->uid && uid_owns(p, rule);
+		int owns = uids && rule->uid && uid_owns(p, rule, storage);
 		if (!owns && rule->set < BG_OWNER_SETS) {
-			ms = member_slot(member_of(storage), p, rule->generation);
+			if (!looked)
+				ms = member_slot(member_of(storage), p, rule->generation);
 			looked = 1;
 			owns = in_set(ms, rule->set);
 		}
 		if (!owns && uids && !rule->uid)
-			owns = uid_owns(p, rule);
+			owns = uid_owns(p, rule, storage);
 		if (!owns) {
 			if (!looked) /* for the event's member flags */
 				ms = member_slot(member_of(storage), p, rule->generation);
@@ -747,6 +771,92 @@ static __always_inline int loopback(__u8 family, __u32 a0, __u32 a1, __u32 a2, _
 		}                                                                                  \
 	} while (0)
 
+/*
+ * allowed_fast reports whether the bind is allowed by the checks most binds
+ * need alone: a declared port with nothing more to check, or an owner
+ * check that finds the binder an owner (the one uid the rule holds, or its
+ * cgroup in the rule's set). Anything else, allowed or not, is decided in
+ * full by judge_slow; *msp and *looked hand it the membership if it was
+ * looked up here.
+ */
+static __always_inline int allowed_fast(struct policy *p, struct bg_value *rule, int storage,
+					struct bg_member_slot **msp, int *looked)
+{
+	__u8 flags = rule->flags;
+	if ((flags & (BG_RULE_DECLARED | BG_RULE_REMOVED | BG_RULE_LOCALHOST | BG_RULE_POD_PORTS)) != BG_RULE_DECLARED)
+		return 0;
+	if (!(flags & BG_RULE_OWNERS))
+		return 1;
+	if ((flags & BG_RULE_UID_OWNERS) && rule->uid && rule->uid == current_uid(storage) + 1)
+		return 1;
+	__u16 set = rule->set;
+	if (set >= BG_OWNER_SETS)
+		return 0;
+	*msp = member_slot(member_of(storage), p, rule->generation);
+	*looked = 1;
+	return in_set(*msp, set);
+}
+
+/*
+ * judge_slow decides a bind allowed_fast did not allow: it finds the
+ * violation, if any, and reports it. Not inlined into the programs (see
+ * BG_JUDGE_SLOW), so the allowed path keeps its registers. pp is proto << 16
+ * | port, and bit 24 says ms was looked up.
+ */
+static __always_inline int judge_slow(struct bpf_sock_addr *ctx, struct policy *p, struct bg_value *rule,
+				      struct bg_member_slot *ms, __u32 pp, __u8 family, int storage)
+{
+	__u8 proto = (pp >> 16) & 0xff;
+	__u16 port = pp & 0xffff;
+	int lo = (rule->flags & BG_RULE_LOCALHOST) &&
+		 loopback(family, CTX_ADDR(ctx, family, 0), CTX_ADDR(ctx, family, 1), CTX_ADDR(ctx, family, 2),
+			  CTX_ADDR(ctx, family, 3));
+	__u8 reason = violation(p, rule, proto, port, lo, storage, &ms, (pp >> 24) & 1);
+	if (reason == BG_REASON_NONE)
+		goto allow;
+
+	struct bg_value *meta = meta_of(p);
+	if (!meta) {
+		count(BG_CNT_NO_POLICY);
+		goto allow;
+	}
+	struct violation v = {
+		.netns = bpf_get_netns_cookie(ctx), /* once: the event carries it too */
+		.origin = (rule->flags & BG_RULE_DECLARED) ? rule->origin : 0,
+		.generation = meta->origin,
+		.port = port,
+		.member_flags = member_flags(ms),
+		.proto = proto,
+		.family = family,
+		.reason = reason,
+		.verdict = verdict_of(meta, rule, reason),
+	};
+	if (!in_scope(v.netns)) {
+		count(BG_CNT_OTHER_NETNS);
+		goto allow;
+	}
+	REPORT(v, CTX_ADDR, ctx);
+	return v.verdict == BG_VERDICT_AUDIT;
+allow:
+	count(BG_CNT_ALLOWED);
+	return 1;
+}
+
+/* The slow path of each program: a BPF-to-BPF call (at most five
+ * arguments), with the family and the membership variant fixed. */
+#define BG_JUDGE_SLOW(name, family, storage)                                                       \
+	static __attribute__((noinline)) int name(struct bpf_sock_addr *ctx, struct policy *p,       \
+						  struct bg_value *rule, struct bg_member_slot *ms,   \
+						  __u32 pp)                                           \
+	{                                                                                          \
+		return judge_slow(ctx, p, rule, ms, pp, family, storage);                          \
+	}
+
+BG_JUDGE_SLOW(judge_slow4_stg, BG_FAMILY_INET, 1)
+BG_JUDGE_SLOW(judge_slow6_stg, BG_FAMILY_INET6, 1)
+BG_JUDGE_SLOW(judge_slow4_hash, BG_FAMILY_INET, 0)
+BG_JUDGE_SLOW(judge_slow6_hash, BG_FAMILY_INET6, 0)
+
 /* judge returns the program's verdict: 1 lets the bind proceed, 0 makes it fail with EPERM. */
 static __always_inline int judge(struct bpf_sock_addr *ctx, __u8 family, int storage)
 {
@@ -767,35 +877,16 @@ static __always_inline int judge(struct bpf_sock_addr *ctx, __u8 family, int sto
 	struct bg_value *rule = lookup_rule(&p, proto, port);
 	if (!rule)
 		goto no_policy;
-	int lo = (rule->flags & BG_RULE_LOCALHOST) &&
-		 loopback(family, CTX_ADDR(ctx, family, 0), CTX_ADDR(ctx, family, 1), CTX_ADDR(ctx, family, 2),
-			  CTX_ADDR(ctx, family, 3));
 	struct bg_member_slot *ms = 0;
-	__u8 reason = violation(&p, rule, proto, port, lo, storage, &ms);
-	if (reason == BG_REASON_NONE)
+	int looked = 0;
+	if (allowed_fast(&p, rule, storage, &ms, &looked))
 		goto allow;
-
-	/* A violation: the slow path. */
-	struct bg_value *meta = meta_of(&p);
-	if (!meta)
-		goto no_policy;
-	struct violation v = {
-		.netns = bpf_get_netns_cookie(ctx), /* once: the event carries it too */
-		.origin = (rule->flags & BG_RULE_DECLARED) ? rule->origin : 0,
-		.generation = meta->origin,
-		.port = port,
-		.member_flags = member_flags(ms),
-		.proto = proto,
-		.family = family,
-		.reason = reason,
-		.verdict = verdict_of(meta, rule, reason),
-	};
-	if (!in_scope(v.netns)) {
-		count(BG_CNT_OTHER_NETNS);
-		goto allow;
-	}
-	REPORT(v, CTX_ADDR, ctx);
-	return v.verdict == BG_VERDICT_AUDIT;
+	__u32 pp = (__u32)looked << 24 | (__u32)proto << 16 | port;
+	if (storage)
+		return family == BG_FAMILY_INET ? judge_slow4_stg(ctx, &p, rule, ms, pp)
+						: judge_slow6_stg(ctx, &p, rule, ms, pp);
+	return family == BG_FAMILY_INET ? judge_slow4_hash(ctx, &p, rule, ms, pp)
+					: judge_slow6_hash(ctx, &p, rule, ms, pp);
 
 no_policy:
 	count(BG_CNT_NO_POLICY);
@@ -846,7 +937,7 @@ static __always_inline int post_bind(struct bpf_sock *sk, __u8 family, int stora
 		 loopback(family, SK_ADDR(sk, family, 0), SK_ADDR(sk, family, 1), SK_ADDR(sk, family, 2),
 			  SK_ADDR(sk, family, 3));
 	struct bg_member_slot *ms = 0;
-	__u8 reason = violation(&p, rule, proto, port, lo, storage, &ms);
+	__u8 reason = violation(&p, rule, proto, port, lo, storage, &ms, 0);
 	if (reason == BG_REASON_NONE || reason == BG_REASON_POD_PENDING)
 		return 1;
 	struct bg_value *meta = meta_of(&p);
