@@ -157,14 +157,15 @@ struct {
  * carries all the folds since the last one). Only where the kernel can read
  * another CPU's value (bpf_map_lookup_percpu_elem, 5.19+); before, every
  * violation takes the slow path. BG_CNT_SUPPRESSED and BG_CNT_THROTTLED
- * count every fold at once. The totals are exact; in one race the split
+ * count every fold at once. The totals are exact; in two races the split
  * is not: a collector that reads the key just as its CPU switches to
- * another may take the new key's first folds into the old key's event.
+ * another may take the new key's first folds into the old key's event, and
+ * two takers of the same folds leave a debt the next folds pay (see take).
  */
 struct bg_fold {
 	struct bg_rl_key key;
 	__u64 until;      /* rate-limit clock: the key folds while now < until */
-	__u32 pending;    /* folds of key counted here, not yet in an event or its LRU entry */
+	__u32 pending;    /* folds of key counted here, not yet in an event or its LRU entry (signed, see take) */
 	__u32 throttled;  /* the window is the bucket's, not the key's interval */
 };
 
@@ -521,13 +522,22 @@ static __always_inline int have_fold(void)
 	return bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_map_lookup_percpu_elem);
 }
 
-/* take removes up to what it read from a fold's pending count, atomically
- * (a fold racing in stays counted), and returns it. */
+/*
+ * take removes up to what it read from a fold's pending count, atomically
+ * (a fold racing in stays counted), and returns it. The read and the
+ * subtraction are two steps (an atomic fetch is 5.12+): two takers racing
+ * on one CPU's cache (two events of the key at once, or a collector and
+ * that CPU changing key) may both take the same folds and leave the count
+ * below zero. Read as signed, a negative count takes nothing, and the
+ * folds that follow pay it back: each fold is still carried by exactly
+ * one event in the sum, only by an earlier one than its own.
+ */
 static __always_inline __u32 take(struct bg_fold *f)
 {
-	__u32 n = f->pending;
-	if (n)
-		__sync_fetch_and_sub(&f->pending, n);
+	__s32 n = (__s32)f->pending;
+	if (n <= 0)
+		return 0;
+	__sync_fetch_and_sub(&f->pending, n);
 	return n;
 }
 
@@ -535,7 +545,7 @@ static __always_inline __u32 take(struct bg_fold *f)
  * that key's LRU entry. */
 static __always_inline void flush(struct bg_fold *f, const struct bg_rl_key *rk)
 {
-	if (!f || !f->pending || same_key(&f->key, rk))
+	if (!f || (__s32)f->pending <= 0 || same_key(&f->key, rk))
 		return;
 	__u32 n = take(f);
 	struct bg_rl_value *fv = bpf_map_lookup_elem(&bg_ratelimit, &f->key);
