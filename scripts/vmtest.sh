@@ -341,7 +341,10 @@ case $ACCEL in
   tcg) ;;
   *) die "VMTEST_ACCEL must be auto, kvm or tcg" ;;
 esac
-qemu_boot stdio "panic=-1 oops=panic quiet loglevel=4 mitigations=off"
+# A soft lockup or an RCU stall panics the guest (panic=-1: it exits at once)
+# with the stuck CPU's backtrace on the console (loglevel=5 shows it), not a
+# hang until VMTEST_TIMEOUT with one line per 28 s and no trace.
+qemu_boot stdio "panic=-1 oops=panic softlockup_panic=1 softlockup_all_cpu_backtrace=1 sysctl.kernel.panic_on_rcu_stall=1 quiet loglevel=5 mitigations=off"
 tail -n +1 --pid="$QEMU_PID" -f "$CONSOLE" &
 TAIL_PID=$!
 qrc=0
