@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -144,13 +145,18 @@ func measure(ctx context.Context, o *options, log io.Writer) (_ *results, err er
 	}
 	res := &results{Machine: machineInfo(e.cg.Root), Rounds: o.rounds, Iters: o.iters, Quick: o.quick, StatsSysctl: statsSysctl()}
 
-	fmt.Fprintln(log, "bench: memory of a loader holding 65,536 entries")
-	if res.Memory, err = memoryBench(ctx, e); err != nil {
-		return nil, err
+	if o.only == "" {
+		fmt.Fprintln(log, "bench: memory of a loader holding 65,536 entries")
+		if res.Memory, err = memoryBench(ctx, e); err != nil {
+			return nil, err
+		}
 	}
 	cb, err := setupChecks(e, o, p, log)
 	if err != nil {
 		return nil, err
+	}
+	if o.only != "" {
+		cb.keep(regexp.MustCompile(o.only))
 	}
 	for r := 0; r < o.rounds; r++ {
 		fmt.Fprintf(log, "bench: round %d/%d: %d configurations × 2 families, loops then stats\n", r+1, o.rounds, len(cb.targets))
@@ -167,10 +173,14 @@ func measure(ctx context.Context, o *options, log io.Writer) (_ *results, err er
 			return nil, err
 		}
 	}
+	res.Checks = cb.rows()
+	if o.only != "" { // an A/B run: the check rows alone
+		res.Seconds = time.Since(start).Seconds()
+		return res, nil
+	}
 	if res.Events, err = eventBench(ctx, e, o, p, log); err != nil {
 		return nil, err
 	}
-	res.Checks = cb.rows()
 	res.Apply = cb.applyRows()
 	res.Targets = evaluate(res)
 	res.Seconds = time.Since(start).Seconds()
@@ -263,6 +273,18 @@ func (cb *checkBench) applyRows() []applyRow {
 		})
 	}
 	return rows
+}
+
+// keep drops the configurations whose key does not match re, but for the
+// baseline and the floor, which every row is measured against.
+func (cb *checkBench) keep(re *regexp.Regexp) {
+	kept := cb.targets[:2:2]
+	for _, t := range cb.targets[2:] {
+		if re.MatchString(t.key) {
+			kept = append(kept, t)
+		}
+	}
+	cb.targets = kept
 }
 
 func (cb *checkBench) target(key string) *target {

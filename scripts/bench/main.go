@@ -27,6 +27,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -43,6 +44,7 @@ type options struct {
 	jsonPath string
 	step     time.Duration
 	portBase int
+	only     string
 }
 
 func (o *options) register(fs *flag.FlagSet) {
@@ -51,6 +53,7 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: 1 round, few iterations, short event steps (figures are not meaningful)")
 	fs.StringVar(&o.jsonPath, "json", "bin/bench.json", "write the results as JSON to this file")
 	fs.DurationVar(&o.step, "event-step", 2*time.Second, "duration of each event throughput step")
+	fs.StringVar(&o.only, "only", "", "A/B runs: measure only the configurations whose key matches this regexp (with the baseline and the floor); no memory, event or target sections")
 	fs.IntVar(&o.portBase, "port-base", 61000, "TCP ports port-base+1..port-base+40 are bound; they must be free and outside the ephemeral range")
 }
 
@@ -75,6 +78,11 @@ func (o *options) applyQuick(fs *flag.FlagSet) {
 func (o *options) validate() error {
 	if o.rounds < 1 || o.iters < 1 || o.step <= 0 {
 		return fmt.Errorf("-rounds, -iters and -event-step must be positive")
+	}
+	if o.only != "" {
+		if _, err := regexp.Compile(o.only); err != nil {
+			return fmt.Errorf("-only: %w", err)
+		}
 	}
 	if o.portBase < 1024 || o.portBase+portSpan > 65535 {
 		return fmt.Errorf("-port-base %d: ports %d..%d must lie in 1024..65535", o.portBase, o.portBase+1, o.portBase+portSpan)
