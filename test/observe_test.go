@@ -178,9 +178,34 @@ func TestFoldsAcrossCPUs(t *testing.T) {
 	if ev["suppressed"] != float64(folds) {
 		t.Errorf("suppressed = %v, want %d: folds counted on other CPUs were not collected", ev["suppressed"], folds)
 	}
+
+	// The next event carries the folds since this one, and none it took
+	// already: each fold is carried by exactly one event.
+	start = time.Now()
+	pinProcess(t, b.PID, 0)
+	const later = 7
+	for i := 0; i < later; i++ {
+		expect(t, b, []bindCase{retry})
+	}
+	if time.Since(start) > 1800*time.Millisecond {
+		t.Skip("machine too slow to stay within one interval")
+	}
+	time.Sleep(2100 * time.Millisecond)
+	pinProcess(t, b.PID, 1)
+	expect(t, b, []bindCase{{"after the next interval", "tcp", "4", any4, 43004, unix.EPERM}})
+	n := 0
+	ev = d.waitLog("a second event with suppressed count", func(m map[string]any) bool {
+		if m["suppressed"] != nil {
+			n++
+		}
+		return n == 2
+	})
+	if ev["suppressed"] != float64(later) {
+		t.Errorf("second event: suppressed = %v, want %d: folds were carried twice or lost", ev["suppressed"], later)
+	}
 	out, _ := bindguard(t, "status", "-o", "json", "--pin-path", e.pinPath)
-	if !regexp.MustCompile(fmt.Sprintf(`"eventsSuppressed": %d\b`, folds)).MatchString(out) {
-		t.Errorf("counters not exact:\n%s", out)
+	if !regexp.MustCompile(fmt.Sprintf(`"eventsSuppressed": %d\b`, folds+later)).MatchString(out) {
+		t.Errorf("counters not exact, want %d suppressed:\n%s", folds+later, out)
 	}
 }
 
