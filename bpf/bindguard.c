@@ -161,12 +161,21 @@ struct {
  * is not: a collector that reads the key just as its CPU switches to
  * another may take the new key's first folds into the old key's event, and
  * two takers of the same folds leave a debt the next folds pay (see take).
+ *
+ * A fold is a plain increment of `folded`, which only this CPU writes: no
+ * locked instruction on the path a flood takes (a locked add was most of
+ * its cost: it waits for every store before it). Takers, on any CPU, add
+ * what they take to `taken` atomically; what is pending is the difference.
+ * Like the counters, a fold can be lost only if a bind on this CPU is
+ * preempted inside the increment by another bind that folds.
  */
 struct bg_fold {
 	struct bg_rl_key key;
 	__u64 until;      /* rate-limit clock: the key folds while now < until */
-	__u32 pending;    /* folds of key counted here, not yet in an event or its LRU entry (signed, see take) */
+	__u32 folded;     /* folds counted here, ever; written by this CPU only */
+	__u32 taken;      /* of them, taken into an event or an LRU entry; by any CPU, atomically */
 	__u32 throttled;  /* the window is the bucket's, not the key's interval */
+	__u32 pad;
 };
 
 struct {
@@ -522,22 +531,29 @@ static __always_inline int have_fold(void)
 	return bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_map_lookup_percpu_elem);
 }
 
+/* pending is what a fold cache holds, not yet taken: negative after two
+ * takers took the same folds (see take). */
+static __always_inline __s32 pending(const struct bg_fold *f)
+{
+	return (__s32)(f->folded - f->taken);
+}
+
 /*
- * take removes up to what it read from a fold's pending count, atomically
- * (a fold racing in stays counted), and returns it. The read and the
- * subtraction are two steps (an atomic fetch is 5.12+): two takers racing
- * on one CPU's cache (two events of the key at once, or a collector and
- * that CPU changing key) may both take the same folds and leave the count
- * below zero. Read as signed, a negative count takes nothing, and the
- * folds that follow pay it back: each fold is still carried by exactly
- * one event in the sum, only by an earlier one than its own.
+ * take takes what it reads pending in a fold cache, atomically (a fold
+ * racing in stays pending), and returns it. The read and the addition are
+ * two steps (an atomic fetch is 5.12+): two takers racing on one CPU's
+ * cache (two events of the key at once, or a collector and that CPU
+ * changing key) may both take the same folds and leave pending below zero.
+ * A negative count takes nothing, and the folds that follow pay it back:
+ * each fold is still carried by exactly one event in the sum, only by an
+ * earlier one than its own.
  */
 static __always_inline __u32 take(struct bg_fold *f)
 {
-	__s32 n = (__s32)f->pending;
+	__s32 n = pending(f);
 	if (n <= 0)
 		return 0;
-	__sync_fetch_and_sub(&f->pending, n);
+	__sync_fetch_and_add(&f->taken, n);
 	return n;
 }
 
@@ -545,7 +561,7 @@ static __always_inline __u32 take(struct bg_fold *f)
  * that key's LRU entry. */
 static __always_inline void flush(struct bg_fold *f, const struct bg_rl_key *rk)
 {
-	if (!f || (__s32)f->pending <= 0 || same_key(&f->key, rk))
+	if (!f || pending(f) <= 0 || same_key(&f->key, rk))
 		return;
 	__u32 n = take(f);
 	struct bg_rl_value *fv = bpf_map_lookup_elem(&bg_ratelimit, &f->key);
@@ -607,7 +623,7 @@ static __always_inline int rate_limited(struct bg_rl_key *rk, __u32 *suppressed)
 	__u32 zero = 0;
 	struct bg_fold *f = have_fold() ? bpf_map_lookup_elem(&bg_fold, &zero) : 0;
 	if (f && now < f->until && same_key(&f->key, rk)) {
-		__sync_fetch_and_add(&f->pending, 1);
+		f->folded += 1;
 		if (f->throttled)
 			count(BG_CNT_THROTTLED);
 		count(BG_CNT_SUPPRESSED);
@@ -650,7 +666,7 @@ throttled:
 fold:
 	if (f)
 		/* Counted in the fold cache, whose key is now rk. */
-		__sync_fetch_and_add(&f->pending, 1);
+		f->folded += 1;
 	else if (rv)
 		__sync_fetch_and_add(&rv->suppressed, 1);
 	else {

@@ -87,8 +87,10 @@ type bindguardBgFold struct {
 	_         structs.HostLayout
 	Key       bindguardBgRlKey
 	Until     uint64
-	Pending   uint32
+	Folded    uint32
+	Taken     uint32
 	Throttled uint32
+	Pad       uint32
 }
 
 type bindguardBgKey struct {
