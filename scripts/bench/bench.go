@@ -158,20 +158,8 @@ func measure(ctx context.Context, o *options, log io.Writer) (_ *results, err er
 	if o.only != "" {
 		cb.keep(regexp.MustCompile(o.only))
 	}
-	for r := 0; r < o.rounds; r++ {
-		fmt.Fprintf(log, "bench: round %d/%d: %d configurations × 2 families, loops then stats\n", r+1, o.rounds, len(cb.targets))
-		if err := cb.round(ctx, r, false); err != nil {
-			return nil, err
-		}
-		stats, err := enableStats()
-		if err != nil {
-			return nil, err
-		}
-		err = cb.round(ctx, r, true)
-		stats.Close()
-		if err != nil {
-			return nil, err
-		}
+	if err := cb.rounds(ctx, o.rounds, log); err != nil {
+		return nil, err
 	}
 	res.Checks = cb.rows()
 	if o.only != "" { // an A/B run: the check rows alone
@@ -185,6 +173,27 @@ func measure(ctx context.Context, o *options, log io.Writer) (_ *results, err er
 	res.Targets = evaluate(res)
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil
+}
+
+// rounds measures every configuration, rounds times: the loops without
+// BPF stats, then with them.
+func (cb *checkBench) rounds(ctx context.Context, rounds int, log io.Writer) error {
+	for r := 0; r < rounds; r++ {
+		fmt.Fprintf(log, "bench: round %d/%d: %d configurations × 2 families, loops then stats\n", r+1, rounds, len(cb.targets))
+		if err := cb.round(ctx, r, false); err != nil {
+			return err
+		}
+		stats, err := enableStats()
+		if err != nil {
+			return err
+		}
+		err = cb.round(ctx, r, true)
+		stats.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkPorts makes sure the bench's ports can be bound before anything is
