@@ -59,14 +59,6 @@ volatile const __u8 bg_all_netns = 0;
 /* Minimum time between two events of the same (cgroup, port, proto, reason); 0: no limit. */
 volatile const __u64 bg_event_interval_ns = 0;
 
-/* One slot's rules: index = bg_rule_index(proto, port), value = struct bg_value. */
-struct bg_rules_map {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, BG_RULES_ENTRIES);
-	__type(key, __u32);
-	__type(value, struct bg_value);
-};
-
 /* One slot's pairs: key = struct bg_key (a uid owner of a set, a port a pod declares), value = 1. */
 struct bg_pairs_map {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -76,12 +68,14 @@ struct bg_pairs_map {
 	__type(value, __u8);
 };
 
-/* Slot -> rules array of that slot's policy. */
+/* Both slots' rules: index = slot * BG_RULES_ENTRIES + bg_rule_index(proto,
+ * port), value = struct bg_value. One array, not a map per slot: a bind's
+ * rule load waits for no map pointer (see lookup_rule). */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, BG_SLOTS);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, BG_SLOTS * BG_RULES_ENTRIES);
 	__type(key, __u32);
-	__array(values, struct bg_rules_map);
+	__type(value, struct bg_value);
 } bg_rules SEC(".maps");
 
 /* Slot -> pairs hash of that slot's policy. */
@@ -295,13 +289,12 @@ static __always_inline void count(__u32 idx)
 		*c += 1;
 }
 
-/* The judging policy: its slot and rules. */
+/* The judging policy: its slot. */
 struct policy {
 	__u32 slot;
-	void *rules;
 };
 
-/* load_policy reads the slot in force once; everything is judged by that slot's maps. */
+/* load_policy reads the slot in force once; everything is judged by that slot. */
 static __always_inline int load_policy(struct policy *p)
 {
 	__u32 zero = 0;
@@ -309,23 +302,36 @@ static __always_inline int load_policy(struct policy *p)
 	if (!active)
 		return 0;
 	p->slot = *active & 1;
-	p->rules = bpf_map_lookup_elem(&bg_rules, &p->slot);
-	return p->rules != 0;
+	return 1;
 }
 
-/* meta_of returns the policy's meta entry: read on the violation path only
- * (a declared rule carries what an allowed bind needs of it). */
+/* slot_index returns the bg_rules index of a slot's entry idx. A branch,
+ * not arithmetic: the CPU predicts it and loads the rule without waiting
+ * for the slot number, whose line is as cold as the rule's. */
+static __always_inline __u32 slot_index(struct policy *p, __u32 idx)
+{
+	if (p->slot & 1) {
+		asm volatile("" ::: "memory"); /* keep the branch (no select) */
+		idx += BG_RULES_ENTRIES;
+	}
+	return idx;
+}
+
+/* meta_of returns the policy's meta entry, or NULL in a slot no policy was
+ * ever written to (generation 0). Read on the violation path only (a
+ * declared rule carries what an allowed bind needs of it). */
 static __always_inline struct bg_value *meta_of(struct policy *p)
 {
-	__u32 zero = 0;
-	return bpf_map_lookup_elem(p->rules, &zero);
+	__u32 idx = slot_index(p, 0);
+	struct bg_value *meta = bpf_map_lookup_elem(&bg_rules, &idx);
+	return meta && meta->origin ? meta : 0;
 }
 
 /* lookup_rule returns the rule for (proto, port); an undeclared port has an all-zero rule. */
 static __always_inline struct bg_value *lookup_rule(struct policy *p, __u8 proto, __u16 port)
 {
-	__u32 idx = bg_rule_index(proto, port);
-	return bpf_map_lookup_elem(p->rules, &idx);
+	__u32 idx = slot_index(p, bg_rule_index(proto, port));
+	return bpf_map_lookup_elem(&bg_rules, &idx);
 }
 
 /* proto_of maps the socket protocol to enum bg_proto, or 0 for one not judged. */

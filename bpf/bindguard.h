@@ -18,8 +18,8 @@
 /* Sizes and versions. An enum rather than #defines so bpf2go exports them to Go. */
 enum bg_limits {
 	/* Bump when any struct or constant here changes meaning or shape. */
-	BG_LAYOUT_VERSION = 5,
-	/* Entries of one rules array: one per (protocol, port), see bg_rule_index. */
+	BG_LAYOUT_VERSION = 6,
+	/* Entries of one slot's rules: one per (protocol, port), see bg_rule_index. */
 	BG_RULES_ENTRIES = 2 << 16,
 	/* Capacity of one pairs map (uid owners and pods' declared ports). The
 	 * Go side checks a compiled policy against it before anything loads. */
@@ -62,16 +62,21 @@ enum bg_mode {
 };
 
 /*
- * A policy is a pair of maps, held in slot s of bg_rules and bg_pairs; the
- * one-entry array bg_active names the slot in force. A reload fills the other
- * slot, then flips bg_active with one write: a bind reads the slot once and
- * is judged wholly by that slot's rules, pairs and memberships.
+ * A policy lives in slot s: the range s * BG_RULES_ENTRIES.. of the rules
+ * array bg_rules, the pairs hash in slot s of bg_pairs, and slot s of each
+ * membership. The one-entry array bg_active names the slot in force. A
+ * reload rewrites the other slot, then flips bg_active with one write: a
+ * bind reads the slot once and is judged wholly by that slot's rules, pairs
+ * and memberships. The reload after it waits until no bind can still read
+ * the old slot before rewriting it.
  *
- * The rules array is indexed by bg_rule_index(proto, port) and holds a
+ * A slot's rules are indexed by bg_rule_index(proto, port) and hold a
  * struct bg_value per (protocol, port): a direct index, no hashing, the same
- * cost at any registry size. An all-zero value (no BG_RULE_DECLARED) is an
- * undeclared port. Index 0 (TCP port 0, which is never judged) holds the
- * policy's meta entry instead: its origin is the policy's generation.
+ * cost at any registry size. One array for both slots, not a map per slot,
+ * so a bind reads no map pointer before its rule. An all-zero value (no
+ * BG_RULE_DECLARED) is an undeclared port. Index 0 (TCP port 0, which is
+ * never judged) holds the policy's meta entry instead: its origin is the
+ * policy's generation, 0 in a slot never written.
  *
  * Owners. Every distinct owner list of the registry (cgroups, units, pods)
  * is an owner set, numbered 0..BG_OWNER_SETS-1; a rule with owners names its
@@ -85,10 +90,10 @@ enum bg_mode {
  *
  * Worked example, a registry with
  *   - {port: 2379, protocol: tcp, owners: [{cgroup: /system.slice/etcd.service}, {uid: 0}]}
- * in generation 7, slot 1, compiles to:
- *   rules[bg_rule_index(TCP, 2379) = 2379] = {origin=1, flags=DECLARED|OWNERS|UID_OWNERS, set=0, uid=0+1,
- *                                             generation=7}
- *   rules[0]                               = {origin=7, flags=0 (enforce)}
+ * in generation 7, slot 1, compiles to (slot 1's rules start at BG_RULES_ENTRIES):
+ *   bg_rules[BG_RULES_ENTRIES + bg_rule_index(TCP, 2379)] = {origin=1, flags=DECLARED|OWNERS|UID_OWNERS,
+ *                                                           set=0, uid=0+1, generation=7}
+ *   bg_rules[BG_RULES_ENTRIES + 0]                        = {origin=7, flags=0 (enforce)}
  * (a rule listing two uids or more has uid=0 and one pair per uid:
  *   pairs[{kind=UID, set=0, id=UID}] = 1)
  * and the cgroup /system.slice/etcd.service, and every cgroup below it,

@@ -35,25 +35,24 @@ type ApplyOptions struct {
 	PodPorts bool
 }
 
-// slot is the pair of maps of one policy.
+// slot is the map of one policy that is its own: its pairs. Its rules are
+// its range of bg_rules.
 type slot struct {
-	rules, pairs *ebpf.Map
+	pairs *ebpf.Map
 }
 
 func (s *slot) close() {
-	if s.rules != nil {
-		s.rules.Close()
-	}
 	if s.pairs != nil {
 		s.pairs.Close()
 	}
 	*s = slot{}
 }
 
-// Apply writes a compiled policy into the idle slot's new maps, writes every
-// owner cgroup's membership for that slot, and switches bg_active to it with
-// one write: every bind is judged by the old policy or by the new one, never
-// by a mix, a partial or an empty map. On any error the policy in force stays.
+// Apply writes a compiled policy into the idle slot (its range of bg_rules
+// and a new pairs map), writes every owner cgroup's membership for that
+// slot, and switches bg_active to it with one write: every bind is judged by
+// the old policy or by the new one, never by a mix, a partial or an empty
+// map. On any error the policy in force stays.
 // Callers serialise Apply with every other method that changes memberships.
 func (l *Loader) Apply(c *policy.Compiled, o ApplyOptions, src Sources) (*ApplyResult, error) {
 	if l.closed {
@@ -103,22 +102,24 @@ func (l *Loader) Apply(c *policy.Compiled, o ApplyOptions, src Sources) (*ApplyR
 	return res, nil
 }
 
-// prepare fills the idle slot: new rules and pairs maps installed in it, and
-// every owner cgroup's membership for it. Nothing reads the idle slot: the
-// previous Apply waited until every bind judged by it had finished.
+// prepare fills the idle slot: its whole range of bg_rules rewritten, a new
+// pairs map installed in it, and every owner cgroup's membership for it.
+// Nothing reads the idle slot: the previous Apply waited until every bind
+// judged by it had finished. The rules are written first: installing the
+// pairs map (an RCU-synchronised map-in-map update) then orders them before
+// the switch on every architecture.
 func (l *Loader) prepare(enc *encoded, src Sources, next uint32, res *ApplyResult) (slot, memberPlan, error) {
 	plan, unresolved, err := l.plan(enc, src)
 	if err != nil {
 		return slot{}, nil, err
 	}
 	res.Unresolved = unresolved
+	if err := writeRules(l.objs.BgRules, next, enc); err != nil {
+		return slot{}, nil, err
+	}
 	fresh, err := l.newSlot(enc)
 	if err != nil {
 		return slot{}, nil, err
-	}
-	if err := l.objs.BgRules.Put(next, fresh.rules); err != nil {
-		fresh.close()
-		return slot{}, nil, fmt.Errorf("install rules: %w", err)
 	}
 	if err := l.objs.BgPairs.Put(next, fresh.pairs); err != nil {
 		fresh.close()
@@ -157,7 +158,24 @@ func modeByte(m policy.Mode) uint8 {
 	return uint8(bindguardBgModeBG_MODE_AUDIT)
 }
 
-// newSlot creates and fills the maps of one policy: rules, uid pairs, and
+// writeRules rewrites slot's whole range of bg_rules with the policy's
+// rules: every entry, so none of the policy the slot held before remains.
+func writeRules(rules *ebpf.Map, slot uint32, enc *encoded) error {
+	keys := make([]uint32, rulesEntries)
+	vals := make([]bindguardBgValue, rulesEntries)
+	for i := range keys {
+		keys[i] = slot*rulesEntries + uint32(i)
+	}
+	for i, idx := range enc.ruleIdx {
+		vals[idx] = enc.ruleVals[i]
+	}
+	if err := putAll(rules, keys, vals); err != nil {
+		return fmt.Errorf("write rules: %w", err)
+	}
+	return nil
+}
+
+// newSlot creates and fills the pairs map of one policy: uid pairs, and
 // the declared ports of the pods known now.
 func (l *Loader) newSlot(enc *encoded) (_ slot, err error) {
 	var s slot
@@ -166,14 +184,8 @@ func (l *Loader) newSlot(enc *encoded) (_ slot, err error) {
 			s.close()
 		}
 	}()
-	if s.rules, err = ebpf.NewMap(l.spec.Maps[bindguardMapBgRules].InnerMap.Copy()); err != nil {
-		return s, fmt.Errorf("create rules map: %w", err)
-	}
 	if s.pairs, err = ebpf.NewMap(l.spec.Maps[bindguardMapBgPairs].InnerMap.Copy()); err != nil {
 		return s, fmt.Errorf("create pairs map: %w", err)
-	}
-	if err := putAll(s.rules, enc.ruleIdx, enc.ruleVals); err != nil {
-		return s, fmt.Errorf("write rules: %w", err)
 	}
 	keys := append(slices.Clone(enc.pairKeys), l.pods.pairs()...)
 	if len(keys) > PairsMaxEntries {

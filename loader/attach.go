@@ -43,7 +43,7 @@ func (o *objects) hookPrograms() [nHooks]*ebpf.Program {
 // then are the old links detached. An Attach that fails on the way leaves an
 // earlier daemon's links attached and pinned as they were.
 func (l *Loader) Attach() error {
-	if l.generation == 0 || l.slots[l.active].rules == nil {
+	if l.generation == 0 || l.slots[l.active].pairs == nil {
 		return errors.New("attach: no policy applied yet")
 	}
 	var cgID uint64

@@ -93,7 +93,7 @@ type checkRow struct {
 type applyRow struct {
 	Entries int    `json:"entries"`
 	Label   string `json:"label"`
-	// FillMs is ApplyResult.Fill (create the inner map and write it), over
+	// FillMs is ApplyResult.Fill (write the idle slot's rules and pairs), over
 	// the first apply and every reload; SwapUs is ApplyResult.Swap of the
 	// reloads; TotalMs is the whole Apply call including encoding.
 	FillMs  dist `json:"fill_ms"`

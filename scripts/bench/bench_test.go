@@ -43,7 +43,7 @@ func TestSmoke(t *testing.T) {
 		"bindguard 65,536 entries, owner at depth 8",
 		"bindguard 65,536 entries, owners at depths 1 and 4", "bindguard 65,536 entries, owners at depths 1 and 8",
 		"## Policy apply", "## Event throughput", "## Memory", "## Targets",
-		"map bg_rules_inner", "zero drops at 50,000 violations/s", "swap < 1 ms",
+		"map bg_rules (Array", "map bg_pairs_inner", "zero drops at 50,000 violations/s", "swap < 1 ms",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report has no %q", want)

@@ -45,7 +45,8 @@ type memReport struct {
 	// HeapInuse is the Go heap in use after the GC.
 	HeapInuse uint64   `json:"go_heap_inuse_bytes"`
 	Maps      []bpfMap `json:"maps"`
-	// MapsMemlock sums Maps; PolicyMemlock is the policy in force: its rules array and owners hash.
+	// MapsMemlock sums Maps; PolicyMemlock the policies' maps: the rules
+	// array (both slots) and the pairs hash of the policy in force.
 	MapsMemlock   uint64 `json:"maps_memlock_bytes"`
 	PolicyMemlock uint64 `json:"policy_map_memlock_bytes"`
 }
@@ -116,7 +117,7 @@ func memMain(args []string, stdout io.Writer) error {
 	}
 	for _, m := range r.Maps {
 		r.MapsMemlock += m.Memlock
-		if m.Name == "bg_rules_inner" || m.Name == "bg_owners_inner" {
+		if m.Name == "bg_rules" || m.Name == "bg_pairs_inner" {
 			r.PolicyMemlock += m.Memlock
 		}
 	}

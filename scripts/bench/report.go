@@ -118,7 +118,7 @@ func writeApply(w io.Writer, apply []applyRow) {
 	for _, a := range apply {
 		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", a.Label, fmtDist(a.FillMs, 2), fmtDist(a.SwapUs, 1), fmtDist(a.TotalMs, 2))
 	}
-	fmt.Fprintf(w, "\nfill: ApplyResult.Fill (create the idle slot's rules array and owners hash, batch-write every entry, install them); swap: ApplyResult.Swap (the one write to bg_active that switches binds to the new slot) on reloads, with the hooks live; total: the Apply call, encoding and the RCU settle included.\n")
+	fmt.Fprintf(w, "\nfill: ApplyResult.Fill (rewrite the idle slot's range of the rules array, every entry, and create and install its pairs hash); swap: ApplyResult.Swap (the one write to bg_active that switches binds to the new slot) on reloads, with the hooks live; total: the Apply call, encoding and the RCU settle included.\n")
 }
 
 // writeEvents prints the event throughput table and where drops start.
