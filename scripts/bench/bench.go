@@ -73,7 +73,9 @@ type checkRow struct {
 	// clock read) as a fraction of the baseline loop, round by round.
 	LoopEstimate *dist `json:"loop_overhead_estimate,omitempty"`
 	// CheckVs1Rule is the per-check cost over that of the same port kind
-	// (declared, undeclared) with the 1-rule registry, round by round.
+	// (declared, undeclared) with the 1-rule registry, round by round: of
+	// the paired-floor ratios where both rows have them (the machine's
+	// drift between the two loops cancels), of the run times otherwise.
 	CheckVs1Rule *dist `json:"check_vs_1rule,omitempty"`
 	// LoopNs is the helper thread's CPU time per socket()+bind()+close()
 	// with BPF stats off; LoopWallNs the wall time of the same binds.
@@ -253,7 +255,11 @@ func (cb *checkBench) rows() []checkRow {
 			if kind, ok := strings.CutPrefix(t.key, "bg"); ok {
 				if _, kind, ok = strings.Cut(kind, "."); ok {
 					if small := cb.target("bg2." + kind); small != nil && len(t.check[fi]) > 0 {
-						v := summarize(ratios(t.check[fi], small.check[fi]))
+						a, b := t.check[fi], small.check[fi]
+						if len(t.pairedRatio[fi]) > 0 && len(small.pairedRatio[fi]) > 0 {
+							a, b = t.pairedRatio[fi], small.pairedRatio[fi]
+						}
+						v := summarize(ratios(a, b))
 						r.CheckVs1Rule = &v
 					}
 				}
@@ -418,7 +424,11 @@ func sizeTargets(res *results) []targetRow {
 				return 0, "n/a"
 			}
 			d := a.CheckVs1Rule.Median - 1
-			return abs(d), fmt.Sprintf("%+.1f%% [%+.1f…%+.1f] (%.1f vs %.1f ns)", 100*d, 100*(a.CheckVs1Rule.Min-1), 100*(a.CheckVs1Rule.Max-1), a.CheckNs.Median, b.CheckNs.Median)
+			vs := fmt.Sprintf("%.1f vs %.1f ns", a.CheckNs.Median, b.CheckNs.Median)
+			if a.CheckVsPaired != nil && b.CheckVsPaired != nil {
+				vs = fmt.Sprintf("%.2f× vs %.2f× the paired floor", a.CheckVsPaired.Median, b.CheckVsPaired.Median)
+			}
+			return abs(d), fmt.Sprintf("%+.1f%% [%+.1f…%+.1f] (%s)", 100*d, 100*(a.CheckVs1Rule.Min-1), 100*(a.CheckVs1Rule.Max-1), vs)
 		}))
 	}
 	return out
