@@ -60,10 +60,10 @@ var probes = []probe{
 		MinKernel: "4.17"}, progType(ebpf.RawTracepoint)},
 
 	{Feature{Name: "BPF hash maps", Needed: "hold a policy", MinKernel: "3.19"}, mapType(ebpf.Hash)},
-	{Feature{Name: "BPF array maps", Needed: "record the policy in force", MinKernel: "3.19"}, mapType(ebpf.Array)},
+	{Feature{Name: "BPF array maps", Needed: "hold the rules and record the policy in force", MinKernel: "3.19"}, mapType(ebpf.Array)},
 	{Feature{Name: "BPF per-CPU arrays", Needed: "count binds", MinKernel: "4.6"}, mapType(ebpf.PerCPUArray)},
 	{Feature{Name: "BPF LRU hash maps", Needed: "rate-limit events", MinKernel: "4.10"}, mapType(ebpf.LRUHash)},
-	{Feature{Name: "BPF array-of-maps", Needed: "swap a whole policy in one update", MinKernel: "4.12"}, mapType(ebpf.ArrayOfMaps)},
+	{Feature{Name: "BPF array-of-maps", Needed: "install a policy's pairs map in one update", MinKernel: "4.12"}, mapType(ebpf.ArrayOfMaps)},
 	// "bpf: Implement BPF ring buffer and verifier support for it" (457f44363a88).
 	{Feature{Name: "the BPF ring buffer", Needed: "report events", MinKernel: "5.8"}, mapType(ebpf.RingBuf)},
 
