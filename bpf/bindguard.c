@@ -378,7 +378,12 @@ static __always_inline int in_set(struct bg_member_slot *ms, __u16 set)
 {
 	if (!ms || set >= BG_OWNER_SETS)
 		return 0;
-	return (ms->bits[(set >> 6) & (BG_SET_WORDS - 1)] >> (set & 63)) & 1;
+	__u32 word = set >> 6;
+	/* Keep the mask in the object: clang drops it where it knows set <
+	 * BG_OWNER_SETS, and the 5.10 and 6.1 verifiers lose that bound when
+	 * the register is spilled and filled on the way. */
+	barrier_var(word);
+	return (ms->bits[word & (BG_SET_WORDS - 1)] >> (set & 63)) & 1;
 }
 
 /* has_pair looks a pair up in the judging slot's pairs map. */
