@@ -157,9 +157,10 @@ struct {
  * two takers of the same folds leave a debt the next folds pay (see take).
  *
  * A fold is a plain increment of `folded`, which only this CPU writes: no
- * locked instruction on the path a flood takes (a locked add was most of
- * its cost: it waits for every store before it). Takers, on any CPU, add
- * what they take to `taken` atomically; what is pending is the difference.
+ * locked instruction on the path a flood takes (a locked add was its
+ * largest part in a profile: it waits for every store before it). Takers,
+ * on any CPU, add what they take to `taken` atomically; what is pending is
+ * the difference.
  * Like the counters, a fold can be lost only if a bind on this CPU is
  * preempted inside the increment by another bind that folds.
  */
