@@ -83,6 +83,7 @@ func (l *Loader) Apply(c *policy.Compiled, o ApplyOptions, src Sources) (*ApplyR
 		return nil, fmt.Errorf("apply policy: switch: %w", err)
 	}
 	res.Swap = time.Since(start)
+	l.settled = false
 
 	// Wait for the binds that read the old slot number to finish, so the
 	// next Apply may overwrite that slot. Replacing a map-in-map entry (here
@@ -92,6 +93,7 @@ func (l *Loader) Apply(c *policy.Compiled, o ApplyOptions, src Sources) (*ApplyR
 		return nil, fmt.Errorf("apply policy: settle: %w", err)
 	}
 	res.Settle = time.Since(start)
+	l.settled = true
 
 	l.slots[next].close()
 	l.slots[next] = fresh
@@ -105,8 +107,9 @@ func (l *Loader) Apply(c *policy.Compiled, o ApplyOptions, src Sources) (*ApplyR
 // prepare fills the idle slot: its whole range of bg_rules rewritten, a new
 // pairs map installed in it, and every owner cgroup's membership for it.
 // Nothing reads the idle slot: the previous Apply waited until every bind
-// judged by it had finished. The rules are written first: installing the
-// pairs map (an RCU-synchronised map-in-map update) then orders them before
+// judged by it had finished, or, where no swap of this Loader did, prepare
+// waits before writing. The rules are written before the pairs install:
+// that is an RCU-synchronised map-in-map update, which orders them before
 // the switch on every architecture.
 func (l *Loader) prepare(enc *encoded, src Sources, next uint32, res *ApplyResult) (slot, memberPlan, error) {
 	plan, unresolved, err := l.plan(enc, src)
@@ -114,11 +117,21 @@ func (l *Loader) prepare(enc *encoded, src Sources, next uint32, res *ApplyResul
 		return slot{}, nil, err
 	}
 	res.Unresolved = unresolved
-	if err := writeRules(l.objs.BgRules, next, enc); err != nil {
-		return slot{}, nil, err
-	}
 	fresh, err := l.newSlot(enc)
 	if err != nil {
+		return slot{}, nil, err
+	}
+	if !l.settled {
+		// No swap of this Loader waited out the binds of the idle slot:
+		// installing the new pairs there now does (an RCU grace period).
+		// Binds that start later read the active slot, not this one.
+		if err := l.objs.BgPairs.Put(next, fresh.pairs); err != nil {
+			fresh.close()
+			return slot{}, nil, fmt.Errorf("settle the idle slot: %w", err)
+		}
+	}
+	if err := writeRules(l.objs.BgRules, next, enc); err != nil {
+		fresh.close()
 		return slot{}, nil, err
 	}
 	if err := l.objs.BgPairs.Put(next, fresh.pairs); err != nil {

@@ -83,6 +83,11 @@ type Loader struct {
 	// maps hold references of their own); active is the one in force.
 	slots  [2]slot
 	active uint32
+	// settled is set once a swap of this Loader has waited out the binds
+	// that could still read the slot it left; until then (a new Loader, one
+	// that took pinned maps over, a settle that failed), Apply waits before
+	// it rewrites the idle slot.
+	settled bool
 	// tookOver is set when pinned links of an earlier daemon were found.
 	tookOver bool
 	// freshMaps is set when pinned maps could not be reused and must be re-pinned.
