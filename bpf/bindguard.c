@@ -408,14 +408,20 @@ static __always_inline __u32 current_uid(int storage)
 	return (__u32)bpf_get_current_uid_gid();
 }
 
+/* the_uid_owns reports whether the rule holds one uid (rule->uid, + 1) and
+ * it is the task's: the uid check the allowed path makes alone. */
+static __always_inline int the_uid_owns(struct bg_value *rule, int storage)
+{
+	return rule->uid && rule->uid == current_uid(storage) + 1;
+}
+
 /* uid_owns reports whether the task's real uid is an owner of the rule:
  * the one uid the rule holds, or a pair of its set. */
 static __always_inline int uid_owns(struct policy *p, struct bg_value *rule, int storage)
 {
-	__u32 uid = current_uid(storage);
 	if (rule->uid)
-		return rule->uid == uid + 1;
-	struct bg_key k = {.kind = BG_PAIR_UID, .set = rule->set, .id = uid};
+		return the_uid_owns(rule, storage);
+	struct bg_key k = {.kind = BG_PAIR_UID, .set = rule->set, .id = current_uid(storage)};
 	return has_pair(p, &k);
 }
 
@@ -825,7 +831,7 @@ static __always_inline int allowed_fast(struct policy *p, struct bg_value *rule,
 		return 0;
 	if (!(flags & BG_RULE_OWNERS))
 		return 1;
-	if ((flags & BG_RULE_UID_OWNERS) && rule->uid && rule->uid == current_uid(storage) + 1)
+	if ((flags & BG_RULE_UID_OWNERS) && the_uid_owns(rule, storage))
 		return 1;
 	__u16 set = rule->set;
 	if (set >= BG_OWNER_SETS)
