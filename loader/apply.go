@@ -83,21 +83,23 @@ func (l *Loader) Apply(c *policy.Compiled, o ApplyOptions, src Sources) (*ApplyR
 		return nil, fmt.Errorf("apply policy: switch: %w", err)
 	}
 	res.Swap = time.Since(start)
-	l.settled = false
-
-	// Wait for the binds that read the old slot number to finish, so the
-	// next Apply may overwrite that slot. Replacing a map-in-map entry (here
-	// with the same map) returns only after an RCU grace period.
-	start = time.Now()
-	if err := l.objs.BgPairs.Put(next, fresh.pairs); err != nil {
-		return nil, fmt.Errorf("apply policy: settle: %w", err)
-	}
-	res.Settle = time.Since(start)
-	l.settled = true
-
 	l.slots[next].close()
 	l.slots[next] = fresh
 	l.active, l.enc, l.plan_, l.generation = next, enc, plan, gen
+
+	// Wait for the binds that read the old slot number to finish, so the
+	// next Apply may overwrite that slot. Replacing a map-in-map entry (here
+	// with the same map) returns only after an RCU grace period. The new
+	// policy is in force whatever happens here: if the wait fails, settled
+	// stays false and the next Apply waits before it rewrites that slot.
+	start = time.Now()
+	l.settled = false
+	if err := l.objs.BgPairs.Put(next, fresh.pairs); err != nil {
+		l.cfg.logf("policy generation %d is in force; waiting out the binds of the one before failed (the next reload waits instead): %v", gen, err)
+	} else {
+		l.settled = true
+	}
+	res.Settle = time.Since(start)
 	if err := l.recordApplied(c, enc, o); err != nil {
 		return nil, err
 	}
