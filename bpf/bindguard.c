@@ -318,16 +318,6 @@ static __always_inline __u32 slot_index(struct policy *p, __u32 idx)
 	return idx;
 }
 
-/* meta_of returns the policy's meta entry, or NULL in a slot no policy was
- * ever written to (generation 0). Read on the violation path only (a
- * declared rule carries what an allowed bind needs of it). */
-static __always_inline struct bg_value *meta_of(struct policy *p)
-{
-	__u32 idx = slot_index(p, 0);
-	struct bg_value *meta = bpf_map_lookup_elem(&bg_rules, &idx);
-	return meta && meta->origin ? meta : 0;
-}
-
 /* lookup_rule returns the rule for (proto, port); an undeclared port has an all-zero rule. */
 static __always_inline struct bg_value *lookup_rule(struct policy *p, __u8 proto, __u16 port)
 {
@@ -768,10 +758,11 @@ static __always_inline int in_scope(__u64 netns)
 	return bg_all_netns || !bg_host_netns_cookie || netns == bg_host_netns_cookie;
 }
 
-/* verdict_of says whether a violation is audited or denied. */
-static __always_inline __u8 verdict_of(struct bg_value *meta, struct bg_value *rule, __u8 reason)
+/* verdict_of says whether a violation is audited or denied: from the
+ * entry alone, which carries the node's mode (bg_value.node). */
+static __always_inline __u8 verdict_of(struct bg_value *rule, __u8 reason)
 {
-	int audit = (meta->flags & BG_META_AUDIT) || (rule->flags & BG_RULE_AUDIT) ||
+	int audit = (rule->node & BG_META_AUDIT) || (rule->flags & BG_RULE_AUDIT) ||
 		    reason == BG_REASON_POD_PENDING;
 	return audit ? BG_VERDICT_AUDIT : BG_VERDICT_DENY;
 }
@@ -859,21 +850,20 @@ static __always_inline int judge_slow(struct bpf_sock_addr *ctx, struct policy *
 	if (reason == BG_REASON_NONE)
 		goto allow;
 
-	struct bg_value *meta = meta_of(p);
-	if (!meta) {
+	if (!rule->generation) { /* a slot never written */
 		count(BG_CNT_NO_POLICY);
 		goto allow;
 	}
 	struct violation v = {
 		.netns = bpf_get_netns_cookie(ctx), /* once: the event carries it too */
 		.origin = (rule->flags & BG_RULE_DECLARED) ? rule->origin : 0,
-		.generation = meta->origin,
+		.generation = rule->generation,
 		.port = port,
 		.member_flags = member_flags(ms),
 		.proto = proto,
 		.family = family,
 		.reason = reason,
-		.verdict = verdict_of(meta, rule, reason),
+		.verdict = verdict_of(rule, reason),
 	};
 	if (!in_scope(v.netns)) {
 		count(BG_CNT_OTHER_NETNS);
@@ -984,19 +974,16 @@ static __always_inline int post_bind(struct bpf_sock *sk, __u8 family, int stora
 	__u8 reason = violation(&p, rule, proto, port, lo, storage, &ms, 0);
 	if (reason == BG_REASON_NONE || reason == BG_REASON_POD_PENDING)
 		return 1;
-	struct bg_value *meta = meta_of(&p);
-	if (!meta)
-		return 1;
 	struct violation v = {
 		.netns = bpf_get_netns_cookie(sk),
 		.origin = rule->origin,
-		.generation = meta->origin,
+		.generation = rule->generation,
 		.port = port,
 		.member_flags = member_flags(ms),
 		.proto = proto,
 		.family = family,
 		.reason = BG_REASON_AUTOBIND,
-		.verdict = verdict_of(meta, rule, reason),
+		.verdict = verdict_of(rule, reason),
 	};
 	if (!in_scope(v.netns))
 		return 1;

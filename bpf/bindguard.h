@@ -18,7 +18,7 @@
 /* Sizes and versions. An enum rather than #defines so bpf2go exports them to Go. */
 enum bg_limits {
 	/* Bump when any struct or constant here changes meaning or shape. */
-	BG_LAYOUT_VERSION = 6,
+	BG_LAYOUT_VERSION = 7,
 	/* Entries of one slot's rules: one per (protocol, port), see bg_rule_index. */
 	BG_RULES_ENTRIES = 2 << 16,
 	/* Capacity of one pairs map (uid owners and pods' declared ports). The
@@ -73,10 +73,13 @@ enum bg_mode {
  * A slot's rules are indexed by bg_rule_index(proto, port) and hold a
  * struct bg_value per (protocol, port): a direct index, no hashing, the same
  * cost at any registry size. One array for both slots, not a map per slot,
- * so a bind reads no map pointer before its rule. An all-zero value (no
- * BG_RULE_DECLARED) is an undeclared port. Index 0 (TCP port 0, which is
- * never judged) holds the policy's meta entry instead: its origin is the
- * policy's generation, 0 in a slot never written.
+ * so a bind reads no map pointer before its rule. A value without
+ * BG_RULE_DECLARED is an undeclared port. Every entry of a written slot,
+ * declared or not, carries the policy's generation (never 0) and its node
+ * flags (enum bg_meta_flags): a bind reads its port's entry and no other, a
+ * violation too. A slot never written is all zeros: no policy. Index 0 (TCP
+ * port 0, which is never judged) holds the policy's meta entry, the same
+ * facts for a reader of the map: its origin is the generation.
  *
  * Owners. Every distinct owner list of the registry (cgroups, units, pods)
  * is an owner set, numbered 0..BG_OWNER_SETS-1; a rule with owners names its
@@ -93,7 +96,8 @@ enum bg_mode {
  * in generation 7, slot 1, compiles to (slot 1's rules start at BG_RULES_ENTRIES):
  *   bg_rules[BG_RULES_ENTRIES + bg_rule_index(TCP, 2379)] = {origin=1, flags=DECLARED|OWNERS|UID_OWNERS,
  *                                                           set=0, uid=0+1, generation=7}
- *   bg_rules[BG_RULES_ENTRIES + 0]                        = {origin=7, flags=0 (enforce)}
+ *   bg_rules[BG_RULES_ENTRIES + 0]                        = {origin=7, flags=0 (enforce), generation=7}
+ *   bg_rules[BG_RULES_ENTRIES + any other index]          = {generation=7} (undeclared)
  * (a rule listing two uids or more has uid=0 and one pair per uid:
  *   pairs[{kind=UID, set=0, id=UID}] = 1)
  * and the cgroup /system.slice/etcd.service, and every cgroup below it,
@@ -134,7 +138,7 @@ enum bg_rule_flags {
 	BG_RULE_POD_PORTS = 1 << 7,
 };
 
-/* bg_value.flags of the meta entry */
+/* bg_value.flags of the meta entry, and bg_value.node of every entry */
 enum bg_meta_flags {
 	BG_META_AUDIT = 1 << 0,        /* the node runs in audit mode: nothing is denied */
 	BG_META_POD_PORTS = 1 << 1,    /* --pod-ports=require: pods bind only ports they declare */
@@ -144,17 +148,19 @@ enum bg_meta_flags {
  * struct bg_value: a rule, or the meta entry.
  *  rule:  origin = index+1 of the registry entry the rule came from (0: none);
  *         set = the owner set of the rule (with BG_RULE_OWNERS);
- *         generation = the policy generation, as in the meta entry: the
- *         membership check compares it, so an allowed bind never reads the
- *         meta entry (only a violation does, for the mode and the event).
  *  meta:  origin = the policy generation (events carry it, so the daemon maps
- *         origin indexes with the table of the generation that judged them;
- *         memberships of another generation are ignored); generation = 0.
+ *         origin indexes with the table of the generation that judged them);
+ *         flags = enum bg_meta_flags.
+ *  every entry of a written slot, rules, undeclared ports and the meta entry:
+ *         generation = the policy generation: the membership check compares
+ *         it (memberships of another generation are ignored), events carry
+ *         it, and 0 means no policy; node = the meta entry's flags, for the
+ *         verdict. A bind never reads another entry than its port's.
  */
 struct bg_value {
 	__u32 origin;
 	__u8 flags;
-	__u8 pad;
+	__u8 node; /* enum bg_meta_flags */
 	__u16 set;
 	/* rule with BG_RULE_UID_OWNERS: uid + 1 of its owner when it lists
 	 * exactly one uid (checked here, no map lookup); 0 when it lists more,

@@ -59,6 +59,9 @@ func (l *Loader) Apply(c *policy.Compiled, o ApplyOptions, src Sources) (*ApplyR
 		return nil, errors.New("apply policy: loader is closed")
 	}
 	gen := l.generation + 1
+	if gen == 0 { // wrapped: 0 is no policy
+		gen = 1
+	}
 	enc, err := encode(c, gen, encodeOptions{mode: o.Mode, podPorts: o.PodPorts})
 	if err != nil {
 		return nil, fmt.Errorf("apply policy: %w", err)
@@ -174,12 +177,15 @@ func modeByte(m policy.Mode) uint8 {
 }
 
 // writeRules rewrites slot's whole range of bg_rules with the policy's
-// rules: every entry, so none of the policy the slot held before remains.
+// rules: every entry, so none of the policy the slot held before remains,
+// and every undeclared port's entry carries the generation and node flags.
 func writeRules(rules *ebpf.Map, slot uint32, enc *encoded) error {
 	keys := make([]uint32, rulesEntries)
 	vals := make([]bindguardBgValue, rulesEntries)
+	blank := enc.undeclared()
 	for i := range keys {
 		keys[i] = slot*rulesEntries + uint32(i)
+		vals[i] = blank
 	}
 	for i, idx := range enc.ruleIdx {
 		vals[idx] = enc.ruleVals[i]

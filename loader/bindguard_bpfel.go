@@ -110,7 +110,7 @@ type bindguardBgLastBind struct {
 type bindguardBgLimits uint32
 
 const (
-	bindguardBgLimitsBG_LAYOUT_VERSION      bindguardBgLimits = 6
+	bindguardBgLimitsBG_LAYOUT_VERSION      bindguardBgLimits = 7
 	bindguardBgLimitsBG_RULES_ENTRIES       bindguardBgLimits = 131072
 	bindguardBgLimitsBG_PAIRS_MAX_ENTRIES   bindguardBgLimits = 262144
 	bindguardBgLimitsBG_SLOTS               bindguardBgLimits = 2
@@ -240,7 +240,7 @@ type bindguardBgValue struct {
 	_          structs.HostLayout
 	Origin     uint32
 	Flags      uint8
-	Pad        uint8
+	Node       uint8
 	Set        uint16
 	Uid        uint32
 	Generation uint32

@@ -89,6 +89,12 @@ type podPrincipal struct {
 // generation is the policy generation the meta entry carries.
 func (e *encoded) generation() uint32 { return e.ruleVals[0].Origin }
 
+// undeclared is the entry of a port the registry does not name: the
+// generation and node flags every entry of the slot carries, nothing else.
+func (e *encoded) undeclared() bindguardBgValue {
+	return bindguardBgValue{Generation: e.generation(), Node: e.ruleVals[0].Flags}
+}
+
 // entries is the number of map entries the policy holds besides memberships.
 func (e *encoded) entries() int { return len(e.ruleIdx) + len(e.pairKeys) }
 
@@ -115,13 +121,10 @@ type encodeOptions struct {
 func encode(c *policy.Compiled, generation uint32, o encodeOptions) (*encoded, error) {
 	e := &encoded{rules: len(c.Rules), byPath: map[string]setBits{}, byUnit: map[string]setBits{},
 		sets: map[int]policy.Owners{}, setRules: map[int][]policy.Rule{}}
-	meta := bindguardBgValue{Origin: generation}
-	if o.mode != policy.ModeEnforce {
-		meta.Flags |= uint8(bindguardBgMetaFlagsBG_META_AUDIT)
+	if generation == 0 {
+		return nil, fmt.Errorf("generation 0: the kernel reads it as no policy")
 	}
-	if o.podPorts {
-		meta.Flags |= uint8(bindguardBgMetaFlagsBG_META_POD_PORTS)
-	}
+	meta := metaEntry(generation, o)
 	e.ruleIdx = append(e.ruleIdx, metaIndex)
 	e.ruleVals = append(e.ruleVals, meta)
 
@@ -156,8 +159,8 @@ func encode(c *policy.Compiled, generation uint32, o encodeOptions) (*encoded, e
 				v.Flags |= rulePodOwners
 			}
 		}
-		// What an allowed bind needs of the meta entry, in the rule itself.
-		v.Generation = generation
+		// What a bind needs of the meta entry, in the rule itself.
+		v.Generation, v.Node = generation, meta.Node
 		if o.podPorts {
 			v.Flags |= rulePodPorts
 		}
@@ -168,6 +171,20 @@ func encode(c *policy.Compiled, generation uint32, o encodeOptions) (*encoded, e
 		return nil, fmt.Errorf("policy needs %d uid owner entries, more than the kernel map's %d", len(e.pairKeys), PairsMaxEntries)
 	}
 	return e, nil
+}
+
+// metaEntry is the meta entry of a policy: its generation and node flags,
+// which every entry of its slot carries too.
+func metaEntry(generation uint32, o encodeOptions) bindguardBgValue {
+	meta := bindguardBgValue{Origin: generation, Generation: generation}
+	if o.mode != policy.ModeEnforce {
+		meta.Flags |= uint8(bindguardBgMetaFlagsBG_META_AUDIT)
+	}
+	if o.podPorts {
+		meta.Flags |= uint8(bindguardBgMetaFlagsBG_META_POD_PORTS)
+	}
+	meta.Node = meta.Flags
+	return meta
 }
 
 func ruleValue(rule policy.Rule) bindguardBgValue {

@@ -46,6 +46,14 @@ func TestEncode(t *testing.T) {
 	if a.Set != b.Set || a.Flags != ruleDeclared|ruleOwners|ruleUIDOwners|rulePodPorts || a.Origin != 1 || a.Generation != 9 {
 		t.Errorf("2379 = %+v, 2380 = %+v: equal owner lists (written differently) must share one set", a, b)
 	}
+	for i, v := range e.ruleVals {
+		if v.Generation != 9 || v.Node != e.ruleVals[0].Flags {
+			t.Errorf("entry %d = %+v: every entry carries the generation and the node flags %#x", e.ruleIdx[i], v, e.ruleVals[0].Flags)
+		}
+	}
+	if u := e.undeclared(); u != (bindguardBgValue{Generation: 9, Node: e.ruleVals[0].Flags}) {
+		t.Errorf("undeclared entry = %+v, want the generation and node flags alone", u)
+	}
 	if len(e.pairKeys) != 0 || a.Uid != 0+1 {
 		t.Errorf("uid pairs = %+v, rule uid = %d: want the one uid 0 in the rule itself", e.pairKeys, a.Uid)
 	}
@@ -83,6 +91,12 @@ func TestEncode(t *testing.T) {
 	}
 	if empty.entries() != 1 || empty.ruleVals[0].Flags&uint8(bindguardBgMetaFlagsBG_META_AUDIT) == 0 {
 		t.Errorf("empty policy = %+v, want the audit meta entry alone (deny-all, never allow-all)", empty.ruleVals)
+	}
+	if u := empty.undeclared(); u.Generation != 1 || u.Node&uint8(bindguardBgMetaFlagsBG_META_AUDIT) == 0 || u.Flags != 0 {
+		t.Errorf("undeclared entry in audit mode = %+v: want generation 1, audit, not declared", u)
+	}
+	if _, err := encode(&policy.Compiled{}, 0, encodeOptions{}); err == nil {
+		t.Error("generation 0 encoded: the kernel would read every entry as no policy")
 	}
 }
 

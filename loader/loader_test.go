@@ -108,6 +108,55 @@ func TestEnforceVerdicts(t *testing.T) {
 	}
 }
 
+// TestModeInEveryEntry: the node's mode reaches the verdict of every port,
+// declared or not, through both slots: each entry of a slot carries it, and
+// each reload rewrites the slot it fills.
+func TestModeInEveryEntry(t *testing.T) {
+	c := compiled(policy.Rule{Port: 18080, Protocol: policy.TCP, Owners: policy.Owners{UIDs: []uint32{4242}}})
+	l, abs, fs := setup(t, c, policy.ModeAudit)
+	b := testutils.StartBinder(t, testutils.Mkdir(t, abs, "svc"), testutils.BinderOptions{})
+	binds := []struct {
+		proto string
+		port  uint16
+	}{{"tcp", 18080}, {"tcp", 18082}, {"udp", 18082}, {"udp", 65535}, {"tcp", 1}}
+	for i, mode := range []policy.Mode{policy.ModeAudit, policy.ModeEnforce, policy.ModeAudit, policy.ModeEnforce} {
+		if i > 0 {
+			if _, err := l.Apply(c, loader.ApplyOptions{Mode: mode}, loader.Sources{Cgroups: fs}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		before, err := l.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, bd := range binds {
+			var want error
+			if mode == policy.ModeEnforce {
+				want = unix.EPERM
+			}
+			if err := b.Bind(bd.proto, "4", any4, bd.port); !errors.Is(err, want) && err != want {
+				t.Errorf("%s: bind %s %d = %v, want %v", mode, bd.proto, bd.port, err, want)
+			}
+		}
+		after, err := l.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		audited := after.Audited[loader.ReasonUndeclared] - before.Audited[loader.ReasonUndeclared] +
+			after.Audited[loader.ReasonOwner] - before.Audited[loader.ReasonOwner]
+		denied := after.Denied[loader.ReasonUndeclared] - before.Denied[loader.ReasonUndeclared] +
+			after.Denied[loader.ReasonOwner] - before.Denied[loader.ReasonOwner]
+		wantAudited, wantDenied := uint64(len(binds)), uint64(0)
+		if mode == policy.ModeEnforce {
+			wantAudited, wantDenied = 0, uint64(len(binds))
+		}
+		if audited != wantAudited || denied != wantDenied || after.NoPolicy != before.NoPolicy {
+			t.Errorf("%s: %d audited, %d denied, %d without policy; want %d, %d, 0", mode, audited, denied,
+				after.NoPolicy-before.NoPolicy, wantAudited, wantDenied)
+		}
+	}
+}
+
 // TestCloseIsIdempotent: Close and Detach may be called in any order, any
 // number of times, and a closed loader refuses work instead of crashing.
 func TestCloseIsIdempotent(t *testing.T) {
