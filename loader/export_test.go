@@ -1,7 +1,17 @@
 package loader
 
+import "time"
+
 // NetnsCookieFromProbe exposes the pre-5.14 fallback to the tests.
 var NetnsCookieFromProbe = netnsCookieFromProbe
+
+// WithVisibleWait sets how long CgroupCreated waits for a new cgroup's
+// directory, until the test ends.
+func WithVisibleWait(tb interface{ Cleanup(func()) }, d time.Duration) {
+	old := visibleWait
+	visibleWait = d
+	tb.Cleanup(func() { visibleWait = old })
+}
 
 // WithoutCloneIntoCgroup makes the netns probe take the path used where
 // clone3 is refused, until the test ends.
