@@ -117,13 +117,14 @@ type results struct {
 	Quick   bool    `json:"quick"`
 	// StatsSysctl: kernel.bpf_stats_enabled was 1, so the stats were on
 	// during the "stats off" loops too.
-	StatsSysctl bool         `json:"stats_sysctl_on"`
-	Checks      []checkRow   `json:"checks"`
-	Apply       []applyRow   `json:"apply"`
-	Events      *eventResult `json:"events"`
-	Memory      *memReport   `json:"memory"`
-	Targets     []targetRow  `json:"targets"`
-	Seconds     float64      `json:"seconds"`
+	StatsSysctl bool              `json:"stats_sysctl_on"`
+	Checks      []checkRow        `json:"checks"`
+	Apply       []applyRow        `json:"apply"`
+	Events      *eventResult      `json:"events"`
+	Membership  *membershipResult `json:"membership"`
+	Memory      *memReport        `json:"memory"`
+	Targets     []targetRow       `json:"targets"`
+	Seconds     float64           `json:"seconds"`
 }
 
 // measure runs everything, in a temporary cgroup that it removes whatever happens.
@@ -169,6 +170,9 @@ func measure(ctx context.Context, o *options, log io.Writer) (_ *results, err er
 		return res, nil
 	}
 	if res.Events, err = eventBench(ctx, e, o, p, log); err != nil {
+		return nil, err
+	}
+	if res.Membership, err = membershipBench(ctx, e, o, p, log); err != nil {
 		return nil, err
 	}
 	res.Apply = cb.applyRows()
@@ -329,7 +333,8 @@ func evaluate(res *results) []targetRow {
 	out = append(out, sizeTargets(res)...)
 	out = append(out, loopTargets(res)...)
 	out = append(out, applyTargets(res)...)
-	return append(out, eventTargets(res)...)
+	out = append(out, eventTargets(res)...)
+	return append(out, membershipTargets(res)...)
 }
 
 // perFamily is one target measured for each family: met when every
@@ -485,6 +490,24 @@ func eventTargets(res *results) []targetRow {
 		out = append(out, targetRow{Target: "zero drops at 50,000 violations/s", Measured: m, Met: reached && s.Dropped == 0})
 	}
 	return out
+}
+
+// membershipTargets: a cgroup created below an owner is a member before
+// anything runs in it (0 latency by construction), and an owner that
+// appears later is put in force, every time.
+func membershipTargets(res *results) []targetRow {
+	m := res.Membership
+	if m == nil {
+		return nil
+	}
+	return []targetRow{
+		{Target: "new cgroup below an owner: first bind allowed (membership inherited at mkdir)",
+			Measured: fmt.Sprintf("%d of %d", m.InheritedAllowed, m.Tries), Met: m.InheritedAllowed == m.Tries},
+		{Target: "owner that appears later: in force after its mkdir event",
+			Measured: fmt.Sprintf("%d of %d written, %d of %d binds allowed after; %s µs from mkdir", m.LateWritten, m.Tries,
+				m.LateAllowed, m.Tries, fmtDist(m.LateUs, 0)),
+			Met: m.LateWritten == m.Tries && m.LateAllowed == m.Tries},
+	}
 }
 
 func abs(x float64) float64 {

@@ -44,6 +44,7 @@ func TestSmoke(t *testing.T) {
 		"bindguard 65,536 entries, owners at depths 1 and 4", "bindguard 65,536 entries, owners at depths 1 and 8",
 		"## Policy apply", "## Event throughput", "## Memory", "## Targets",
 		"map bg_rules (Array", "map bg_pairs_inner", "zero drops at 50,000 violations/s", "swap < 1 ms",
+		"## Owner membership after mkdir", "new cgroup below an owner: first bind allowed",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report has no %q", want)
@@ -74,5 +75,10 @@ func TestSmoke(t *testing.T) {
 	}
 	if len(res.Targets) == 0 {
 		t.Error("no targets evaluated")
+	}
+	// Inheritance is the kernel's, at mkdir: every first bind is allowed,
+	// however slow the machine. The late owners' figures only need to exist.
+	if m := res.Membership; m == nil || m.Tries != membershipTriesQuick || m.InheritedAllowed != m.Tries || m.LateUs.N == 0 {
+		t.Errorf("membership results %+v: want %d tries, each first bind allowed, late owner times", m, membershipTriesQuick)
 	}
 }

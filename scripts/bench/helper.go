@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -28,6 +29,13 @@ const (
 	helperLoop   = "loop"   // FAMILY PORT ITERS PROGID [DENY [PAIREDID]]: prints ns per socket()+bind()+close() and per program run
 	helperHammer = "hammer" // FAMILY PORT RATE DURATION: binds at RATE/s (0: flat out), prints the count
 	helperMem    = "mem"    // ENTRIES: loads a policy of ENTRIES map entries, prints a memReport
+	helperOnce   = "once"   // FAMILY PORT: binds once, prints onceAllowed or onceDenied (EPERM)
+)
+
+// What a once helper prints.
+const (
+	onceAllowed = "allowed"
+	onceDenied  = "denied"
 )
 
 // helper runs the bench binary in mode inside the cgroup directory cgroupAbs
@@ -92,6 +100,8 @@ func helperMain(mode string, args []string, stdout, stderr io.Writer) int {
 		err = hammerMain(args, stdout)
 	case helperMem:
 		err = memMain(args, stdout)
+	case helperOnce:
+		err = onceMain(args, stdout)
 	default:
 		err = fmt.Errorf("unknown helper mode %q", mode)
 	}
@@ -316,14 +326,40 @@ func threadCPUClock() int64 {
 // warmup is how many binds a loop helper makes before timing.
 func warmup(iters int) int { return max(iters/10, 10) }
 
-// hammerMain binds for DURATION at RATE binds per second (0: as fast as it
-// can) and prints how many binds it made.
-func hammerMain(args []string, stdout io.Writer) error {
+// binderArgs makes the binder of a helper's FAMILY PORT arguments.
+func binderArgs(args []string) (*binder, error) {
 	family, err := atoi(args, 0)
+	if err != nil {
+		return nil, err
+	}
+	port, err := atoi(args, 1)
+	if err != nil {
+		return nil, err
+	}
+	return newBinder(family, port)
+}
+
+// onceMain binds once and says whether the bind was allowed.
+func onceMain(args []string, stdout io.Writer) error {
+	b, err := binderArgs(args)
 	if err != nil {
 		return err
 	}
-	port, err := atoi(args, 1)
+	switch err := b.once(); {
+	case err == nil:
+		fmt.Fprintln(stdout, onceAllowed)
+	case errors.Is(err, unix.EPERM):
+		fmt.Fprintln(stdout, onceDenied)
+	default:
+		return err
+	}
+	return nil
+}
+
+// hammerMain binds for DURATION at RATE binds per second (0: as fast as it
+// can) and prints how many binds it made.
+func hammerMain(args []string, stdout io.Writer) error {
+	b, err := binderArgs(args)
 	if err != nil {
 		return err
 	}
@@ -335,10 +371,6 @@ func hammerMain(args []string, stdout io.Writer) error {
 		return fmt.Errorf("missing duration")
 	}
 	dur, err := time.ParseDuration(args[3])
-	if err != nil {
-		return err
-	}
-	b, err := newBinder(family, port)
 	if err != nil {
 		return err
 	}

@@ -20,6 +20,9 @@ type ports struct {
 	// spread is owned by a cgroup at every level 1..8 of one chain; uid
 	// by a uid only; pod by a pod owner.
 	spread, uid, pod uint16
+	// inherit is owned by a cgroup that new cgroups are created below,
+	// late by a cgroup that does not exist when the policy is applied.
+	inherit, late uint16
 	// hammer are undeclared ports, one per event binder: concurrent binds
 	// of one port would fail with EADDRINUSE.
 	hammer []uint16
@@ -41,6 +44,7 @@ func newPorts(base int) ports {
 		p.span[d] = uint16(base + 20 + d)
 	}
 	p.spread, p.uid, p.pod = uint16(base+33), uint16(base+34), uint16(base+35)
+	p.inherit, p.late = uint16(base+36), uint16(base+37)
 	for i := 0; i < eventBinders; i++ {
 		p.hammer = append(p.hammer, uint16(base+3+i))
 	}
@@ -56,7 +60,7 @@ func (p ports) all() []uint16 {
 		out = append(out, v)
 	}
 	out = append(out, p.hammer...)
-	out = append(out, p.spread, p.uid, p.pod)
+	out = append(out, p.spread, p.uid, p.pod, p.inherit, p.late)
 	slices.Sort(out)
 	return out
 }

@@ -50,6 +50,9 @@ func writeMarkdown(w io.Writer, res *results) {
 	if mem := res.Memory; mem != nil {
 		writeMemory(w, mem)
 	}
+	if m := res.Membership; m != nil {
+		writeMembership(w, m)
+	}
 	writeTargets(w, res.Targets)
 	fmt.Fprintf(w, "\nRun took %.0f s.\n", res.Seconds)
 }
@@ -119,6 +122,17 @@ func writeApply(w io.Writer, apply []applyRow) {
 		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", a.Label, fmtDist(a.FillMs, 2), fmtDist(a.SwapUs, 1), fmtDist(a.TotalMs, 2))
 	}
 	fmt.Fprintf(w, "\nfill: ApplyResult.Fill (rewrite the idle slot's range of the rules array, every entry, and create and install its pairs hash); swap: ApplyResult.Swap (the one write to bg_active that switches binds to the new slot) on reloads, with the hooks live; total: the Apply call, encoding and the RCU settle included.\n")
+}
+
+// writeMembership prints when memberships are in force after a mkdir.
+func writeMembership(w io.Writer, m *membershipResult) {
+	fmt.Fprintf(w, "\n## Owner membership after mkdir\n\n")
+	fmt.Fprintf(w, "| how the cgroup becomes a member | in force | time from mkdir |\n|---|---|---|\n")
+	fmt.Fprintf(w, "| created below an owner (inherited by the kernel at mkdir) | first bind allowed %d of %d | 0 by construction: before any task can enter |\n",
+		m.InheritedAllowed, m.Tries)
+	fmt.Fprintf(w, "| named by the policy, created later (the daemon's mkdir-event path) | written %d of %d, bind allowed after %d of %d | %s µs |\n",
+		m.LateWritten, m.Tries, m.LateAllowed, m.Tries, fmtDist(m.LateUs, 0))
+	fmt.Fprintf(w, "\nInherited: a helper started into each new cgroup right after its mkdir (CLONE_INTO_CGROUP) binds once, enforce mode. Late: from the mkdir call to loader.CgroupCreated's return, in one goroutine reading loader.ReadCgroupEvent as the daemon does; median [min–max] over the tries.\n")
 }
 
 // writeEvents prints the event throughput table and where drops start.

@@ -46,6 +46,11 @@ func TestReport(t *testing.T) {
 			ev.Steps[3].Dropped, ev.Steps[4].Dropped, ev.Steps[2].Offered = 123, 4567, 47000
 			ev.FirstDrop, ev.BestClean = &ev.Steps[3], &ev.Steps[2]
 		}},
+		{"membership", func(r *results) {
+			// One late owner of 50 not in force: the section, and a target not met.
+			r.Membership = &membershipResult{Tries: 50, InheritedAllowed: 50, LateWritten: 49, LateAllowed: 49,
+				LateUs: dist{Median: 71, Min: 53, Max: 412, N: 49}}
+		}},
 		{"no-events-memory-owners", func(r *results) {
 			r.Events, r.Memory = nil, nil
 			kept := r.Checks[:0]
