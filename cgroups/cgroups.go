@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -277,4 +278,29 @@ func argPath(root, arg string) string {
 		}
 	}
 	return filepath.Clean("/" + arg)
+}
+
+// AwaitNew is how long to wait for the directory of a cgroup whose mkdir
+// event was just read (AwaitDir).
+const AwaitNew = 127 * time.Millisecond
+
+// AwaitDir waits for the directory of a cgroup whose creation was just
+// reported, and says whether it is there. The kernel's cgroup_mkdir
+// tracepoint fires before the directory is made visible (kernfs_activate
+// follows it), and a reader woken by the event can look it up first and be
+// told it does not exist. AwaitDir polls with a doubling pause from 1 ms,
+// for at most within; still absent then means removed meanwhile. An error
+// other than "does not exist" counts as there: the caller's own use of the
+// directory reports it.
+func AwaitDir(abs string, within time.Duration) bool {
+	deadline := time.Now().Add(within)
+	for pause := time.Millisecond; ; pause = min(2*pause, 32*time.Millisecond) {
+		if _, err := os.Stat(abs); !errors.Is(err, os.ErrNotExist) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(pause)
+	}
 }

@@ -1,9 +1,12 @@
 package cgroups
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseMountinfo(t *testing.T) {
@@ -132,5 +135,26 @@ func TestArgPath(t *testing.T) {
 		if got := ArgPath("a/b"); got != "/a/b" {
 			t.Errorf("ArgPath(a/b) = %q, want /a/b", got)
 		}
+	}
+}
+
+// TestAwaitDir: a directory that is there, one that appears while AwaitDir
+// waits (created by another goroutine; the outcome does not depend on
+// which comes first), and one that never does.
+func TestAwaitDir(t *testing.T) {
+	dir := t.TempDir()
+	if !AwaitDir(dir, 0) {
+		t.Errorf("AwaitDir(%s) = false for a directory that exists", dir)
+	}
+	later := filepath.Join(dir, "later")
+	go func() {
+		time.Sleep(5 * time.Millisecond)
+		os.Mkdir(later, 0o755)
+	}()
+	if !AwaitDir(later, time.Minute) {
+		t.Errorf("AwaitDir(%s) = false for a directory created while it waited", later)
+	}
+	if AwaitDir(filepath.Join(dir, "never"), 5*time.Millisecond) {
+		t.Error("AwaitDir = true for a directory that never appeared")
 	}
 }

@@ -213,6 +213,11 @@ func (t *podTracker) created(rel string) {
 	if !ok || !t.record(rel, k) {
 		return
 	}
+	// The event can come before the directory is visible: a write then
+	// would find nothing and pass for a cgroup removed meanwhile.
+	if !cgroups.AwaitDir(t.d.cg.Abs(rel), cgroups.AwaitNew) {
+		return
+	}
 	t.d.mu.Lock()
 	defer t.d.mu.Unlock()
 	var err error

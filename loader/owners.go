@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -206,7 +205,7 @@ func (l *Loader) CgroupCreated(ev CgroupEvent) (bool, error) {
 	if !principal && !ev.CopyFailed {
 		return false, nil
 	}
-	if !visible(l.src.Cgroups.Abs(rel)) {
+	if !cgroups.AwaitDir(l.src.Cgroups.Abs(rel), visibleWait) {
 		return false, nil // removed before it could be written: its storage went with it
 	}
 	if err := l.store().writeFrom(l.plan_, rel, l.active, l.generation); err != nil {
@@ -216,28 +215,8 @@ func (l *Loader) CgroupCreated(ev CgroupEvent) (bool, error) {
 }
 
 // visibleWait bounds how long CgroupCreated waits for a new cgroup's
-// directory to appear.
-var visibleWait = 127 * time.Millisecond
-
-// visible waits for the directory of a cgroup whose mkdir event was just
-// read, and reports whether it is there. The kernel's mkdir tracepoint
-// fires before the directory is made visible (kernfs_activate follows it),
-// and a reader woken at once can look it up first and be told it does not
-// exist: the membership write would then pass for "removed meanwhile" and
-// the owner would stay out of force. It polls with a doubling pause from
-// 1 ms; absent after visibleWait means removed.
-func visible(abs string) bool {
-	deadline := time.Now().Add(visibleWait)
-	for pause := time.Millisecond; ; pause = min(2*pause, 32*time.Millisecond) {
-		if _, err := os.Stat(abs); !errors.Is(err, os.ErrNotExist) {
-			return true // there, or another error, which the write reports
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(pause)
-	}
-}
+// directory to appear (see cgroups.AwaitDir).
+var visibleWait = cgroups.AwaitNew
 
 // principal says whether rel is named by the policy in force by itself.
 func (l *Loader) principal(rel string) (memberOwn, bool) {
