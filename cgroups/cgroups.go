@@ -291,7 +291,9 @@ const AwaitNew = 127 * time.Millisecond
 // told it does not exist. AwaitDir polls with a doubling pause from 1 ms,
 // for at most within; still absent then means removed meanwhile. An error
 // other than "does not exist" counts as there: the caller's own use of the
-// directory reports it.
+// directory reports it. Call it only for cgroups there is a reason to write
+// (a policy's owner, kubelet's pod tree): a user who creates and removes
+// cgroups in a subtree delegated to them must not make the caller wait.
 func AwaitDir(abs string, within time.Duration) bool {
 	deadline := time.Now().Add(within)
 	for pause := time.Millisecond; ; pause = min(2*pause, 32*time.Millisecond) {
