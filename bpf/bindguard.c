@@ -318,7 +318,7 @@ static __always_inline __u32 slot_index(struct policy *p, __u32 idx)
 	return idx;
 }
 
-/* lookup_rule returns the rule for (proto, port); an undeclared port has an all-zero rule. */
+/* lookup_rule returns the rule for (proto, port); an undeclared port's has no BG_RULE_DECLARED. */
 static __always_inline struct bg_value *lookup_rule(struct policy *p, __u8 proto, __u16 port)
 {
 	__u32 idx = slot_index(p, bg_rule_index(proto, port));
