@@ -41,6 +41,14 @@ func setup(t *testing.T, c *policy.Compiled, mode policy.Mode) (*loader.Loader, 
 	t.Helper()
 	testutils.Privileged(t)
 	abs, _ := testutils.Cgroup(t, "/")
+	l, fs := setupIn(t, abs, c, mode)
+	return l, abs, fs
+}
+
+// setupIn loads, applies and attaches c on the cgroup abs, detached when
+// the test ends.
+func setupIn(t *testing.T, abs string, c *policy.Compiled, mode policy.Mode) (*loader.Loader, *cgroups.FS) {
+	t.Helper()
 	fs, err := cgroups.Open("")
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +68,7 @@ func setup(t *testing.T, c *policy.Compiled, mode policy.Mode) (*loader.Loader, 
 	if err := l.Attach(); err != nil {
 		t.Fatal(err)
 	}
-	return l, abs, fs
+	return l, fs
 }
 
 func TestEnforceVerdicts(t *testing.T) {

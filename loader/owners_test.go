@@ -8,7 +8,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/bindguard/bindguard/cgroups"
 	"github.com/bindguard/bindguard/internal/testutils"
 	"github.com/bindguard/bindguard/loader"
 	"github.com/bindguard/bindguard/policy"
@@ -23,27 +22,9 @@ func TestLateOwnerNotYetVisible(t *testing.T) {
 	testutils.Privileged(t)
 	loader.WithVisibleWait(t, 30*time.Second)
 	abs, rel := testutils.Cgroup(t, "/")
-	fs, err := cgroups.Open("")
-	if err != nil {
-		t.Fatal(err)
-	}
 	late := path.Join(rel, "late")
 	c := compiled(policy.Rule{Port: 18090, Protocol: policy.TCP, Owners: policy.Owners{Cgroups: []string{late, path.Join(rel, "never")}}})
-	l, err := loader.New(loader.Config{CgroupPath: abs, PinPath: testutils.BPFFS(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := l.Detach(); err != nil {
-			t.Error(err)
-		}
-	})
-	if _, err := l.Apply(c, loader.ApplyOptions{Mode: policy.ModeEnforce}, loader.Sources{Cgroups: fs}); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Attach(); err != nil {
-		t.Fatal(err)
-	}
+	l, _ := setupIn(t, abs, c, policy.ModeEnforce)
 
 	type result struct {
 		wrote bool
