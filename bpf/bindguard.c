@@ -467,7 +467,7 @@ static __always_inline __u8 violation(struct policy *p, struct bg_value *rule, _
 	}
 	if ((flags & BG_RULE_LOCALHOST) && !lo)
 		return BG_REASON_ADDRESS;
-	if (flags & BG_RULE_POD_PORTS) {
+	if (rule->node & BG_META_POD_PORTS) {
 		if (!looked)
 			ms = member_slot(member_of(storage), p, rule->generation);
 		*msp = ms;
@@ -818,7 +818,8 @@ static __always_inline int allowed_fast(struct policy *p, struct bg_value *rule,
 					struct bg_member_slot **msp, int *looked)
 {
 	__u8 flags = rule->flags;
-	if ((flags & (BG_RULE_DECLARED | BG_RULE_REMOVED | BG_RULE_LOCALHOST | BG_RULE_POD_PORTS)) != BG_RULE_DECLARED)
+	if ((flags & (BG_RULE_DECLARED | BG_RULE_REMOVED | BG_RULE_LOCALHOST)) != BG_RULE_DECLARED ||
+	    (rule->node & BG_META_POD_PORTS))
 		return 0;
 	if (!(flags & BG_RULE_OWNERS))
 		return 1;

@@ -18,7 +18,7 @@
 /* Sizes and versions. An enum rather than #defines so bpf2go exports them to Go. */
 enum bg_limits {
 	/* Bump when any struct or constant here changes meaning or shape. */
-	BG_LAYOUT_VERSION = 7,
+	BG_LAYOUT_VERSION = 8,
 	/* Entries of one slot's rules: one per (protocol, port), see bg_rule_index. */
 	BG_RULES_ENTRIES = 2 << 16,
 	/* Capacity of one pairs map (uid owners and pods' declared ports). The
@@ -133,9 +133,8 @@ enum bg_rule_flags {
 	BG_RULE_DECLARED = 1 << 4,   /* the port is in the registry (set on every rule) */
 	BG_RULE_UID_OWNERS = 1 << 5, /* some owners are uids: look the task's uid up */
 	BG_RULE_POD_OWNERS = 1 << 6, /* some owners are pods: a pending pod is not refused */
-	/* --pod-ports=require: the meta entry's BG_META_POD_PORTS, copied into
-	 * every declared rule so an allowed bind reads the rule alone. */
-	BG_RULE_POD_PORTS = 1 << 7,
+	/* 1 << 7 is free. --pod-ports=require is BG_META_POD_PORTS in
+	 * bg_value.node, which every entry carries. */
 };
 
 /* bg_value.flags of the meta entry, and bg_value.node of every entry */

@@ -110,7 +110,7 @@ type bindguardBgLastBind struct {
 type bindguardBgLimits uint32
 
 const (
-	bindguardBgLimitsBG_LAYOUT_VERSION      bindguardBgLimits = 7
+	bindguardBgLimitsBG_LAYOUT_VERSION      bindguardBgLimits = 8
 	bindguardBgLimitsBG_RULES_ENTRIES       bindguardBgLimits = 131072
 	bindguardBgLimitsBG_PAIRS_MAX_ENTRIES   bindguardBgLimits = 262144
 	bindguardBgLimitsBG_SLOTS               bindguardBgLimits = 2
@@ -214,7 +214,6 @@ const (
 	bindguardBgRuleFlagsBG_RULE_DECLARED   bindguardBgRuleFlags = 16
 	bindguardBgRuleFlagsBG_RULE_UID_OWNERS bindguardBgRuleFlags = 32
 	bindguardBgRuleFlagsBG_RULE_POD_OWNERS bindguardBgRuleFlags = 64
-	bindguardBgRuleFlagsBG_RULE_POD_PORTS  bindguardBgRuleFlags = 128
 )
 
 type bindguardBgStatus struct {

@@ -23,7 +23,6 @@ const (
 	ruleOwners         = uint8(bindguardBgRuleFlagsBG_RULE_OWNERS)
 	ruleUIDOwners      = uint8(bindguardBgRuleFlagsBG_RULE_UID_OWNERS)
 	rulePodOwners      = uint8(bindguardBgRuleFlagsBG_RULE_POD_OWNERS)
-	rulePodPorts       = uint8(bindguardBgRuleFlagsBG_RULE_POD_PORTS)
 	pairUID            = uint8(bindguardBgPairKindBG_PAIR_UID)
 	pairPodPort        = uint8(bindguardBgPairKindBG_PAIR_POD_PORT)
 	protoTCP, protoUDP = uint8(bindguardBgProtoBG_PROTO_TCP), uint8(bindguardBgProtoBG_PROTO_UDP)
@@ -161,9 +160,6 @@ func encode(c *policy.Compiled, generation uint32, o encodeOptions) (*encoded, e
 		}
 		// What a bind needs of the meta entry, in the rule itself.
 		v.Generation, v.Node = generation, meta.Node
-		if o.podPorts {
-			v.Flags |= rulePodPorts
-		}
 		e.ruleIdx = append(e.ruleIdx, ruleIndex(protoOf(rule.Protocol), rule.Port))
 		e.ruleVals = append(e.ruleVals, v)
 	}

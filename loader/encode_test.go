@@ -9,6 +9,9 @@ import (
 	"github.com/bindguard/bindguard/policy"
 )
 
+// podPortsNode is --pod-ports=require in bg_value.node.
+const podPortsNode = uint8(bindguardBgMetaFlagsBG_META_POD_PORTS)
+
 func ruleOf(e *encoded, p policy.Protocol, port uint16) (bindguardBgValue, bool) {
 	idx := ruleIndex(protoOf(p), port)
 	for i := range e.ruleIdx {
@@ -43,7 +46,7 @@ func TestEncode(t *testing.T) {
 	}
 	a, _ := ruleOf(e, policy.TCP, 2379)
 	b, _ := ruleOf(e, policy.TCP, 2380)
-	if a.Set != b.Set || a.Flags != ruleDeclared|ruleOwners|ruleUIDOwners|rulePodPorts || a.Origin != 1 || a.Generation != 9 {
+	if a.Set != b.Set || a.Flags != ruleDeclared|ruleOwners|ruleUIDOwners || a.Node&podPortsNode == 0 || a.Origin != 1 || a.Generation != 9 {
 		t.Errorf("2379 = %+v, 2380 = %+v: equal owner lists (written differently) must share one set", a, b)
 	}
 	for i, v := range e.ruleVals {
@@ -61,8 +64,8 @@ func TestEncode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := two.ruleVals[1]; r.Flags&rulePodPorts != 0 || r.Generation != 1 {
-		t.Errorf("rule %+v without pod ports in generation 1: want no BG_RULE_POD_PORTS, generation 1", r)
+	if r := two.ruleVals[1]; r.Node&podPortsNode != 0 || r.Generation != 1 {
+		t.Errorf("rule %+v without pod ports in generation 1: want no BG_META_POD_PORTS, generation 1", r)
 	}
 	if len(two.pairKeys) != 2 || two.ruleVals[1].Uid != 0 {
 		t.Errorf("two uids: pairs %+v, rule uid %d: want a pair each and none in the rule", two.pairKeys, two.ruleVals[1].Uid)
@@ -78,10 +81,10 @@ func TestEncode(t *testing.T) {
 	if !e.podSets(pod).has(int(p.Set)) || e.podSets(&policy.Pod{Namespace: "default", Labels: pod.Labels}).has(int(p.Set)) {
 		t.Error("pod sets: want the kube-system etcd pod in the set, a default-namespace pod out of it")
 	}
-	if r, _ := ruleOf(e, policy.TCP, 10256); r.Flags != ruleDeclared|rulePodPorts|uint8(bindguardBgRuleFlagsBG_RULE_REMOVED|bindguardBgRuleFlagsBG_RULE_AUDIT) {
+	if r, _ := ruleOf(e, policy.TCP, 10256); r.Flags != ruleDeclared|uint8(bindguardBgRuleFlagsBG_RULE_REMOVED|bindguardBgRuleFlagsBG_RULE_AUDIT) || r.Node&podPortsNode == 0 {
 		t.Errorf("10256 flags = %#x", r.Flags)
 	}
-	if r, _ := ruleOf(e, policy.TCP, 9100); r.Flags != ruleDeclared|rulePodPorts|uint8(bindguardBgRuleFlagsBG_RULE_LOCALHOST) {
+	if r, _ := ruleOf(e, policy.TCP, 9100); r.Flags != ruleDeclared|uint8(bindguardBgRuleFlagsBG_RULE_LOCALHOST) || r.Node&podPortsNode == 0 {
 		t.Errorf("9100 flags = %#x", r.Flags)
 	}
 
