@@ -164,6 +164,9 @@ func measure(ctx context.Context, o *options, log io.Writer) (_ *results, err er
 	if err := cb.rounds(ctx, o.rounds, log); err != nil {
 		return nil, err
 	}
+	if err := cb.checkParts(); err != nil {
+		return nil, err
+	}
 	res.Checks = cb.rows()
 	if o.only != "" { // an A/B run: the check rows alone
 		res.Seconds = time.Since(start).Seconds()
@@ -354,26 +357,28 @@ func perFamily(target string, limit float64, measure func(fam int) (float64, str
 
 // floorRows are the rows issue 11 holds to at most 1.5x the hook floor,
 // whatever the depth, the number of owners or the kind of owner, and on the
-// violation path.
-var floorRows = []struct{ key, what string }{
-	{"bg65536.declared", "declared"},
-	{"bg65536.undeclared", "undeclared, audit (rate-limited event)"},
-	{"bg65536.deny", "undeclared, enforce (denied)"},
-	{"bg65536.owner1", "owner at depth 1"},
-	{"bg65536.owner4", "owner at depth 4"},
-	{"bg65536.owner8", "owner at depth 8"},
-	{"bg65536.owner16", "owner at depth 16"},
-	{"bg65536.span8", "owners at depths 1 and 8"},
-	{"bg65536.spread", "owners at every level 1..8"},
-	{"bg65536.uid", "uid owner"},
-	{"bg65536.pod", "pod owner"},
-	{"bg65536hash.owner1", "hash fallback, owner at depth 1"},
-	{"bg65536hash.owner16", "hash fallback, owner at depth 16"},
+// violation path. part names the part of the check (partRows) the row
+// cannot do without, whose cost alone is shown beside it: a lower bound.
+var floorRows = []struct{ key, what, part string }{
+	{"bg65536.declared", "declared", ""},
+	{"bg65536.undeclared", "undeclared, audit (rate-limited event)", "part.violation"},
+	{"bg65536.deny", "undeclared, enforce (denied)", "part.violation"},
+	{"bg65536.owner1", "owner at depth 1", "part.member"},
+	{"bg65536.owner4", "owner at depth 4", "part.member"},
+	{"bg65536.owner8", "owner at depth 8", "part.member"},
+	{"bg65536.owner16", "owner at depth 16", "part.member"},
+	{"bg65536.span8", "owners at depths 1 and 8", "part.member"},
+	{"bg65536.spread", "owners at every level 1..8", "part.member"},
+	{"bg65536.uid", "uid owner", ""},
+	{"bg65536.pod", "pod owner", "part.member"},
+	{"bg65536hash.owner1", "hash fallback, owner at depth 1", "part.hash"},
+	{"bg65536hash.owner16", "hash fallback, owner at depth 16", "part.hash"},
 }
 
 // floorTargets holds each row to 1.5× the floor attached beside it, on the
 // same binds (the measure the machine's noise does not move); the ratio to
-// the floor measured as a configuration of its own is shown beside it.
+// the floor measured as a configuration of its own is shown beside it, and
+// so is the row's part alone, where the run measured it.
 func floorTargets(res *results) []targetRow {
 	var out []targetRow
 	for _, r := range floorRows {
@@ -385,8 +390,12 @@ func floorTargets(res *results) []targetRow {
 			if c.CheckVsPaired == nil { // a run recorded before the paired floor
 				return c.CheckVsFloor.Median, fmt.Sprintf("%.2f× (%.1f ns vs floor %.1f ns)", c.CheckVsFloor.Median, c.CheckNs.Median, c.CheckNs.Median-c.CheckOverFloorNs.Median)
 			}
-			return c.CheckVsPaired.Median, fmt.Sprintf("%.2f× the paired floor (%.1f ns vs %.1f ns); %.2f× the floor row",
+			s := fmt.Sprintf("%.2f× the paired floor (%.1f ns vs %.1f ns); %.2f× the floor row",
 				c.CheckVsPaired.Median, c.CheckNs.Median, c.PairedFloorNs.Median, c.CheckVsFloor.Median)
+			if p := find(res.Checks, r.part, fam); p != nil && p.CheckVsPaired != nil {
+				s += fmt.Sprintf("; its part alone %.2f×", p.CheckVsPaired.Median)
+			}
+			return c.CheckVsPaired.Median, s
 		}))
 	}
 	return out

@@ -42,6 +42,8 @@ func TestSmoke(t *testing.T) {
 		"bindguard 65,536 entries, owner at depth 1", "bindguard 65,536 entries, owner at depth 4",
 		"bindguard 65,536 entries, owner at depth 8",
 		"bindguard 65,536 entries, owners at depths 1 and 4", "bindguard 65,536 entries, owners at depths 1 and 8",
+		"part alone: task's cgroup → its cgroup storage", "part alone: cgroup id → hash lookup",
+		"part alone: netns cookie, cgroup id, one count", "its part alone",
 		"## Policy apply", "## Event throughput", "## Memory", "## Targets",
 		"map bg_rules (Array", "map bg_pairs_inner", "zero drops at 50,000 violations/s", "swap < 1 ms",
 		"## Owner membership after mkdir", "new cgroup below an owner: first bind allowed",
@@ -59,8 +61,8 @@ func TestSmoke(t *testing.T) {
 	if err := json.Unmarshal(b, &res); err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Checks) != 58 {
-		t.Errorf("%d check rows, want 58 (29 configurations × 2 families)", len(res.Checks))
+	if len(res.Checks) != 64 {
+		t.Errorf("%d check rows, want 64 (32 configurations × 2 families)", len(res.Checks))
 	}
 	for _, r := range res.Checks {
 		if r.LoopNs.N == 0 || (r.Key != "baseline" && (r.CheckNs == nil || r.CheckNs.Median <= 0)) {

@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/bindguard/bindguard/cgroups"
 	"github.com/bindguard/bindguard/internal/benchbpf"
 	"github.com/bindguard/bindguard/loader"
 	"github.com/bindguard/bindguard/policy"
@@ -70,6 +71,8 @@ type checkBench struct {
 	// as the configuration's programs, so their ratio to it is taken at the
 	// same moments, whatever the machine does meanwhile.
 	pairedFloor [2]*ebpf.Program
+	// parts holds the parts' programs and maps (see addParts).
+	parts *benchbpf.PartsObjects
 }
 
 func (cb *checkBench) add(t *target) *target {
@@ -108,6 +111,9 @@ func setupChecks(e *env, o *options, p ports, log io.Writer) (*checkBench, error
 	}
 	cb.add(t)
 
+	if err := cb.addParts(e, p); err != nil {
+		return nil, err
+	}
 	if err := cb.addSizes(p, log); err != nil {
 		return nil, err
 	}
@@ -179,6 +185,86 @@ func loadLinear(e *env) (*benchbpf.LinearObjects, error) {
 		}
 	}
 	return &lin, nil
+}
+
+// partRows are the parts of a check measured alone (bpf/bench/parts.c):
+// the kernel reads a row cannot do without, each a lower bound for the
+// rows that need it (floorRows' part).
+var partRows = []struct{ key, name string }{
+	{"part.member", "part alone: task's cgroup → its cgroup storage"},
+	{"part.hash", "part alone: cgroup id → hash lookup"},
+	{"part.violation", "part alone: netns cookie, cgroup id, one count"},
+}
+
+// addParts attaches each part of a check to a cgroup of its own, and
+// writes the membership value the member parts must find for it.
+func (cb *checkBench) addParts(e *env, p ports) error {
+	var parts benchbpf.PartsObjects
+	if err := benchbpf.LoadPartsObjects(&parts, nil); err != nil {
+		return fmt.Errorf("load the parts programs: %w", verr(err))
+	}
+	e.onClose(parts.Close)
+	cb.parts = &parts
+	progs := map[string][2]*ebpf.Program{
+		"part.member":    {parts.PartsMember4, parts.PartsMember6},
+		"part.hash":      {parts.PartsHash4, parts.PartsHash6},
+		"part.violation": {parts.PartsViolation4, parts.PartsViolation6},
+	}
+	for _, r := range partRows {
+		pp := progs[r.key]
+		t, err := cb.attachRef(e, r.key, r.name, p.declared, pp[0], pp[1])
+		if err != nil {
+			return err
+		}
+		cb.add(t)
+		if err := writePartMember(&parts, t.dir); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writePartMember gives cgroup dir a membership in both of the parts'
+// membership maps (every part's cgroup gets one: only the member parts
+// read them).
+func writePartMember(parts *benchbpf.PartsObjects, dir string) error {
+	const member = uint64(1)
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := parts.PartsMembers.Update(uint32(f.Fd()), member, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("write the cgroup storage of %s: %w", dir, err)
+	}
+	id, err := cgroups.IDOf(dir)
+	if err != nil {
+		return err
+	}
+	if err := parts.PartsMembersHash.Update(id, member, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("write the hash membership of %s: %w", dir, err)
+	}
+	return nil
+}
+
+// checkParts fails the run if a member part's lookup missed: its figure
+// would be an early return's, not a lookup's.
+func (cb *checkBench) checkParts() error {
+	if cb.parts == nil {
+		return nil
+	}
+	var misses []uint64
+	if err := cb.parts.PartsCounts.Lookup(uint32(0), &misses); err != nil {
+		return fmt.Errorf("read the parts' miss count: %w", err)
+	}
+	var n uint64
+	for _, m := range misses {
+		n += m
+	}
+	if n != 0 {
+		return fmt.Errorf("the membership parts missed %d lookups: their figures measure no lookup", n)
+	}
+	return nil
 }
 
 // attachRef attaches a reference program pair to a fresh cgroup.

@@ -103,8 +103,15 @@ const checksNotes = `
   configuration of its own, earlier or later in the round.
 - bindguard runs in audit mode with EventInterval 1h: the undeclared rows
   measure a violation whose event is rate-limited. Repeats of one key are
-  folded in the per-CPU fold cache (one per-CPU lookup and a local atomic
-  add), not the LRU hash, and no ring-buffer write.
+  folded in the per-CPU fold cache (one per-CPU lookup and a plain
+  increment), not the LRU hash, and no ring-buffer write.
+- part alone: one kernel read a check cannot do without, in a program of
+  its own (bpf/bench/parts.c) that allows every bind: the task's cgroup and
+  its cgroup storage (what an owner or pod check reads), the cgroup id and
+  a hash lookup by it (the same before 6.2), and the netns cookie, the
+  cgroup id and one per-CPU count (what every violation reads and writes).
+  Each is a lower bound for the rows that need it; the targets show it
+  beside them.
 - owner at depth d: the port's only owner is the cgroup the loop binds
   from, d levels below the attach cgroup: one lookup of that cgroup's
   membership (cgroup storage, or the hash fallback) and a bit test,
