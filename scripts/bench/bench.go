@@ -394,6 +394,12 @@ func floorTargets(res *results) []targetRow {
 				c.CheckVsPaired.Median, c.CheckNs.Median, c.PairedFloorNs.Median, c.CheckVsFloor.Median)
 			if p := find(res.Checks, r.part, fam); p != nil && p.CheckVsPaired != nil {
 				s += fmt.Sprintf("; its part alone %.2f×", p.CheckVsPaired.Median)
+				// The declared row is the rule's lookup alone; with the part's
+				// cost over the floor added, it is what the row would cost if
+				// the part were all it added.
+				if d := find(res.Checks, "bg65536.declared", fam); d != nil && d.CheckVsPaired != nil {
+					s += fmt.Sprintf(", declared + part %.2f×", d.CheckVsPaired.Median+p.CheckVsPaired.Median-1)
+				}
 			}
 			return c.CheckVsPaired.Median, s
 		}))

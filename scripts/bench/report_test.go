@@ -51,6 +51,26 @@ func TestReport(t *testing.T) {
 			r.Membership = &membershipResult{Tries: 50, InheritedAllowed: 50, LateWritten: 49, LateAllowed: 49,
 				LateUs: dist{Median: 71, Min: 53, Max: 412, N: 49}}
 		}},
+		{"parts", func(r *results) {
+			// A run with a paired floor and the parts measured: the targets
+			// show each row's part alone, and the declared row plus that part.
+			for i := range r.Checks {
+				if c := &r.Checks[i]; c.CheckVsFloor != nil {
+					vs := *c.CheckVsFloor
+					c.CheckVsPaired, c.PairedFloorNs = &vs, &dist{Median: 35, Min: 33, Max: 38, N: 3}
+				}
+			}
+			for _, fam := range families {
+				floor := find(r.Checks, "floor", fam)
+				for i, pr := range partRows {
+					row := *floor
+					row.Key, row.Name = pr.key, pr.name
+					m := 1.25 + 0.25*float64(i) + 0.01*float64(fam)
+					row.CheckVsPaired = &dist{Median: m, Min: m - 0.05, Max: m + 0.05, N: 3}
+					r.Checks = append(r.Checks, row)
+				}
+			}
+		}},
 		{"no-events-memory-owners", func(r *results) {
 			r.Events, r.Memory = nil, nil
 			kept := r.Checks[:0]
