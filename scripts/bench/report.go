@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 )
 
 func fmtDist(d dist, prec int) string {
@@ -80,6 +81,41 @@ func writeChecks(w io.Writer, checks []checkRow) {
 			fmtDist(r.LoopNs, 0), fmtRatio(&r.LoopVsBaseline), fmtRatio(&r.LoopVsFloor), fmtRatio(&r.LoopWallVsBaseline))
 	}
 	fmt.Fprint(w, checksNotes)
+	if gaps := familyGaps(checks); len(gaps) > 0 {
+		fmt.Fprintf(w, "\nIPv4 and IPv6 differ by more than %.0f× the paired floor in: %s. Both run the same code; a gap\n"+
+			"this size has so far come from where the kernel placed a program's JIT image, not from the check\n"+
+			"(docs/benchmarks.md, \"Placement\").\n", familyGapLimit, strings.Join(gaps, "; "))
+	}
+}
+
+// familyGapLimit is the difference between a configuration's two families,
+// in × paired floor, above which the report points the gap out: a whole
+// floor more for the same code (the families' usual gap is a few tenths)...
+const familyGapLimit = 1.0
+
+// ...when it is also more than half of what the cheaper family's program
+// adds over the floor (the linear scan's families differ by 1-2× of 10×).
+const familyGapShare = 1.5
+
+// familyGaps lists the configurations whose IPv4 and IPv6 rows differ by
+// more than familyGapLimit and familyGapShare.
+func familyGaps(checks []checkRow) []string {
+	var out []string
+	for _, r := range checks {
+		if r.Family != families[0] || r.CheckVsPaired == nil {
+			continue
+		}
+		o := find(checks, r.Key, families[1])
+		if o == nil || o.CheckVsPaired == nil {
+			continue
+		}
+		a, b := r.CheckVsPaired.Median, o.CheckVsPaired.Median
+		if abs(a-b) <= familyGapLimit || max(a, b)-1 <= familyGapShare*(min(a, b)-1) {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s (%.2f× vs %.2f×)", r.Name, r.CheckVsPaired.Median, o.CheckVsPaired.Median))
+	}
+	return out
 }
 
 // checksNotes explains the per-bind table's columns and rows.

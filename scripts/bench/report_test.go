@@ -60,6 +60,9 @@ func TestReport(t *testing.T) {
 					c.CheckVsPaired, c.PairedFloorNs = &vs, &dist{Median: 35, Min: 33, Max: 38, N: 3}
 				}
 			}
+			// One configuration's IPv6 row a whole floor above its IPv4 row:
+			// the report points the gap out.
+			find(r.Checks, "bg65536.deny", 6).CheckVsPaired.Median = 6.5
 			for _, fam := range families {
 				floor := find(r.Checks, "floor", fam)
 				for i, pr := range partRows {
@@ -91,5 +94,28 @@ func TestReport(t *testing.T) {
 			goldenPath := filepath.Join("testdata", "report-"+tc.name+".md")
 			golden.Check(t, goldenPath, out.Bytes(), *update)
 		})
+	}
+}
+
+// TestFamilyGaps: the report points out an IPv6 row a whole floor above
+// its IPv4 row (the placement effect), not the expensive rows' usual gap
+// nor the cheap rows' noise. The figures are from the 2026-12-01 runs.
+func TestFamilyGaps(t *testing.T) {
+	rows := func(key string, v4, v6 float64) []checkRow {
+		return []checkRow{
+			{Key: key, Name: key, Family: 4, CheckVsPaired: &dist{Median: v4}},
+			{Key: key, Name: key, Family: 6, CheckVsPaired: &dist{Median: v6}},
+		}
+	}
+	var checks []checkRow
+	checks = append(checks, rows("linear128", 11.19, 13.03)...)
+	checks = append(checks, rows("bg65536.deny", 2.45, 4.12)...)
+	checks = append(checks, rows("bg65536.postbind", 1.11, 1.19)...)
+	checks = append(checks, rows("bg65536.owner1", 1.65, 1.77)...)
+	checks = append(checks, rows("bg65536.undeclared", 3.2, 2.1)...)
+	got := familyGaps(checks)
+	want := []string{"bg65536.deny (2.45× vs 4.12×)", "bg65536.undeclared (3.20× vs 2.10×)"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("familyGaps = %q, want %q", got, want)
 	}
 }
