@@ -190,10 +190,16 @@ func loadLinear(e *env) (*benchbpf.LinearObjects, error) {
 // partRows are the parts of a check measured alone (bpf/bench/parts.c):
 // the kernel reads a row cannot do without, each a lower bound for the
 // rows that need it (floorRows' part).
-var partRows = []struct{ key, name string }{
-	{"part.member", "part alone: task's cgroup → its cgroup storage"},
-	{"part.hash", "part alone: cgroup id → hash lookup"},
-	{"part.violation", "part alone: netns cookie, cgroup id, one count"},
+var partRows = []struct {
+	key, name string
+	progs     func(*benchbpf.PartsObjects) (bind4, bind6 *ebpf.Program)
+}{
+	{"part.member", "part alone: task's cgroup → its cgroup storage",
+		func(o *benchbpf.PartsObjects) (_, _ *ebpf.Program) { return o.PartsMember4, o.PartsMember6 }},
+	{"part.hash", "part alone: cgroup id → hash lookup",
+		func(o *benchbpf.PartsObjects) (_, _ *ebpf.Program) { return o.PartsHash4, o.PartsHash6 }},
+	{"part.violation", "part alone: netns cookie, cgroup id, one count",
+		func(o *benchbpf.PartsObjects) (_, _ *ebpf.Program) { return o.PartsViolation4, o.PartsViolation6 }},
 }
 
 // addParts attaches each part of a check to a cgroup of its own, and
@@ -205,14 +211,9 @@ func (cb *checkBench) addParts(e *env, p ports) error {
 	}
 	e.onClose(parts.Close)
 	cb.parts = &parts
-	progs := map[string][2]*ebpf.Program{
-		"part.member":    {parts.PartsMember4, parts.PartsMember6},
-		"part.hash":      {parts.PartsHash4, parts.PartsHash6},
-		"part.violation": {parts.PartsViolation4, parts.PartsViolation6},
-	}
 	for _, r := range partRows {
-		pp := progs[r.key]
-		t, err := cb.attachRef(e, r.key, r.name, p.declared, pp[0], pp[1])
+		p4, p6 := r.progs(&parts)
+		t, err := cb.attachRef(e, r.key, r.name, p.declared, p4, p6)
 		if err != nil {
 			return err
 		}

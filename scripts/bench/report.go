@@ -93,8 +93,9 @@ func writeChecks(w io.Writer, checks []checkRow) {
 // floor more for the same code (the families' usual gap is a few tenths)...
 const familyGapLimit = 1.0
 
-// ...when it is also more than half of what the cheaper family's program
-// adds over the floor (the linear scan's families differ by 1-2× of 10×).
+// ...when the dearer family's program also adds more than half again what
+// the cheaper one adds over the floor (the linear scan's families differ by
+// 1-2× of about 10×, which is not pointed out).
 const familyGapShare = 1.5
 
 // familyGaps lists the configurations whose IPv4 and IPv6 rows differ by
