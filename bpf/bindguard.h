@@ -55,7 +55,7 @@ enum bg_family {
 	BG_FAMILY_INET6 = 6, /* AF_INET6, judged by bind6 (a v4-mapped address too) */
 };
 
-/* bg_status.mode, and what the meta entry's BG_META_AUDIT flag encodes. */
+/* bg_status.mode, and what the node flag BG_META_AUDIT encodes. */
 enum bg_mode {
 	BG_MODE_AUDIT = 0,
 	BG_MODE_ENFORCE = 1,
@@ -78,8 +78,9 @@ enum bg_mode {
  * declared or not, carries the policy's generation (never 0) and its node
  * flags (enum bg_meta_flags): a bind reads its port's entry and no other, a
  * violation too. A slot never written is all zeros: no policy. Index 0 (TCP
- * port 0, which is never judged) holds the policy's meta entry, the same
- * facts for a reader of the map: its origin is the generation.
+ * port 0, which is never judged) is the policy's meta entry: written even
+ * for an empty registry, and like an undeclared port's, the generation and
+ * node flags alone.
  *
  * Owners. Every distinct owner list of the registry (cgroups, units, pods)
  * is an owner set, numbered 0..BG_OWNER_SETS-1; a rule with owners names its
@@ -96,8 +97,8 @@ enum bg_mode {
  * in generation 7, slot 1, compiles to (slot 1's rules start at BG_RULES_ENTRIES):
  *   bg_rules[BG_RULES_ENTRIES + bg_rule_index(TCP, 2379)] = {origin=1, flags=DECLARED|OWNERS|UID_OWNERS,
  *                                                           set=0, uid=0+1, generation=7}
- *   bg_rules[BG_RULES_ENTRIES + 0]                        = {origin=7, flags=0 (enforce), generation=7}
- *   bg_rules[BG_RULES_ENTRIES + any other index]          = {generation=7} (undeclared)
+ *   bg_rules[BG_RULES_ENTRIES + any other index]          = {generation=7, node=0 (enforce)}
+ *                                                           (undeclared; index 0 is the meta entry)
  * (a rule listing two uids or more has uid=0 and one pair per uid:
  *   pairs[{kind=UID, set=0, id=UID}] = 1)
  * and the cgroup /system.slice/etcd.service, and every cgroup below it,
@@ -137,24 +138,24 @@ enum bg_rule_flags {
 	 * bg_value.node, which every entry carries. */
 };
 
-/* bg_value.flags of the meta entry, and bg_value.node of every entry */
+/* node flags: bg_value.node of every entry */
 enum bg_meta_flags {
 	BG_META_AUDIT = 1 << 0,        /* the node runs in audit mode: nothing is denied */
 	BG_META_POD_PORTS = 1 << 1,    /* --pod-ports=require: pods bind only ports they declare */
 };
 
 /*
- * struct bg_value: a rule, or the meta entry.
+ * struct bg_value: a port's entry.
  *  rule:  origin = index+1 of the registry entry the rule came from (0: none);
- *         set = the owner set of the rule (with BG_RULE_OWNERS);
- *  meta:  origin = the policy generation (events carry it, so the daemon maps
- *         origin indexes with the table of the generation that judged them);
- *         flags = enum bg_meta_flags.
+ *         flags = enum bg_rule_flags; set = the owner set of the rule (with
+ *         BG_RULE_OWNERS);
  *  every entry of a written slot, rules, undeclared ports and the meta entry:
  *         generation = the policy generation: the membership check compares
  *         it (memberships of another generation are ignored), events carry
- *         it, and 0 means no policy; node = the meta entry's flags, for the
- *         verdict. A bind never reads another entry than its port's.
+ *         it (so the daemon maps origin indexes with the table of the
+ *         generation that judged them), and 0 means no policy; node = enum
+ *         bg_meta_flags, for the verdict. A bind never reads another entry
+ *         than its port's.
  */
 struct bg_value {
 	__u32 origin;
@@ -180,7 +181,7 @@ enum bg_member_flags {
 
 /*
  * struct bg_member: what one cgroup is, per policy slot. A slot's part counts
- * only while its generation is that of the slot's meta entry: a reload
+ * only while its generation is that of the slot's entries: a reload
  * writes the idle slot's part of every member with the new generation, and
  * stale parts are never read. At mkdir the kernel copies the parent's value
  * into the child (both slots), turning SPAWN_PENDING into PENDING.

@@ -85,14 +85,13 @@ type podPrincipal struct {
 	sets  setBits
 }
 
-// generation is the policy generation the meta entry carries.
-func (e *encoded) generation() uint32 { return e.ruleVals[0].Origin }
+// generation is the policy generation every entry carries.
+func (e *encoded) generation() uint32 { return e.ruleVals[0].Generation }
 
 // undeclared is the entry of a port the registry does not name: the
 // generation and node flags every entry of the slot carries, nothing else.
-func (e *encoded) undeclared() bindguardBgValue {
-	return bindguardBgValue{Generation: e.generation(), Node: e.ruleVals[0].Flags}
-}
+// The meta entry is one.
+func (e *encoded) undeclared() bindguardBgValue { return e.ruleVals[0] }
 
 // entries is the number of map entries the policy holds besides memberships.
 func (e *encoded) entries() int { return len(e.ruleIdx) + len(e.pairKeys) }
@@ -158,8 +157,8 @@ func encode(c *policy.Compiled, generation uint32, o encodeOptions) (*encoded, e
 				v.Flags |= rulePodOwners
 			}
 		}
-		// What a bind needs of the meta entry, in the rule itself.
-		v.Generation, v.Node = generation, meta.Node
+		// What every entry carries, so a bind reads no other.
+		v.Generation, v.Node = meta.Generation, meta.Node
 		e.ruleIdx = append(e.ruleIdx, ruleIndex(protoOf(rule.Protocol), rule.Port))
 		e.ruleVals = append(e.ruleVals, v)
 	}
@@ -170,16 +169,16 @@ func encode(c *policy.Compiled, generation uint32, o encodeOptions) (*encoded, e
 }
 
 // metaEntry is the meta entry of a policy: its generation and node flags,
-// which every entry of its slot carries too.
+// which every entry of its slot carries, and nothing else (it is the entry
+// of an undeclared port, at the index of TCP port 0).
 func metaEntry(generation uint32, o encodeOptions) bindguardBgValue {
-	meta := bindguardBgValue{Origin: generation, Generation: generation}
+	meta := bindguardBgValue{Generation: generation}
 	if o.mode != policy.ModeEnforce {
-		meta.Flags |= uint8(bindguardBgMetaFlagsBG_META_AUDIT)
+		meta.Node |= uint8(bindguardBgMetaFlagsBG_META_AUDIT)
 	}
 	if o.podPorts {
-		meta.Flags |= uint8(bindguardBgMetaFlagsBG_META_POD_PORTS)
+		meta.Node |= uint8(bindguardBgMetaFlagsBG_META_POD_PORTS)
 	}
-	meta.Node = meta.Flags
 	return meta
 }
 

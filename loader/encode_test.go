@@ -38,11 +38,14 @@ func TestEncode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.ruleIdx[0] != metaIndex || e.ruleVals[0].Origin != 9 {
+	if e.ruleIdx[0] != metaIndex || e.ruleVals[0].Generation != 9 {
 		t.Errorf("meta entry = %d:%+v, want index 0 with the generation", e.ruleIdx[0], e.ruleVals[0])
 	}
-	if f := e.ruleVals[0].Flags; f&uint8(bindguardBgMetaFlagsBG_META_AUDIT) != 0 || f&uint8(bindguardBgMetaFlagsBG_META_POD_PORTS) == 0 {
+	if f := e.ruleVals[0].Node; f&uint8(bindguardBgMetaFlagsBG_META_AUDIT) != 0 || f&uint8(bindguardBgMetaFlagsBG_META_POD_PORTS) == 0 {
 		t.Errorf("meta flags = %#x, want enforce with pod ports", f)
+	}
+	if m := e.ruleVals[0]; m.Origin != 0 || m.Flags != 0 || m != e.undeclared() {
+		t.Errorf("meta entry = %+v, want an undeclared port's entry: generation and node flags alone", m)
 	}
 	a, _ := ruleOf(e, policy.TCP, 2379)
 	b, _ := ruleOf(e, policy.TCP, 2380)
@@ -50,11 +53,11 @@ func TestEncode(t *testing.T) {
 		t.Errorf("2379 = %+v, 2380 = %+v: equal owner lists (written differently) must share one set", a, b)
 	}
 	for i, v := range e.ruleVals {
-		if v.Generation != 9 || v.Node != e.ruleVals[0].Flags {
-			t.Errorf("entry %d = %+v: every entry carries the generation and the node flags %#x", e.ruleIdx[i], v, e.ruleVals[0].Flags)
+		if v.Generation != 9 || v.Node != podPortsNode {
+			t.Errorf("entry %d = %+v: every entry carries the generation and the node flags %#x", e.ruleIdx[i], v, podPortsNode)
 		}
 	}
-	if u := e.undeclared(); u != (bindguardBgValue{Generation: 9, Node: e.ruleVals[0].Flags}) {
+	if u := e.undeclared(); u != (bindguardBgValue{Generation: 9, Node: podPortsNode}) {
 		t.Errorf("undeclared entry = %+v, want the generation and node flags alone", u)
 	}
 	if len(e.pairKeys) != 0 || a.Uid != 0+1 {
@@ -92,7 +95,7 @@ func TestEncode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if empty.entries() != 1 || empty.ruleVals[0].Flags&uint8(bindguardBgMetaFlagsBG_META_AUDIT) == 0 {
+	if empty.entries() != 1 || empty.ruleVals[0].Node&uint8(bindguardBgMetaFlagsBG_META_AUDIT) == 0 {
 		t.Errorf("empty policy = %+v, want the audit meta entry alone (deny-all, never allow-all)", empty.ruleVals)
 	}
 	if u := empty.undeclared(); u.Generation != 1 || u.Node&uint8(bindguardBgMetaFlagsBG_META_AUDIT) == 0 || u.Flags != 0 {
