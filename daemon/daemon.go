@@ -162,6 +162,9 @@ func (d *Daemon) start(ctx context.Context, sigs <-chan os.Signal) (err error) {
 	if err := d.load(attach, compiled, sel); err != nil {
 		return err
 	}
+	if d.pods != nil {
+		d.pods.begin() // the loader exists: identities may be put in force
+	}
 	if err := d.startReaders(); err != nil {
 		return err
 	}
@@ -194,7 +197,7 @@ func (d *Daemon) start(ctx context.Context, sigs <-chan os.Signal) (err error) {
 
 // startHost sets up what the first policy needs besides the kernel: the
 // autobind reservation and the pod tracker. Pods that exist already go into
-// the first policy as pending.
+// the first policy as pending; their lookups start after it (begin).
 func (d *Daemon) startHost() (err error) {
 	if d.cfg.ReserveState != "none" {
 		d.reserver = autobind.New(d.cfg.ReserveState)

@@ -37,10 +37,14 @@ type podTracker struct {
 	cgroups map[string]loader.PodCgroup
 	// spawn are kubelet's pod parents: kubepods and its QoS levels.
 	spawn map[string]bool
-	// resolving: pod cgroups and containers being looked up.
-	resolving map[string]bool
-	ctx       context.Context
-	cancel    context.CancelFunc
+	// resolving: pod cgroups and containers being looked up, each with
+	// the cancel of its lookup (removed ends it).
+	resolving map[string]*lookup
+	// looking: lookups may start (begin): their answers go to the loader,
+	// which exists only once the first policy is in force.
+	looking bool
+	ctx     context.Context
+	cancel  context.CancelFunc
 }
 
 // DefaultKubepods are where kubelet puts its tree, relative to the attach
@@ -55,7 +59,7 @@ func newPodTracker(d *Daemon) (*podTracker, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &podTracker{d: d, cri: c, cgroups: map[string]loader.PodCgroup{}, spawn: map[string]bool{}, resolving: map[string]bool{}}
+	t := &podTracker{d: d, cri: c, cgroups: map[string]loader.PodCgroup{}, spawn: map[string]bool{}, resolving: map[string]*lookup{}}
 	places := d.cfg.Kubepods
 	if len(places) == 0 {
 		for _, p := range DefaultKubepods {
@@ -103,26 +107,61 @@ func (t *podTracker) kube(rel string) (cgroups.KubeCgroup, bool) {
 	if slices.Contains(t.places, rel) {
 		return cgroups.KubeCgroup{Level: cgroups.KubeQoS, Kubepods: rel}, true // kubepods itself: a parent
 	}
-	k, ok := cgroups.ParseKube(rel)
-	if !ok || !slices.Contains(t.places, k.Kubepods) || k.Subgroup {
+	level, k := cgroups.KubeLevelOf(rel) // a QoS level too: a parent of pods
+	if level == cgroups.NotKube || !slices.Contains(t.places, k.Kubepods) || k.Subgroup {
 		return k, false
 	}
 	return k, true
 }
 
-// scan records the pods that exist already, before the first Apply: each
-// pending, its lookup started.
+// scan records the pods that exist: before the first Apply, each pending;
+// after lost events, the ones missed. Its lookups start when the tracker
+// does (begin). Cgroups it knew that are gone are forgotten (their removal
+// may have been among the lost events).
 func (t *podTracker) scan() {
+	seen := map[string]bool{}
 	for _, place := range t.places {
-		t.scanDir(place)
+		t.scanDir(place, seen)
+	}
+	t.mu.Lock()
+	var gone []string
+	for rel := range t.cgroups {
+		if !seen[rel] {
+			gone = append(gone, rel)
+		}
+	}
+	for rel := range t.spawn {
+		if !seen[rel] {
+			gone = append(gone, rel)
+		}
+	}
+	t.mu.Unlock()
+	for _, rel := range gone {
+		if _, err := os.Stat(t.d.cg.Abs(rel)); errors.Is(err, os.ErrNotExist) {
+			t.removed(rel)
+		}
 	}
 }
 
-func (t *podTracker) scanDir(rel string) {
+// begin lets lookups start, and starts those of the cgroups recorded so
+// far: called once the loader holds the first policy.
+func (t *podTracker) begin() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.looking = true
+	for rel, pc := range t.cgroups {
+		if k, ok := t.kube(rel); ok {
+			t.lookupLocked(rel, k, pc)
+		}
+	}
+}
+
+func (t *podTracker) scanDir(rel string, seen map[string]bool) {
 	k, ok := t.kube(rel)
 	if !ok {
 		return
 	}
+	seen[rel] = true
 	t.record(rel, k)
 	if k.Level == cgroups.KubeContainer {
 		return
@@ -133,7 +172,7 @@ func (t *podTracker) scanDir(rel string) {
 	}
 	for _, e := range ents {
 		if e.IsDir() {
-			t.scanDir(path.Join(rel, e.Name()))
+			t.scanDir(path.Join(rel, e.Name()), seen)
 		}
 	}
 }
@@ -156,29 +195,49 @@ func (t *podTracker) record(rel string, k cgroups.KubeCgroup) bool {
 			pc = loader.PodCgroup{Path: rel, Pod: &policy.Pod{UID: k.PodUID, Pending: true}}
 			t.cgroups[rel] = pc
 		}
-		// A cgroup seen again (a rescan after lost events) is looked up
-		// only while its identity is still pending.
-		if pc.Pod.Pending && !t.resolving[rel] {
-			t.resolving[rel] = true
-			go t.resolve(rel, k)
-		}
+		t.lookupLocked(rel, k, pc)
 		return k.Level == cgroups.KubePodLevel
 	}
 	return false
 }
 
+// lookupLocked starts the lookup of a pod or container cgroup, unless
+// lookups may not start yet, one runs already, or its identity is known
+// (a cgroup seen again by a rescan). Called with t.mu held.
+func (t *podTracker) lookupLocked(rel string, k cgroups.KubeCgroup, pc loader.PodCgroup) {
+	if !t.looking || pc.Pod == nil || !pc.Pod.Pending || t.resolving[rel] != nil {
+		return
+	}
+	l := &lookup{done: make(chan struct{})}
+	var ctx context.Context
+	ctx, l.cancel = context.WithCancel(t.ctx)
+	t.resolving[rel] = l
+	go t.resolve(ctx, l, rel, k)
+}
+
+// lookup is one running lookup of a cgroup's identity.
+type lookup struct {
+	cancel context.CancelFunc
+	done   chan struct{} // closed when it has ended
+}
+
 // resolve asks the runtime who a pod or container is, retrying while it is
-// not there yet or the runtime is away, and puts the answer in force.
-func (t *podTracker) resolve(rel string, k cgroups.KubeCgroup) {
+// not there yet or the runtime is away, and puts the answer in force. It
+// ends with ctx: at shutdown, or when the cgroup is removed.
+func (t *podTracker) resolve(ctx context.Context, l *lookup, rel string, k cgroups.KubeCgroup) {
+	defer close(l.done)
 	defer func() {
+		l.cancel()
 		t.mu.Lock()
-		delete(t.resolving, rel)
+		if t.resolving[rel] == l { // not a lookup of the same path made again
+			delete(t.resolving, rel)
+		}
 		t.mu.Unlock()
 	}()
 	start := time.Now()
-	pod, err := t.cri.LookupWait(t.ctx, k.PodUID, k.ContainerID)
+	pod, err := t.cri.LookupWait(ctx, k.PodUID, k.ContainerID)
 	if err != nil {
-		if !errors.Is(err, context.Canceled) {
+		if ctx.Err() == nil {
 			t.d.log.WithError(err).WithField("cgroup", rel).Warn("pod identity not resolved: binds from it are judged as a pending pod")
 		}
 		return
@@ -244,6 +303,10 @@ func (t *podTracker) removed(rel string) {
 	pc, ok := t.cgroups[rel]
 	delete(t.cgroups, rel)
 	delete(t.spawn, rel)
+	if l := t.resolving[rel]; l != nil {
+		l.cancel()
+		delete(t.resolving, rel)
+	}
 	t.mu.Unlock()
 	if !ok {
 		return

@@ -187,6 +187,31 @@ func TestPodOwners(t *testing.T) {
 	d.waitLog("pod removal", func(m map[string]any) bool { return m["msg"] == "pod forgotten" && m["cgroup"] == gone })
 }
 
+// TestPodsBeforeDaemon: pods that run before the daemon starts (a restart,
+// or a DaemonSet upgrade, on a busy node) are found by its first scan and
+// go into the first policy as pending; their identities, looked up once
+// that policy is in force, then give them their ports.
+func TestPodsBeforeDaemon(t *testing.T) {
+	p := newPodEnv(t)
+	p.writeRegistry(podRegistry)
+	var pods []*containerd.Pod
+	for i := range 3 {
+		spec := fmt.Sprintf("tcp:%d", 44200+i)
+		pods = append(pods, p.run(t, containerd.PodSpec{Namespace: "kube-system", Name: fmt.Sprintf("etcd-early-%d", i),
+			Labels:     map[string]string{"component": "etcd"},
+			Containers: []containerd.ContainerSpec{binderSpec("etcd", []string{"usr1", spec}, int32(44200+i))}}))
+	}
+	d := p.start("enforce")
+	for i, pod := range pods {
+		waitIdentity(d, pod, "etcd")
+		p.signalBind(t, pod, "etcd")
+		spec := fmt.Sprintf("tcp:%d", 44200+i)
+		if got := p.bound(t, pod, "etcd", spec); got != "ok" {
+			t.Errorf("pod %s, running before the daemon, binding its port %s: %s", pod.Spec.Name, spec, got)
+		}
+	}
+}
+
 // In audit mode, the refused cases above proceed and are logged with the pod.
 func TestPodOwnersAudit(t *testing.T) {
 	p := newPodEnv(t)
