@@ -68,6 +68,12 @@ func (c *Client) lookup(ctx context.Context, podUID, containerID string) (*polic
 	if e == nil || (containerID != "" && !e.has(containerID)) {
 		return nil, fmt.Errorf("cri: lookup pod %s container %q: %w", podUID, containerID, ErrNotYet)
 	}
+	for id, ce := range e.containers {
+		if ce.portsErr != nil {
+			c.opts.Logf("cri: pod %s/%s (uid %s), container %s (%s): %v: its declared host ports are not known",
+				e.namespace, e.name, podUID, ce.name, id, ce.portsErr)
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if old, ok := c.pods[podUID]; ok {
@@ -154,11 +160,18 @@ func (c *Client) Forget(podUID string) {
 }
 
 // LookupWait is Lookup retried while the answer is ErrNotYet or
-// ErrUnavailable, sleeping 1, 2, 4 … ms (at most maxStep between tries),
-// until ctx ends; then it returns the last error.
+// ErrUnavailable, sleeping 1, 2, 4 … ms between tries, until ctx ends; then
+// it returns the last error. Each try may ask the runtime, so the sleep
+// stops growing at 64 ms only for the first seconds, in which a starting
+// pod's sandbox and containers appear; a pod that stays unknown longer (one
+// waiting for a volume, say) is asked about once a second.
 func (c *Client) LookupWait(ctx context.Context, podUID, containerID string) (*policy.Pod, error) {
-	const maxStep = 64 * time.Millisecond
-	step := time.Millisecond
+	const (
+		fastStep  = 64 * time.Millisecond
+		slowAfter = 2 * time.Second
+		slowStep  = time.Second
+	)
+	start, step := time.Now(), time.Millisecond
 	for {
 		p, err := c.lookup(ctx, podUID, containerID)
 		if err == nil || !(errors.Is(err, ErrNotYet) || errors.Is(err, ErrUnavailable)) {
@@ -170,6 +183,10 @@ func (c *Client) LookupWait(ctx context.Context, podUID, containerID string) (*p
 			t.Stop()
 			return nil, err
 		case <-t.C:
+		}
+		maxStep := fastStep
+		if time.Since(start) > slowAfter {
+			maxStep = slowStep
 		}
 		step = min(2*step, maxStep)
 	}
