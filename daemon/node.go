@@ -283,18 +283,24 @@ func (d *Daemon) nodeChanged(n kube.Node) {
 	d.node.m.updates.WithLabelValues("applied").Inc()
 	d.node.m.latency.Observe(took.Seconds())
 	d.logApplied(c, sel, res)
-	log.WithFields(logrus.Fields{
-		"generation": res.Generation, "changed": labelDiff(prevLabels, labels),
-		"since_update_received_ms": float64(took.Microseconds()) / 1000,
-	}).Info("node labels changed: policy in force")
+	d.nodeApplied(log.WithField("since_update_received_ms", float64(took.Microseconds())/1000), prevLabels, prevMode, res.Generation)
+	d.publishNode()
+}
+
+// nodeApplied records a policy in force for labels or a mode other than the
+// previous policy's (d.cfg holds the new ones): by a label update, or by the
+// reload that applied one rejected before.
+func (d *Daemon) nodeApplied(log *logrus.Entry, prevLabels map[string]string, prevMode policy.Mode, generation uint32) {
+	mode, src := d.cfg.Mode, d.node.modeSource
+	log.WithFields(logrus.Fields{"generation": generation, "changed": labelDiff(prevLabels, d.cfg.NodeLabels)}).
+		Info("node labels changed: policy in force")
 	if mode != prevMode {
 		d.node.m.changes.WithLabelValues(string(mode), src).Inc()
-		log.WithFields(logrus.Fields{"from": string(prevMode), "to": string(mode), "source": src, "generation": res.Generation}).
+		log.WithFields(logrus.Fields{"from": string(prevMode), "to": string(mode), "source": src, "generation": generation}).
 			Warn("mode changed")
 	}
 	d.node.m.mode(mode, src)
 	d.node.m.labels(d.labelSources())
-	d.publishNode()
 }
 
 // apiReachable records the API server being lost or found again.

@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 
 	"github.com/sirupsen/logrus"
@@ -27,20 +28,32 @@ func (d *Daemon) compile() (*policy.Compiled, *EntriesState, error) {
 
 // Reload recompiles the registry and swaps the policy. A registry that does
 // not load, validate or compile changes nothing in the kernel.
+//
+// The Node's labels, when known, are what the policy is compiled for: a
+// label update whose policy was rejected (nodeChanged) is applied by the
+// first reload that succeeds, say once the registry is fixed.
 func (d *Daemon) Reload(why string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	log := d.log.WithField("trigger", why)
+	prevLabels, prevMode, prevSrc := d.cfg.NodeLabels, d.cfg.Mode, d.node.modeSource
+	if d.node.node != nil {
+		d.cfg.NodeLabels, d.cfg.Mode, d.node.modeSource = d.resolve(d.node.node.Labels)
+	}
 	c, sel, err := d.compile()
 	if err == nil {
 		var res *loader.ApplyResult
 		if res, err = d.ld.Apply(c, d.applyOptions(), d.sources()); err == nil {
 			d.metrics.reloads.WithLabelValues("ok").Inc()
 			d.logApplied(c, sel, res)
+			if !maps.Equal(prevLabels, d.cfg.NodeLabels) || prevMode != d.cfg.Mode {
+				d.nodeApplied(log, prevLabels, prevMode, res.Generation)
+			}
 			d.publishNode()
 			return
 		}
 	}
+	d.cfg.NodeLabels, d.cfg.Mode, d.node.modeSource = prevLabels, prevMode, prevSrc
 	d.metrics.reloads.WithLabelValues("failed").Inc()
 	if rerr := d.ld.RecordFailure(err); rerr != nil {
 		log.WithError(rerr).Error("record failed reload")

@@ -293,6 +293,42 @@ func TestNodeLabelsLive(t *testing.T) {
 	assertNothingAttached(t, ne.cgAbs)
 }
 
+// TestNodeLabelsRejectedThenFixed: a label update whose policy does not
+// compile (two entries claim a port on the relabelled node) changes
+// nothing; once the registry is fixed, the reload applies the Node's
+// current labels, not the ones in force before the update.
+func TestNodeLabelsRejectedThenFixed(t *testing.T) {
+	ne := newNodeEnv(t, map[string]string{cpLabel: ""})
+	ne.writeRegistry(nodeRegistry + `  - port: 44102
+    protocol: tcp
+    process: worker-claims-44102
+    nodeSelector: {node-role.kubernetes.io/worker: ""}
+`)
+	d := ne.start("enforce", ne.args()...)
+	b := testutils.StartBinder(t, ne.child("svc"), testutils.BinderOptions{})
+	expect(t, b, cpVerdicts)
+
+	since := relabel(t, ne.client, func(l map[string]string) { delete(l, cpLabel); l[workerLabel] = "" })
+	rej := d.waitLogWithin("rejected label update", nodeWait, func(m map[string]any) bool {
+		return strings.HasPrefix(m["msg"].(string), "policy for the new node labels rejected") && logTime(m).After(since)
+	})
+	if e, _ := rej["error"].(string); !strings.Contains(e, "conflicts with") {
+		t.Errorf("rejection: %v, want the conflict named", rej["error"])
+	}
+	expect(t, b, cpVerdicts)
+
+	ne.writeRegistry(nodeRegistry)
+	fixed := time.Now()
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	m := d.waitNodeApplied(t, "the reload after the fix", fixed)
+	if m["trigger"] == "node labels" {
+		t.Errorf("applied by %v, want the reload", m["trigger"])
+	}
+	expect(t, b, workerVerdicts)
+	checkEntries(t, ne.status(t), []string{"worker-only", "every-node"}, []string{"control-plane-only"})
+	d.stop(syscall.SIGTERM)
+}
+
 // checkNodeOutage stops the API server the daemon talks to: verdicts stay;
 // the Node is relabelled through a second API server meanwhile, and the
 // daemon applies that once its server is back.
