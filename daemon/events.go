@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"errors"
+	"os"
 	"sync"
 	"time"
 
@@ -57,16 +59,26 @@ func (d *Daemon) startReaders() error {
 		defer d.readers.Done()
 		readLoop(d, "event", d.ld.ReadEvent, d.logEvent)
 	}()
-	d.readers.Add(1)
+	r := &cgroupReader{d: d, late: make(chan loader.CgroupEvent, latePaths), due: make(chan struct{}, 1)}
+	d.readers.Add(2)
 	go func() {
 		defer d.readers.Done()
-		var lost uint64
-		readLoop(d, "cgroup event", d.ld.ReadCgroupEvent, func(ev loader.CgroupEvent) {
-			d.cgroupEvent(ev, &lost)
-		})
+		readLoop(d, "cgroup event", d.ld.ReadCgroupEvent, r.event)
+	}()
+	go func() {
+		defer d.readers.Done()
+		r.work()
 	}()
 	return nil
 }
+
+// latePaths is how many new cgroups whose path the event did not carry,
+// and which could not be opened by id at once, wait for a second look.
+const latePaths = 64
+
+// refreshEvery is the least time between two rewrites of every membership
+// after lost events: losses that keep coming cost one rewrite a second.
+const refreshEvery = time.Second
 
 // readLoop hands every record read to handle until shutdown. It checks for
 // shutdown before each read, so it returns after at most one more record
@@ -94,31 +106,43 @@ func readLoop[T any](d *Daemon, what string, read func() (T, error), handle func
 	}
 }
 
-// cgroupEvent puts owners that appear later in force, and repairs a
-// membership the kernel could not copy. When events were lost, it rewrites
-// every membership of the policy in force.
-func (d *Daemon) cgroupEvent(ev loader.CgroupEvent, lost *uint64) {
+// cgroupReader is the cgroup-event reader's state. The events of every
+// cgroup on the node, an unprivileged user's included, go through it one
+// after the other, so it waits only for cgroups the policy or kubelet's
+// tree names; work does the waiting for the rest.
+type cgroupReader struct {
+	d *Daemon
+	// late: new cgroups for work to look up again; due: a rewrite of every
+	// membership for work to make.
+	late chan loader.CgroupEvent
+	due  chan struct{}
+	// lost is the kernel's count of lost events last seen, dropped the
+	// cgroups later could not queue (both the reader's alone).
+	lost, dropped uint64
+
+	mu sync.Mutex
+	// refreshed is when every membership was last rewritten; waiting is
+	// set while a rewrite waits for refreshEvery to pass.
+	refreshed time.Time
+	waiting   bool
+}
+
+// event puts owners that appear later in force, and repairs a membership
+// the kernel could not copy. When events were lost, every membership of the
+// policy in force is rewritten.
+func (r *cgroupReader) event(ev loader.CgroupEvent) {
+	d := r.d
 	switch ev.Op {
 	case loader.CgroupMkdir:
-		if ev.Path == "" {
-			rel, err := d.cgroupPath(ev.ID)
+		if ev.Path == "" { // longer than the event holds
+			rel, err := d.cg.Path(ev.ID)
 			if err != nil {
-				return // gone already
+				r.later(ev) // not visible yet, or gone already
+				break
 			}
 			ev.Path = rel
 		}
-		d.mu.Lock()
-		wrote, err := d.ld.CgroupCreated(ev)
-		d.mu.Unlock()
-		if d.pods != nil {
-			d.pods.created(ev.Path)
-		}
-		if err != nil {
-			d.log.WithError(err).WithField("cgroup", ev.Path).Error("put owner in force")
-		} else if wrote {
-			d.metrics.ownersResolved.Inc()
-			d.log.WithFields(logrus.Fields{"cgroup": ev.Path, "cgroup_id": ev.ID, "repaired": ev.CopyFailed}).Info("owner cgroup appeared: in force")
-		}
+		d.cgroupCreated(ev)
 	case loader.CgroupRmdir:
 		d.mu.Lock()
 		d.ld.CgroupRemoved(ev)
@@ -127,18 +151,116 @@ func (d *Daemon) cgroupEvent(ev loader.CgroupEvent, lost *uint64) {
 			d.pods.removed(ev.Path)
 		}
 	}
-	if n, err := d.ld.CgroupEventsLost(); err == nil && n != *lost {
-		d.log.WithField("lost", n-*lost).Warn("cgroup events were lost; rewriting every owner membership")
-		*lost = n
-		if d.pods != nil {
-			// A pod or container cgroup may be among the lost: look again.
-			d.pods.scan()
+	if n, err := d.ld.CgroupEventsLost(); err == nil && n != r.lost {
+		d.log.WithField("lost", n-r.lost).Warn("cgroup events were lost; rewriting every owner membership")
+		r.lost = n
+		r.refresh()
+	}
+}
+
+// later hands a new cgroup the reader could not open by id to resolveLate.
+// When that queue is full (a flood of long-named cgroups made and removed
+// at once), the cgroup is treated as a lost event.
+func (r *cgroupReader) later(ev loader.CgroupEvent) {
+	select {
+	case r.late <- ev:
+		return
+	default:
+	}
+	r.dropped++
+	if r.dropped&(r.dropped-1) == 0 { // the 1st, 2nd, 4th … : a flood logs a few lines
+		r.d.log.WithFields(logrus.Fields{"cgroup_id": ev.ID, "dropped": r.dropped}).
+			Warn("too many new cgroups with long paths to look up; rewriting every owner membership instead")
+	}
+	r.refresh()
+}
+
+// refresh rewrites every membership, at most once per refreshEvery: one
+// asked for sooner is made by work when that time has passed.
+func (r *cgroupReader) refresh() {
+	r.mu.Lock()
+	if r.waiting {
+		r.mu.Unlock()
+		return // one is on its way
+	}
+	if wait := refreshEvery - time.Since(r.refreshed); wait > 0 {
+		r.waiting = true
+		time.AfterFunc(wait, func() { r.due <- struct{}{} })
+		r.mu.Unlock()
+		return
+	}
+	r.refreshed = time.Now()
+	r.mu.Unlock()
+	r.rewrite()
+}
+
+// rewrite rewrites every membership of the policy in force.
+func (r *cgroupReader) rewrite() {
+	d := r.d
+	if d.pods != nil {
+		// A pod or container cgroup may be among the lost: look again.
+		d.pods.scan()
+	}
+	d.mu.Lock()
+	_, err := d.ld.RefreshMembers(d.sources())
+	d.mu.Unlock()
+	if err != nil {
+		d.log.WithError(err).Error("rewrite owner memberships")
+	}
+}
+
+// cgroupCreated handles a new cgroup whose path is known.
+func (d *Daemon) cgroupCreated(ev loader.CgroupEvent) {
+	d.mu.Lock()
+	wrote, err := d.ld.CgroupCreated(ev)
+	d.mu.Unlock()
+	if d.pods != nil {
+		d.pods.created(ev.Path)
+	}
+	if err != nil {
+		d.log.WithError(err).WithField("cgroup", ev.Path).Error("put owner in force")
+	} else if wrote {
+		d.metrics.ownersResolved.Inc()
+		d.log.WithFields(logrus.Fields{"cgroup": ev.Path, "cgroup_id": ev.ID, "repaired": ev.CopyFailed}).Info("owner cgroup appeared: in force")
+	}
+}
+
+// work runs beside the reader what may wait: the rewrites refresh
+// deferred, and a second look for new cgroups the reader could not open by
+// id (their directory may not be visible yet). One gone by then is
+// dropped; one removed while it is handled is forgotten again (the
+// reader's rmdir may have come first).
+func (r *cgroupReader) work() {
+	d := r.d
+	for {
+		select {
+		case <-d.stopping:
+			return
+		default:
 		}
-		d.mu.Lock()
-		_, err := d.ld.RefreshMembers(d.sources())
-		d.mu.Unlock()
-		if err != nil {
-			d.log.WithError(err).Error("rewrite owner memberships")
+		select {
+		case <-d.stopping:
+			return
+		case <-r.due:
+			r.mu.Lock()
+			r.waiting, r.refreshed = false, time.Now()
+			r.mu.Unlock()
+			r.rewrite()
+		case ev := <-r.late:
+			rel, err := d.cgroupPath(ev.ID)
+			if err != nil {
+				continue
+			}
+			ev.Path = rel
+			d.cgroupCreated(ev)
+			if _, err := os.Stat(d.cg.Abs(rel)); errors.Is(err, os.ErrNotExist) {
+				d.mu.Lock()
+				d.ld.CgroupRemoved(loader.CgroupEvent{Op: loader.CgroupRmdir, ID: ev.ID, Path: rel})
+				d.mu.Unlock()
+				if d.pods != nil {
+					d.pods.removed(rel)
+				}
+			}
 		}
 	}
 }

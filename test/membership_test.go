@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,6 +57,116 @@ func TestInheritedOwnerAtMkdir(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect(t, b, []bindCase{{"moved out again", "tcp", "4", any4, 43200, unix.EPERM}})
+}
+
+// TestLongPathsDoNotHoldOwners: cgroups whose path is longer than an event
+// holds, made and removed at once (what a user with a delegated subtree can
+// do as fast as it likes), must not hold up the event of an owner that
+// appears after them. Each such event used to cost the single reader up to
+// 127 ms of retries: 300 of them, half a minute.
+func TestLongPathsDoNotHoldOwners(t *testing.T) {
+	e, d := startEnv(t, `entries:
+  - port: 43210
+    process: late
+    owners: [{cgroup: "%CG%/late-owner"}]
+`, "enforce")
+	b := e.binder("home")
+	long := filepath.Join(e.cgAbs, strings.Repeat("a", 255))
+	if err := os.Mkdir(long, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(long)
+	n := 300
+	if testing.Short() {
+		n = 100
+	}
+	for i := range n {
+		c := filepath.Join(long, fmt.Sprintf("%0250d", i))
+		if err := os.Mkdir(c, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	owner := e.child("late-owner")
+	mkdir := time.Now()
+	if err := b.Move(owner); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		err := b.Bind("tcp", "4", any4, 43210)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EPERM) {
+			t.Fatal(err)
+		}
+		if time.Since(mkdir) > legitBound { // a give-up limit: without the fix, about n × 127 ms
+			t.Fatalf("the owner is not in force %v after its mkdir, behind %d long-path cgroups\n%s", legitBound, n, d.output())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Logf("owner in force %v after its mkdir, behind %d long-path cgroups made and removed", time.Since(mkdir), n)
+}
+
+// TestLostCgroupEvents: while the daemon is stopped (SIGSTOP), more cgroups
+// are made and removed than the event ring holds, and then an owner
+// appears: its event is lost. The daemon, continued, sees the loss and
+// rewrites every membership, which puts the owner in force.
+func TestLostCgroupEvents(t *testing.T) {
+	e, d := startEnv(t, `entries:
+  - port: 43211
+    process: late
+    owners: [{cgroup: "%CG%/late-owner"}]
+`, "enforce")
+	b := e.binder("home")
+	scratch := e.child("scratch")
+	if err := d.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	continued := false
+	defer func() {
+		if !continued {
+			d.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}()
+	const pairs = 2500 // 5,000 events; the ring holds about 3,600
+	for i := range pairs {
+		c := filepath.Join(scratch, strconv.Itoa(i))
+		if err := os.Mkdir(c, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	owner := e.child("late-owner")
+	if err := b.Move(owner); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, b, []bindCase{{"owner whose event was lost, daemon stopped", "tcp", "4", any4, 43211, unix.EPERM}})
+	continued = true
+	if err := d.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	d.waitLog("the loss", func(m map[string]any) bool {
+		return strings.HasPrefix(fmt.Sprint(m["msg"]), "cgroup events were lost")
+	})
+	start := time.Now()
+	for {
+		err := b.Bind("tcp", "4", any4, 43211)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EPERM) {
+			t.Fatal(err)
+		}
+		if time.Since(start) > legitBound { // a give-up limit
+			t.Fatalf("the owner whose event was lost is not in force %v after the loss was seen\n%s", legitBound, d.output())
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // 5,000 cgroups created and removed under owner subtrees while binds run:
