@@ -185,6 +185,21 @@ func TestPodOwners(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.waitLog("pod removal", func(m map[string]any) bool { return m["msg"] == "pod forgotten" && m["cgroup"] == gone })
+	again := filepath.Join(p.cgroupRoot(), gone)
+	if err := os.Mkdir(again, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b := testutils.StartBinder(t, again, testutils.BinderOptions{})
+	// Pending: the port is not denied (a pod may be starting), but audited.
+	expect(t, b, []bindCase{{"etcd's port from its old cgroup path, made again", "tcp", "4", any4, 44100, nil}})
+	ev := d.waitLog("pod-pending event", func(m map[string]any) bool { return m["reason"] == "pod-pending" && m["port"] == float64(44100) })
+	if ev["pod"] != nil || ev["verdict"] != "audit" {
+		t.Errorf("bind from the old pod's path made again: %v, want a pod-pending audit naming no pod", ev)
+	}
+	b.Stop()
+	if err := os.Remove(again); err != nil {
+		t.Error(err)
+	}
 }
 
 // TestPodsBeforeDaemon: pods that run before the daemon starts (a restart,
