@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/bindguard/bindguard/internal/testutils"
 )
 
 const (
@@ -59,7 +61,7 @@ func promtool(t *testing.T) string {
 	t.Helper()
 	p, err := exec.LookPath("promtool")
 	if err != nil {
-		t.Skip("promtool not installed (Debian: apt-get install prometheus; scripts/ci-setup.sh does): PromQL not checked")
+		testutils.Need(t, "promtool not installed (Debian: apt-get install prometheus; scripts/ci-setup.sh does): PromQL not checked")
 	}
 	return p
 }

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/bindguard/bindguard/internal/testutils"
 )
 
 const unitFile = "systemd/bindguard.service"
@@ -63,7 +65,7 @@ func unitSettings(t *testing.T, path string) map[string]map[string][]string {
 func TestSystemdVerify(t *testing.T) {
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {
-		t.Skip("systemd-analyze not installed (Debian: apt-get install systemd): bindguard.service not verified")
+		testutils.Need(t, "systemd-analyze not installed (Debian: apt-get install systemd; scripts/ci-setup.sh does): bindguard.service not verified")
 	}
 	unit, err := os.ReadFile(unitFile)
 	if err != nil {

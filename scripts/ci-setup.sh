@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs what CI needs: Debian's clang, llvm-strip, bpftool and libbpf
 # headers to regenerate the BPF objects, systemd-analyze for the unit check,
-# QEMU, busybox and cpio for the end-to-end suite on another kernel, and
-# containerd and runc for the pod identity tests.
+# QEMU, busybox and cpio for the end-to-end suite on another kernel,
+# containerd and runc for the pod identity tests, and what the end-to-end
+# tests start (Prometheus, nginx, redis, python3). Under
+# BINDGUARD_REQUIRE_PRIVILEGED=1 a test whose tool is missing fails
+# (testutils.Need), so each one it needs must be installed here.
 # Only what is missing is installed.
 set -euo pipefail
 need=()
@@ -32,7 +35,11 @@ install_missing runc runc
 # test/scan_busy_test.go runs real servers on loopback (started and stopped by the test).
 install_missing nginx nginx-light
 install_missing redis-server redis-server
-install_missing python3 python3
+# The tests run Debian's /usr/bin/python3 (test/sockholder_test.go,
+# test/scan_busy_test.go), not whatever python3 is first on PATH (a pyenv
+# shim under /root, which other uids cannot run); http.server is in the
+# stdlib that the python3 package brings, not in python3-minimal.
+{ [ -x /usr/bin/python3 ] && dpkg -s python3 >/dev/null 2>&1; } || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
   echo "ci-setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

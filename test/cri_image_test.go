@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/bindguard/bindguard/internal/testbed/containerd"
+	"github.com/bindguard/bindguard/internal/testutils"
 )
 
 const imageRef = "bindguard.test/bindguard:e2e"
@@ -36,7 +37,7 @@ const imageRef = "bindguard.test/bindguard:e2e"
 func TestImageUnderCRI(t *testing.T) {
 	e := newEnv(t)
 	if _, err := exec.LookPath("containerd"); err != nil {
-		t.Skip("containerd not installed (scripts/ci-setup.sh installs it)")
+		testutils.Need(t, "containerd not installed (scripts/ci-setup.sh installs it)")
 	}
 	e.writeRegistry("entries:\n  - port: 43300\n    process: declared\n")
 	// mountPropagation: HostToContainer needs a shared (or slave) host

@@ -34,7 +34,7 @@ const promWindow = "15s"
 func TestPrometheusFleet(t *testing.T) {
 	promBin, err := exec.LookPath("prometheus")
 	if err != nil {
-		t.Skip("prometheus not installed (Debian: apt-get install prometheus; scripts/ci-setup.sh does)")
+		testutils.Need(t, "prometheus not installed (Debian: apt-get install prometheus; scripts/ci-setup.sh does)")
 	}
 	const reg = `entries:
   - port: 43100

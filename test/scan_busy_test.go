@@ -42,7 +42,7 @@ func startDaemonProcess(t *testing.T, cgroupAbs string, name string, args ...str
 	t.Helper()
 	path, err := exec.LookPath(name)
 	if err != nil {
-		t.Skipf("%s not installed (scripts/ci-setup.sh installs it): %v", name, err)
+		testutils.Need(t, fmt.Sprintf("%s not installed (scripts/ci-setup.sh installs it): %v", name, err))
 	}
 	cg, err := os.Open(cgroupAbs)
 	if err != nil {
@@ -119,7 +119,7 @@ func startHTTPServer0(t *testing.T, cgroupAbs string) int {
 		t.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
-		t.Skipf("python3 http.server: %v", err)
+		testutils.Need(t, fmt.Sprintf("python3 http.server (Debian's /usr/bin/python3; scripts/ci-setup.sh installs it): %v", err))
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	line, err := bufio.NewReader(out).ReadString('\n')

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/bindguard/bindguard/internal/testutils"
 )
 
 // sockHolderPy makes sockets on request and holds them open until its input
@@ -88,7 +90,7 @@ func startSockHolderIn(t *testing.T, cgroupAbs string, uid int, cloneflags uintp
 	// Debian's python3: one a pyenv shim under /root would hide from other uids.
 	py := "/usr/bin/python3"
 	if _, err := os.Stat(py); err != nil {
-		t.Skipf("no %s: %v", py, err)
+		testutils.Need(t, fmt.Sprintf("no %s (Debian: apt-get install python3; scripts/ci-setup.sh does): %v", py, err))
 	}
 	cmd := exec.Command(py, "-c", sockHolderPy)
 	cmd.Stderr = os.Stderr

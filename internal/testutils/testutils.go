@@ -14,6 +14,10 @@ import (
 	"github.com/bindguard/bindguard/cgroups"
 )
 
+// requireEnv is the variable that turns the skips of Privileged and Need
+// into failures; make test sets it when run as root, and so in CI.
+const requireEnv = "BINDGUARD_REQUIRE_PRIVILEGED"
+
 // Privileged skips the test unless it runs as root on a kernel with cgroup2
 // and BPF. CI runs as root, so there these tests always run; set
 // BINDGUARD_REQUIRE_PRIVILEGED=1 to turn a skip into a failure.
@@ -30,10 +34,24 @@ func Privileged(tb testing.TB) {
 	if why == "" {
 		return
 	}
-	if os.Getenv("BINDGUARD_REQUIRE_PRIVILEGED") == "1" {
+	if os.Getenv(requireEnv) == "1" {
 		tb.Fatalf("privileged test cannot run: %s", why)
 	}
 	tb.Skipf("privileged test skipped: %s", why)
+}
+
+// Need skips the test because something it needs is not here (a tool, a
+// file), with why in the message; under BINDGUARD_REQUIRE_PRIVILEGED=1 it
+// fails the test instead, so that what CI is meant to install
+// (scripts/ci-setup.sh) cannot go missing as a skip nobody reads. A test
+// that needs what a CI run cannot have (the VM of scripts/vmtest.sh) is left
+// out of that run by name, not skipped here.
+func Need(tb testing.TB, why string) {
+	tb.Helper()
+	if os.Getenv(requireEnv) == "1" {
+		tb.Fatalf("test cannot run (%s=1): %s", requireEnv, why)
+	}
+	tb.Skipf("test skipped: %s", why)
 }
 
 // Cgroup creates a temporary cgroup below parent (a registry path, "/" for
