@@ -125,13 +125,14 @@ func (e *env) binder(path string) *testutils.Binder {
 
 // daemon is a running `bindguard run`.
 type daemon struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	mu     sync.Mutex
-	lines  []map[string]any
-	raw    []string
-	notify chan struct{}
-	done   chan struct{}
+	t       *testing.T
+	cmd     *exec.Cmd
+	pinPath string // its --pin-path, for waitAccounted
+	mu      sync.Mutex
+	lines   []map[string]any
+	raw     []string
+	notify  chan struct{}
+	done    chan struct{}
 }
 
 func (e *env) start(mode string, extra ...string) *daemon {
@@ -167,6 +168,13 @@ func startDaemon(t *testing.T, args ...string) *daemon {
 		t.Fatal(err)
 	}
 	d := &daemon{t: t, cmd: cmd, notify: make(chan struct{}, 1), done: make(chan struct{})}
+	for i, a := range args { // the last one wins, as for the flag parser
+		if a == "--pin-path" && i+1 < len(args) {
+			d.pinPath = args[i+1]
+		} else if v, ok := strings.CutPrefix(a, "--pin-path="); ok {
+			d.pinPath = v
+		}
+	}
 	go func() {
 		defer close(d.done)
 		s := bufio.NewScanner(stderr)
@@ -301,6 +309,66 @@ func (d *daemon) events() []map[string]any {
 		}
 	}
 	return evs
+}
+
+// accounting is what `bindguard status -o json` says of violations and
+// what became of their events: the kernel's counters.
+type accounting struct {
+	Audited    map[string]int `json:"audited"`
+	Denied     map[string]int `json:"denied"`
+	Dropped    int            `json:"eventsDropped"`
+	Suppressed int            `json:"eventsSuppressed"`
+}
+
+// violations is every violation the kernel counted, audited or denied.
+func (a accounting) violations() int {
+	n := 0
+	for _, m := range []map[string]int{a.Audited, a.Denied} {
+		for _, c := range m {
+			n += c
+		}
+	}
+	return n
+}
+
+// status reads the kernel's counters of the daemon's pins.
+func (d *daemon) status() accounting {
+	d.t.Helper()
+	if d.pinPath == "" {
+		d.t.Fatal("the daemon was started without --pin-path: no status to read")
+	}
+	out, code := bindguard(d.t, "status", "-o", "json", "--pin-path", d.pinPath)
+	var a accounting
+	if err := json.Unmarshal([]byte(out), &a); code != 0 || err != nil {
+		d.t.Fatalf("status: exit %d, %v\n%s", code, err, out)
+	}
+	return a
+}
+
+// waitAccounted waits until every violation the kernel counted is
+// accounted for: its event logged by the daemon, dropped (the ring buffer
+// was full) or suppressed (folded by rate limiting). Only then does a count
+// of the logged events count all there will be of the violations so far;
+// after a sleep it may count fewer, and an upper bound on it could not fail.
+// Accounts that never balance (events lost without a count) fail the test.
+func (d *daemon) waitAccounted() accounting {
+	d.t.Helper()
+	// The loop ends as soon as all are logged; the limit is for the
+	// race-built daemon's reader under load (see TestBindStorm).
+	deadline := time.Now().Add(time.Minute)
+	for {
+		a := d.status()
+		logged := len(d.events())
+		if logged+a.Dropped+a.Suppressed == a.violations() {
+			return a
+		}
+		if time.Now().After(deadline) || d.exited() {
+			d.t.Errorf("events not accounted for: %d logged + %d dropped + %d suppressed != %d violations",
+				logged, a.Dropped, a.Suppressed, a.violations())
+			return a
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // eventFor waits for the event of a bind to port/protocol.
