@@ -39,7 +39,6 @@ type Containerd struct {
 	conn    *grpc.ClientConn
 	cmd     *exec.Cmd
 	exited  chan struct{}
-	lock    *os.File
 }
 
 // Start starts containerd for the test, with pods below the test cgroup
@@ -78,6 +77,10 @@ func Start(tb testing.TB, cgroupAbs, cgroupRel string) *Containerd {
 
 const dirPrefix = "bg-ctd-"
 
+// takeLock takes the machine's test containerd lock and registers its
+// release at once, before anything that can fail: registered before
+// c.cleanup, the release runs after it (cleanups run last first), so the
+// lock is held until what this containerd left is gone.
 func (c *Containerd) takeLock() {
 	if err := os.MkdirAll(filepath.Dir(lockPath), 0o755); err != nil {
 		c.tb.Fatalf("testbed: lock: %v", err)
@@ -90,7 +93,7 @@ func (c *Containerd) takeLock() {
 		f.Close()
 		c.tb.Fatalf("testbed: lock %s: %v", lockPath, err)
 	}
-	c.lock = f
+	c.tb.Cleanup(func() { f.Close() }) // releases the flock
 }
 
 func (c *Containerd) writeConfig() error {
@@ -221,7 +224,6 @@ func (c *Containerd) Restart() {
 func (c *Containerd) Running() bool { return c.cmd != nil }
 
 func (c *Containerd) cleanup() {
-	defer c.lock.Close() // releases the flock
 	var errs []error
 	if c.cmd == nil && c.conn != nil {
 		if err := c.start(); err != nil { // to remove what it made

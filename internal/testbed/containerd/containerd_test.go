@@ -54,8 +54,8 @@ func runBinder(t *testing.T, ctd *Containerd) {
 	if !strings.HasPrefix(out, want) {
 		t.Errorf("binder said %q, want %q…", out, want)
 	}
-	v1, _ := filepath.Glob("/sys/fs/cgroup/*" + p.CgroupRel)
-	t.Logf("the pod cgroup in %d hierarchies (the cleanup removes them all): %v", len(v1), v1)
+	in := cgroupDirs(t, p.CgroupRel)
+	t.Logf("the pod cgroup in %d hierarchies (the cleanup removes them all): %v", len(in), in)
 	k, ok := cgroups.ParseKube(p.CgroupRel)
 	if !ok || k.Level != cgroups.KubePodLevel || k.PodUID != p.Spec.UID || k.Root != ctd.CgroupRel {
 		t.Errorf("pod cgroup %q parses as %+v, %v", p.CgroupRel, k, ok)
@@ -80,8 +80,41 @@ func checkNothingLeft(t *testing.T, dir, rel string) {
 			t.Errorf("process left: %s: %q", p, b)
 		}
 	}
-	v1, _ := filepath.Glob("/sys/fs/cgroup/*" + rel)
-	for _, d := range v1 {
+	for _, d := range cgroupDirs(t, rel) {
 		t.Errorf("cgroup left: %s", d)
 	}
+}
+
+// cgroupDirs returns the directories of the cgroup rel (relative to a
+// hierarchy's root) that exist: in the cgroup2 hierarchy and, on a hybrid
+// host, in each v1 hierarchy mounted whole, all found in mountinfo.
+func cgroupDirs(t *testing.T, rel string) []string {
+	t.Helper()
+	root2, err := cgroups.Mount2()
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := []string{root2}
+	mi, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mi.Close()
+	v1, err := cgroups.Mounts(mi, "cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range v1 {
+		if m.Root == "/" {
+			roots = append(roots, m.Dir)
+		}
+	}
+	var dirs []string
+	for _, r := range roots {
+		d := filepath.Join(r, rel)
+		if _, err := os.Stat(d); err == nil {
+			dirs = append(dirs, d)
+		}
+	}
+	return dirs
 }
