@@ -432,23 +432,27 @@ type mkdirEvent struct {
 }
 
 // watchMkdir reports the first directory created in dir other than skip,
-// and what lookup said of it, called as soon as the event is read.
+// and what lookup said of it, called as soon as the event is read. The
+// watch ends with the test if no directory came: the inotify descriptor is
+// non-blocking, read through the runtime's poller, so closing it at
+// cleanup ends the read (a blocking read(2) would outlive close(2)).
 func watchMkdir(t *testing.T, dir, skip string, lookup func(string) (*policy.Pod, error)) <-chan mkdirEvent {
 	t.Helper()
-	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
 		t.Fatal(err)
 	}
+	f := os.NewFile(uintptr(fd), "inotify")
+	t.Cleanup(func() { f.Close() })
 	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_CREATE|unix.IN_ONLYDIR); err != nil {
-		unix.Close(fd)
 		t.Fatal(err)
 	}
 	out := make(chan mkdirEvent, 1)
 	go func() {
-		defer unix.Close(fd)
+		defer f.Close() // at once when done; a second Close at cleanup is harmless
 		buf := make([]byte, 4096)
 		for {
-			n, err := unix.Read(fd, buf)
+			n, err := f.Read(buf)
 			if err != nil {
 				out <- mkdirEvent{err: err}
 				return
