@@ -360,7 +360,7 @@ func TestUnprivilegedAttack(t *testing.T) {
 	stopAuto := make(chan struct{})
 	auto := autobindUntil(t, testutils.StartBinder(t, homes["autobind/victim.service"], testutils.BinderOptions{UID: &uid}), stopAuto)
 	time.Sleep(least / 3) // pacing: the owner comes late, into the churn
-	legitDenied := legitOwnerLate(t, e)
+	legitDenied := legitOwnerLate(t, e, d)
 	if !ch.running() {
 		t.Error("the churn (which runs until stopped) ended before the legitimate owner was in force: the bound was not measured under churn")
 	}
@@ -444,7 +444,7 @@ func autobindUntil(t *testing.T, b *testutils.Binder, stop <-chan struct{}) <-ch
 // measures the time from its mkdir to the first bind allowed from it, and
 // checks that a cgroup created below it inherits at once. It returns the
 // binds refused before the owner was in force.
-func legitOwnerLate(t *testing.T, e *env) int {
+func legitOwnerLate(t *testing.T, e *env, d *daemon) int {
 	t.Helper()
 	b := e.binder("legit-home")
 	dir := filepath.Join(e.cgAbs, "system.slice", "victim.service")
@@ -455,22 +455,8 @@ func legitOwnerLate(t *testing.T, e *env) int {
 	if err := b.Move(dir); err != nil {
 		t.Fatal(err)
 	}
-	denied := 0
-	for {
-		err := b.Bind("tcp", "4", any4, victimPort)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, unix.EPERM) {
-			t.Fatalf("the legitimate owner's bind: %v", err)
-		}
-		denied++
-		if time.Since(mkdir) > legitBound {
-			t.Fatalf("the legitimate owner is not in force %v after its mkdir (%d binds refused)", legitBound, denied)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	t.Logf("legitimate owner in force %v after its mkdir, under churn (%d binds refused before)", time.Since(mkdir), denied)
+	took, denied := bindUntilAllowed(t, d, b, victimPort, mkdir, "the legitimate owner")
+	t.Logf("legitimate owner in force %v after its mkdir, under churn (%d binds refused before)", took, denied)
 	below := filepath.Join(dir, "worker", "x")
 	if err := os.MkdirAll(below, 0o755); err != nil {
 		t.Fatal(err)
