@@ -58,10 +58,7 @@ func (l *Loader) Apply(c *policy.Compiled, o ApplyOptions, src Sources) (*ApplyR
 	if l.closed {
 		return nil, errors.New("apply policy: loader is closed")
 	}
-	gen := l.generation + 1
-	if gen == 0 { // wrapped: 0 is no policy
-		gen = 1
-	}
+	gen := l.nextGeneration()
 	enc, err := encode(c, gen, encodeOptions{mode: o.Mode, podPorts: o.PodPorts})
 	if err != nil {
 		return nil, fmt.Errorf("apply policy: %w", err)

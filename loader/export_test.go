@@ -19,3 +19,10 @@ func WithoutCloneIntoCgroup(tb interface{ Cleanup(func()) }) {
 	cloneIntoCgroup = false
 	tb.Cleanup(func() { cloneIntoCgroup = true })
 }
+
+// WithFailingMemberWrites makes the membership writes of the cgroups fail
+// returns true for fail, until the test ends.
+func WithFailingMemberWrites(tb interface{ Cleanup(func()) }, fail func(rel string) bool) {
+	failWrites = fail
+	tb.Cleanup(func() { failWrites = nil })
+}

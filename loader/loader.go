@@ -94,7 +94,12 @@ type Loader struct {
 	freshMaps bool
 
 	generation uint32
-	closed     bool
+	// burned is the highest generation written anywhere, by this Loader or
+	// the daemon before it, in force or not: an Apply that failed half-way
+	// leaves its generation on the idle slot's rules and memberships, so
+	// the next Apply must not take it again (see nextGeneration).
+	burned uint32
+	closed bool
 }
 
 func (c *Config) logf(format string, args ...any) {
@@ -163,7 +168,32 @@ func New(cfg Config) (_ *Loader, err error) {
 	}
 	l.objs = *objs
 	l.generation = l.stateGeneration()
+	l.burned = max(l.generation, l.slotGeneration(0), l.slotGeneration(1))
 	return l, nil
+}
+
+// slotGeneration is the generation last written to a slot's rules (its meta
+// entry, which is written first): that of an Apply in force, replaced, or
+// failed after it wrote them. Memberships are written only after the
+// rules, so none carries a generation higher than the rules' of its slot.
+func (l *Loader) slotGeneration(slot uint32) uint32 {
+	var v bindguardBgValue
+	if err := l.objs.BgRules.Lookup(slot*rulesEntries, &v); err != nil {
+		return 0
+	}
+	return v.Generation
+}
+
+// nextGeneration takes the generation of a new Apply: never one written
+// before, so that no membership a failed Apply left in the idle slot
+// matches the new rules (owner sets are numbered anew by each policy).
+func (l *Loader) nextGeneration() uint32 {
+	gen := max(l.generation, l.burned) + 1
+	if gen == 0 { // wrapped: 0 is no policy
+		gen = 1
+	}
+	l.burned = gen
+	return gen
 }
 
 // openPins creates and locks the pin directory, then opens the maps an

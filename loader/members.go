@@ -140,6 +140,9 @@ func (s *memberStore) put(rel string, slot uint32, part bindguardBgMemberSlot) e
 		return fmt.Errorf("read membership of %s: %w", rel, err)
 	}
 	v.Slot[slot&1] = part
+	if failWrites != nil && failWrites(rel) {
+		return fmt.Errorf("write membership of %s: %w", rel, errInjected)
+	}
 	if err := s.m.Update(k, &v, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("write membership of %s: %w", rel, err)
 	}
@@ -225,3 +228,10 @@ func (s *memberStore) writeFrom(plan memberPlan, rel string, slot, gen uint32) e
 	}
 	return s.walk(plan, rel, inherited, slot, gen)
 }
+
+// failWrites, set by tests only, makes the membership write of the cgroups
+// it returns true for fail, as a full map or a vanished path would.
+var (
+	failWrites  func(rel string) bool
+	errInjected = errors.New("injected by a test")
+)

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/bindguard/bindguard/cgroups"
 	"github.com/bindguard/bindguard/internal/testutils"
 	"github.com/bindguard/bindguard/loader"
 	"github.com/bindguard/bindguard/policy"
@@ -54,5 +55,97 @@ func TestLateOwnerNotYetVisible(t *testing.T) {
 	loader.WithVisibleWait(t, 10*time.Millisecond)
 	if wrote, err := l.CgroupCreated(loader.CgroupEvent{Op: loader.CgroupMkdir, Path: path.Join(rel, "never")}); wrote || err != nil {
 		t.Errorf("CgroupCreated of a cgroup that never appeared = %v, %v; want false, nil", wrote, err)
+	}
+}
+
+// TestFailedApplyBurnsItsGeneration: an Apply that fails after it wrote
+// some memberships of the idle slot leaves them there, stamped with its
+// generation. The next Apply writes the same slot and numbers its owner
+// sets anew; if it took the same generation, a cgroup the failed policy
+// made an owner would pass for an owner of whatever that set number means
+// now. No generation is taken twice, by this Loader or by one that takes
+// its pins over.
+func TestFailedApplyBurnsItsGeneration(t *testing.T) {
+	testutils.Privileged(t)
+	abs, rel := testutils.Cgroup(t, "/")
+	y := testutils.Mkdir(t, abs, "a-y")
+	testutils.Mkdir(t, abs, "b-w")
+	z := testutils.Mkdir(t, abs, "c-z")
+	fs, err := cgroups.Open("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs.Close()
+	pins := testutils.BPFFS(t)
+	l, err := loader.New(loader.Config{CgroupPath: abs, PinPath: pins})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts, src := loader.ApplyOptions{Mode: policy.ModeEnforce}, loader.Sources{Cgroups: fs}
+	if _, err := l.Apply(compiled(policy.Rule{Port: 18100, Protocol: policy.TCP}), opts, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Attach(); err != nil {
+		t.Fatal(err)
+	}
+	by := testutils.StartBinder(t, y, testutils.BinderOptions{})
+	bz := testutils.StartBinder(t, z, testutils.BinderOptions{})
+
+	// Set 0 is a-y's, set 1 b-w's; b-w's write fails, after a-y's.
+	failed := compiled(
+		policy.Rule{Port: 18101, Protocol: policy.TCP, Owners: policy.Owners{Cgroups: []string{path.Join(rel, "a-y")}}},
+		policy.Rule{Port: 18102, Protocol: policy.TCP, Owners: policy.Owners{Cgroups: []string{path.Join(rel, "b-w")}}})
+	// Set 0 is c-z's in the policy that follows, in the slot the failed one wrote.
+	good := compiled(policy.Rule{Port: 18101, Protocol: policy.TCP, Owners: policy.Owners{Cgroups: []string{path.Join(rel, "c-z")}}})
+	applyAfterFailure := func(l *loader.Loader, want uint32) {
+		t.Helper()
+		loader.WithFailingMemberWrites(t, func(r string) bool { return path.Base(r) == "b-w" })
+		before := l.Generation()
+		if _, err := l.Apply(failed, opts, src); err == nil {
+			t.Fatal("Apply with a failing membership write succeeded")
+		}
+		loader.WithFailingMemberWrites(t, func(string) bool { return false })
+		if g := l.Generation(); g != before {
+			t.Fatalf("generation in force %d after a failed Apply, want %d", g, before)
+		}
+		res, err := l.Apply(good, opts, src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Generation != want {
+			t.Errorf("generation %d, want %d (the failed Apply's is burned)", res.Generation, want)
+		}
+		if err := by.Bind("tcp", "4", any4, 18101); !errors.Is(err, unix.EPERM) {
+			t.Errorf("bind from a-y, an owner only in the policy that failed: %v, want EPERM", err)
+		}
+		if err := bz.Bind("tcp", "4", any4, 18101); err != nil {
+			t.Errorf("bind from c-z, the owner in force: %v", err)
+		}
+	}
+	applyAfterFailure(l, 3)
+
+	// The same across a restart: the failed generation is found in the
+	// pinned rules by the Loader that takes them over.
+	loader.WithFailingMemberWrites(t, func(r string) bool { return path.Base(r) == "b-w" })
+	if _, err := l.Apply(failed, opts, src); err == nil {
+		t.Fatal("Apply with a failing membership write succeeded")
+	}
+	loader.WithFailingMemberWrites(t, func(string) bool { return false })
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l2, err := loader.New(loader.Config{CgroupPath: abs, PinPath: pins})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := l2.Detach(); err != nil {
+			t.Error(err)
+		}
+	})
+	// The links l pinned judge the binds until l2 attaches.
+	applyAfterFailure(l2, 6) // 4 failed before the restart, 5 here
+	if err := l2.Attach(); err != nil {
+		t.Fatal(err)
 	}
 }
