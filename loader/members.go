@@ -95,6 +95,8 @@ type memberStore struct {
 	r       Resolver
 	// written counts the cgroups written since the store was made.
 	written int
+	// logf says which subtrees were skipped (see walk).
+	logf func(format string, args ...any)
 }
 
 // key opens what the map is keyed by: a cgroup directory fd (storage), or
@@ -163,12 +165,18 @@ func (s *memberStore) walk(plan memberPlan, rel string, inherited bindguardBgMem
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOENT) {
 			return nil // removed meanwhile: its storage went with it
 		}
+		if errors.Is(err, unix.ENAMETOOLONG) {
+			return s.skip(rel, err)
+		}
 		return err
 	}
 	ents, err := os.ReadDir(s.r.Abs(rel))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil
+		}
+		if errors.Is(err, unix.ENAMETOOLONG) {
+			return s.skip(rel, err)
 		}
 		return fmt.Errorf("list cgroups below %s: %w", rel, err)
 	}
@@ -178,6 +186,19 @@ func (s *memberStore) walk(plan memberPlan, rel string, inherited bindguardBgMem
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+// skip leaves rel's subtree unwritten: its path is longer than the kernel
+// takes (a nest only its creator can have made so deep, below a cgroup
+// delegated to it). Failing the whole write instead would let whoever can
+// create cgroups below an owner block every policy change on the node.
+// What is not written is judged as no owner's in this slot, so the subtree
+// loses ownership, never gains it.
+func (s *memberStore) skip(rel string, err error) error {
+	if s.logf != nil {
+		s.logf("cgroup %.200s… and the cgroups below it keep no owner membership: %v", rel, err)
 	}
 	return nil
 }

@@ -103,7 +103,7 @@ func (l *Loader) ReadCgroupEvent() (CgroupEvent, error) {
 
 // store is the membership map of the loaded variant.
 func (l *Loader) store() *memberStore {
-	return &memberStore{m: l.objs.Members, storage: l.objs.members == MembersStorage, r: l.src.Cgroups}
+	return &memberStore{m: l.objs.Members, storage: l.objs.members == MembersStorage, r: l.src.Cgroups, logf: l.cfg.logf}
 }
 
 // plan resolves the policy's principals on this node: owner cgroups that

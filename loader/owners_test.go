@@ -2,7 +2,9 @@ package loader_test
 
 import (
 	"errors"
+	"fmt"
 	"path"
+	"strings"
 	"testing"
 	"time"
 
@@ -148,4 +150,104 @@ func TestFailedApplyBurnsItsGeneration(t *testing.T) {
 	if err := l2.Attach(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestDeepNestBelowOwner: below an owner, whoever may create cgroups there
+// can nest them deeper than a path may be long (mkdirat from each level).
+// Such a subtree cannot be opened by path: the write skips it, and every
+// other owner is still written; the Apply does not fail for it.
+func TestDeepNestBelowOwner(t *testing.T) {
+	testutils.Privileged(t)
+	abs, rel := testutils.Cgroup(t, "/")
+	owner := testutils.Mkdir(t, abs, "owner")
+	other := testutils.Mkdir(t, abs, "other-owner")
+	removeNest := deepNest(t, owner, 20) // 20 × 250 bytes: past PATH_MAX
+	defer removeNest()
+	var logged []string
+	fs, err := cgroups.Open("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs.Close()
+	l, err := loader.New(loader.Config{CgroupPath: abs, Logf: func(f string, a ...any) { logged = append(logged, fmt.Sprintf(f, a...)) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c := compiled(
+		policy.Rule{Port: 18110, Protocol: policy.TCP, Owners: policy.Owners{Cgroups: []string{path.Join(rel, "owner")}}},
+		policy.Rule{Port: 18111, Protocol: policy.TCP, Owners: policy.Owners{Cgroups: []string{path.Join(rel, "other-owner")}}})
+	if _, err := l.Apply(c, loader.ApplyOptions{Mode: policy.ModeEnforce}, loader.Sources{Cgroups: fs}); err != nil {
+		t.Fatalf("Apply with a too-deep nest below an owner: %v", err)
+	}
+	if err := l.Attach(); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Detach()
+	if len(logged) != 1 || !strings.Contains(logged[0], "keep no owner membership") {
+		t.Errorf("log %q, want one line about the skipped subtree", logged)
+	}
+	for _, tc := range []struct {
+		dir  string
+		port uint16
+	}{{owner, 18110}, {other, 18111}} {
+		b := testutils.StartBinder(t, tc.dir, testutils.BinderOptions{})
+		if err := b.Bind("tcp", "4", any4, tc.port); err != nil {
+			t.Errorf("bind %d from its owner %s: %v", tc.port, tc.dir, err)
+		}
+	}
+}
+
+// deepNest makes depth cgroups of 250-byte names below dir, each with
+// mkdirat from the one above, and returns what removes them, deepest first.
+func deepNest(t *testing.T, dir string, depth int) (remove func()) {
+	t.Helper()
+	name := strings.Repeat("d", 250)
+	fds := []int{}
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds = append(fds, fd)
+	remove = func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		// Deepest first, each relative to its parent: reopen down the chain.
+		chain := []int{}
+		cur, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		chain = append(chain, cur)
+		for {
+			next, err := unix.Openat(cur, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				break
+			}
+			chain = append(chain, next)
+			cur = next
+		}
+		for i := len(chain) - 1; i > 0; i-- {
+			if err := unix.Unlinkat(chain[i-1], name, unix.AT_REMOVEDIR); err != nil {
+				t.Errorf("remove nest level %d: %v", i, err)
+			}
+		}
+		for _, fd := range chain {
+			unix.Close(fd)
+		}
+	}
+	for i := 0; i < depth; i++ {
+		if err := unix.Mkdirat(fd, name, 0o755); err != nil {
+			remove()
+			t.Fatalf("mkdirat level %d: %v", i, err)
+		}
+		if fd, err = unix.Openat(fd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+			remove()
+			t.Fatal(err)
+		}
+		fds = append(fds, fd)
+	}
+	return remove
 }
