@@ -234,7 +234,7 @@ func (d *Daemon) load(attach string, compiled *policy.Compiled, sel *EntriesStat
 		return err
 	}
 	d.mu.Lock()
-	res, err := d.ld.Apply(compiled, d.applyOptions(), d.sources())
+	res, err := d.apply(compiled)
 	d.mu.Unlock()
 	if err != nil {
 		return err

@@ -264,7 +264,7 @@ func (d *Daemon) nodeChanged(n kube.Node) {
 	c, sel, err := d.compile()
 	var res *loader.ApplyResult
 	if err == nil {
-		res, err = d.ld.Apply(c, d.applyOptions(), d.sources())
+		res, err = d.apply(c)
 	}
 	if err != nil {
 		d.cfg.NodeLabels, d.cfg.Mode, d.node.modeSource = prevLabels, prevMode, prevSrc

@@ -43,7 +43,7 @@ func (d *Daemon) Reload(why string) {
 	c, sel, err := d.compile()
 	if err == nil {
 		var res *loader.ApplyResult
-		if res, err = d.ld.Apply(c, d.applyOptions(), d.sources()); err == nil {
+		if res, err = d.apply(c); err == nil {
 			d.metrics.reloads.WithLabelValues("ok").Inc()
 			d.logApplied(c, sel, res)
 			if !maps.Equal(prevLabels, d.cfg.NodeLabels) || prevMode != d.cfg.Mode {
@@ -78,6 +78,14 @@ func (d *Daemon) logApplied(c *policy.Compiled, sel *EntriesState, res *loader.A
 		d.log.WithFields(logrus.Fields{"port": u.Port, "protocol": u.Protocol.String(), "owner": u.Owner}).
 			WithError(u.Err).Warn("owner not resolved: its cgroup does not exist; the port stays restricted to the other owners")
 	}
+}
+
+// apply puts c in force. The origins of its rules are known before the
+// switch: the event reader labels the new policy's first events by them
+// while Apply still settles.
+func (d *Daemon) apply(c *policy.Compiled) (*loader.ApplyResult, error) {
+	d.origins.set(d.ld.NextGeneration(), c.Origins)
+	return d.ld.Apply(c, d.applyOptions(), d.sources())
 }
 
 // applyOptions are the node-wide switches of the policy.

@@ -184,16 +184,23 @@ func (l *Loader) slotGeneration(slot uint32) uint32 {
 	return v.Generation
 }
 
-// nextGeneration takes the generation of a new Apply: never one written
-// before, so that no membership a failed Apply left in the idle slot
-// matches the new rules (owner sets are numbered anew by each policy).
-func (l *Loader) nextGeneration() uint32 {
+// NextGeneration is the generation the next Apply will take: never one
+// written before, so that no membership a failed Apply left in the idle
+// slot matches the new rules (owner sets are numbered anew by each
+// policy). Callers that label events by generation register it before
+// Apply: the first events of the new policy can be read before it returns.
+func (l *Loader) NextGeneration() uint32 {
 	gen := max(l.generation, l.burned) + 1
 	if gen == 0 { // wrapped: 0 is no policy
 		gen = 1
 	}
-	l.burned = gen
 	return gen
+}
+
+// nextGeneration takes the generation of a new Apply (NextGeneration).
+func (l *Loader) nextGeneration() uint32 {
+	l.burned = l.NextGeneration()
+	return l.burned
 }
 
 // openPins creates and locks the pin directory, then opens the maps an
