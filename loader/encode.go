@@ -63,6 +63,9 @@ type Unresolved struct {
 // rules array entries (the meta entry first), the uid pairs, and the owner
 // sets with the principals (cgroup paths, units, pod owners) of each.
 type encoded struct {
+	// podPorts: the pod-ports check is on (run --pod-ports=require), the
+	// only reader of pods' declared ports.
+	podPorts bool
 	ruleIdx  []uint32
 	ruleVals []bindguardBgValue
 	pairKeys []bindguardBgKey
@@ -117,7 +120,7 @@ type encodeOptions struct {
 // sets. Nothing here depends on which cgroups exist: memberships are written
 // separately, so a policy encodes the same way on every node.
 func encode(c *policy.Compiled, generation uint32, o encodeOptions) (*encoded, error) {
-	e := &encoded{rules: len(c.Rules), byPath: map[string]setBits{}, byUnit: map[string]setBits{},
+	e := &encoded{podPorts: o.podPorts, rules: len(c.Rules), byPath: map[string]setBits{}, byUnit: map[string]setBits{},
 		sets: map[int]policy.Owners{}, setRules: map[int][]policy.Rule{}}
 	if generation == 0 {
 		return nil, fmt.Errorf("generation 0: the kernel reads it as no policy")

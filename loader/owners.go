@@ -179,7 +179,16 @@ func (l *Loader) podOwn(enc *encoded, pc PodCgroup) memberOwn {
 		return memberOwn{flags: memberPending, override: true}
 	}
 	o := memberOwn{bits: enc.podSets(pc.Pod), flags: memberPod, override: true}
-	if pc.Pod.PortsKnown {
+	switch {
+	case !enc.podPorts || !pc.Pod.PortsKnown:
+		// No pairs: nothing reads them, or nothing is known. Pod id 0
+		// makes the pod-ports check judge the pod as pending.
+	case len(pc.Pod.Ports) > MaxPodPorts:
+		// Anyone who may create pods may declare thousands of host ports;
+		// their pairs share one map with the policy's, and must not fill it.
+		l.cfg.logf("pod %s/%s (uid %s) declares %d host ports, more than %d: its binds are judged as a pending pod's by the pod-ports check",
+			pc.Pod.Namespace, pc.Pod.Name, pc.Pod.UID, len(pc.Pod.Ports), MaxPodPorts)
+	default:
 		o.pod = l.pods.id(pc.Pod)
 	}
 	if pc.Pod.Container == "" && enc.podContainers {
@@ -327,6 +336,9 @@ func (l *Loader) CgroupEventsLost() (uint64, error) {
 
 // podIDs numbers the pods whose declared ports are known, for the
 // BG_PAIR_POD_PORT pairs. Ids live as long as the Loader; 0 is "unknown".
+// MaxPodPorts is the most declared host ports one pod's pairs may take.
+const MaxPodPorts = 1024
+
 type podIDs struct {
 	ids   map[string]uint32
 	ports map[string][]policy.PodPort

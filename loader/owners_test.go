@@ -251,3 +251,65 @@ func deepNest(t *testing.T, dir string, depth int) (remove func()) {
 	}
 	return remove
 }
+
+// pods is a fixed PodSource: the pods the daemon's tracker would report.
+type pods []loader.PodCgroup
+
+func (p pods) PodCgroups() []loader.PodCgroup { return p }
+func (p pods) SpawnPending() []string         { return nil }
+
+// TestPodPortsCapped: a pod's declared host ports become pairs for the
+// pod-ports check, in one map with the policy's. A pod that declares more
+// than MaxPodPorts gets none (judged as a pending pod, audited) instead of
+// filling that map for every Apply of the node; the other pods keep theirs.
+func TestPodPortsCapped(t *testing.T) {
+	testutils.Privileged(t)
+	abs, rel := testutils.Cgroup(t, "/")
+	many := testutils.Mkdir(t, abs, "many")
+	few := testutils.Mkdir(t, abs, "few")
+	fs, err := cgroups.Open("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs.Close()
+	var logged []string
+	l, err := loader.New(loader.Config{CgroupPath: abs, Logf: func(f string, a ...any) { logged = append(logged, fmt.Sprintf(f, a...)) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var declared []policy.PodPort
+	for p := range loader.MaxPodPorts + 1 {
+		declared = append(declared, policy.PodPort{Port: uint16(20000 + p), Protocol: policy.TCP})
+	}
+	src := loader.Sources{Cgroups: fs, Pods: pods{
+		{Path: path.Join(rel, "many"), Pod: &policy.Pod{UID: "u-many", Namespace: "ns", Name: "many", PortsKnown: true, Ports: declared}},
+		{Path: path.Join(rel, "few"), Pod: &policy.Pod{UID: "u-few", Namespace: "ns", Name: "few", PortsKnown: true,
+			Ports: []policy.PodPort{{Port: 18120, Protocol: policy.TCP}}}},
+	}}
+	c := compiled(policy.Rule{Port: 18120, Protocol: policy.TCP}, policy.Rule{Port: 18121, Protocol: policy.TCP})
+	if _, err := l.Apply(c, loader.ApplyOptions{Mode: policy.ModeEnforce, PodPorts: true}, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Attach(); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Detach()
+	if len(logged) != 1 || !strings.Contains(logged[0], "declares 1025 host ports") {
+		t.Errorf("log %q, want one line about the pod over the cap", logged)
+	}
+	bf := testutils.StartBinder(t, few, testutils.BinderOptions{})
+	if err := bf.Bind("tcp", "4", any4, 18120); err != nil {
+		t.Errorf("a pod binding a port it declared: %v", err)
+	}
+	if err := bf.Bind("tcp", "4", any4, 18121); !errors.Is(err, unix.EPERM) {
+		t.Errorf("a pod binding a port it did not declare: %v, want EPERM", err)
+	}
+	bm := testutils.StartBinder(t, many, testutils.BinderOptions{})
+	if err := bm.Bind("tcp", "4", any4, 18121); err != nil {
+		t.Errorf("the pod over the cap, judged as pending (audited): %v", err)
+	}
+	if c, err := l.Counters(); err != nil || c.Audited[loader.ReasonPodPending] != 1 {
+		t.Errorf("pod-pending audits %v, %v; want 1", c.Audited, err)
+	}
+}
