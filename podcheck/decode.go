@@ -23,9 +23,11 @@ const maxErrors = 20
 // PodList of Pods, or a single Pod (as `kubectl apply --dry-run=server -o
 // json` prints for one manifest). name is the file name used in errors.
 //
-// A workload (DaemonSet, Deployment, StatefulSet, ReplicaSet, Job, CronJob,
-// PodTemplate), alone or as a List item, stands for the pods it makes: its
-// pod template becomes a pod named "daemonset/NAME" (the kind in lower
+// A workload (DaemonSet, Deployment, StatefulSet, ReplicaSet,
+// ReplicationController, Job, CronJob, PodTemplate), alone or as a List
+// item, stands for the pods it makes: its pod template (the one field the
+// server makes its pods from: spec.template, a CronJob's
+// spec.jobTemplate.spec.template, a PodTemplate's template) becomes a pod named "daemonset/NAME" (the kind in lower
 // case) in the workload's namespace, with the template's labels and no
 // node, so that rendered manifests can be checked before anything runs.
 //
@@ -98,14 +100,23 @@ func ReadNodes(data []byte, name string) ([]corev1.Node, error) {
 }
 
 // workloads are the kinds whose pod template ReadPods checks, with their
-// apiVersion.
-var workloads = map[string]string{
-	"DaemonSet": "apps/v1", "Deployment": "apps/v1", "StatefulSet": "apps/v1", "ReplicaSet": "apps/v1",
-	"Job": "batch/v1", "CronJob": "batch/v1", "PodTemplate": "v1",
+// apiVersion and the one field the API server makes pods from.
+var workloads = map[string]struct{ apiVersion, template string }{
+	"DaemonSet":             {"apps/v1", "spec.template"},
+	"Deployment":            {"apps/v1", "spec.template"},
+	"StatefulSet":           {"apps/v1", "spec.template"},
+	"ReplicaSet":            {"apps/v1", "spec.template"},
+	"ReplicationController": {"v1", "spec.template"},
+	"Job":                   {"batch/v1", "spec.template"},
+	"CronJob":               {"batch/v1", "spec.jobTemplate.spec.template"},
+	"PodTemplate":           {"v1", "template"},
 }
 
-// workload is the part of a workload that holds its pod template: spec.template,
-// a CronJob's spec.jobTemplate.spec.template, or a PodTemplate's template.
+// workload holds every field a pod template may be read from: a
+// PodTemplate's template, spec.template, and a CronJob's
+// spec.jobTemplate.spec.template. Only the one of the item's kind is the
+// template the server runs; another one given is refused, so that a decoy
+// cannot stand for the pods.
 type workload struct {
 	Metadata metav1.ObjectMeta       `json:"metadata"`
 	Template *corev1.PodTemplateSpec `json:"template"`
@@ -119,33 +130,91 @@ type workload struct {
 	} `json:"spec"`
 }
 
+// templates returns the pod templates w holds, by field.
+func (w *workload) templates() map[string]*corev1.PodTemplateSpec {
+	t := map[string]*corev1.PodTemplateSpec{"template": w.Template, "spec.template": w.Spec.Template}
+	if w.Spec.JobTemplate != nil {
+		t["spec.jobTemplate.spec.template"] = w.Spec.JobTemplate.Spec.Template
+	}
+	return t
+}
+
+// templateFields are the fields of templates, in the order errors name them.
+var templateFields = []string{"template", "spec.template", "spec.jobTemplate.spec.template"}
+
+// strayTemplate returns the first pod template field w holds other than
+// want ("" for a Pod, which has none), or "".
+func (w *workload) strayTemplate(want string) string {
+	t := w.templates()
+	for _, f := range templateFields {
+		if f != want && t[f] != nil {
+			return f
+		}
+	}
+	return ""
+}
+
+// podTemplates is the part of a Pod that must not hold a pod template.
+type podTemplates struct {
+	Template json.RawMessage `json:"template"`
+	Spec     struct {
+		Template    json.RawMessage `json:"template"`
+		JobTemplate json.RawMessage `json:"jobTemplate"`
+	} `json:"spec"`
+}
+
+// strayPodTemplate returns the pod template field a Pod holds, or "".
+func strayPodTemplate(raw json.RawMessage) string {
+	if !bytes.Contains(raw, []byte("emplate")) {
+		return ""
+	}
+	var p podTemplates
+	if kjson.UnmarshalCaseSensitivePreserveInts(raw, &p) != nil {
+		return ""
+	}
+	given := func(m json.RawMessage) bool { return len(m) > 0 && !bytes.Equal(m, []byte("null")) }
+	switch {
+	case given(p.Template):
+		return "template"
+	case given(p.Spec.Template):
+		return "spec.template"
+	case given(p.Spec.JobTemplate):
+		return "spec.jobTemplate"
+	}
+	return ""
+}
+
 // decodePodItem decodes item i as a Pod, or a workload's pod template as a
 // pod named KIND/NAME (kind in lower case) with the template's labels and
-// no node.
+// no node. The template is the one field the API server makes the kind's
+// pods from; an item that holds a pod template anywhere else is refused.
 func decodePodItem(raw json.RawMessage, i int, pod *corev1.Pod) (string, error) {
 	var hdr object
 	_ = kjson.UnmarshalCaseSensitivePreserveInts(raw, &hdr)
-	apiVersion, ok := workloads[hdr.Kind]
+	kind, ok := workloads[hdr.Kind]
 	if !ok {
-		return decodeItem(raw, "Pod", i, pod)
+		where, err := decodeItem(raw, "Pod", i, pod)
+		if err == nil {
+			if f := strayPodTemplate(raw); f != "" {
+				err = fmt.Errorf("field %s: a Pod has no pod template: the server would ignore it", f)
+			}
+		}
+		return where, err
 	}
 	where := fmt.Sprintf("items[%d] (%s %s)", i, strings.ToLower(hdr.Kind), printable(hdr.Metadata.Namespace+"/"+hdr.Metadata.Name))
-	if hdr.APIVersion != apiVersion {
-		return where, fmt.Errorf("apiVersion %q: want %s for a %s", hdr.APIVersion, apiVersion, hdr.Kind)
+	if hdr.APIVersion != kind.apiVersion {
+		return where, fmt.Errorf("apiVersion %q: want %s for a %s", hdr.APIVersion, kind.apiVersion, hdr.Kind)
 	}
 	var w workload
 	if err := strictDecode(raw, &w); err != nil {
 		return where, describe(raw, err, &workload{})
 	}
-	t := w.Template
-	if t == nil {
-		t = w.Spec.Template
+	if f := w.strayTemplate(kind.template); f != "" {
+		return where, fmt.Errorf("field %s: a %s's pods are made from %s only: the server would ignore it", f, hdr.Kind, kind.template)
 	}
-	if t == nil && w.Spec.JobTemplate != nil {
-		t = w.Spec.JobTemplate.Spec.Template
-	}
+	t := w.templates()[kind.template]
 	if t == nil {
-		return where, errors.New("no pod template (spec.template)")
+		return where, fmt.Errorf("no pod template (%s)", kind.template)
 	}
 	*pod = corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: w.Metadata.Namespace, Name: strings.ToLower(hdr.Kind) + "/" + w.Metadata.Name, Labels: t.Labels},
