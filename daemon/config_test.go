@@ -20,6 +20,12 @@ func TestConfigComplete(t *testing.T) {
 		}},
 		{"negative event interval", Config{EventInterval: -time.Second}, "event interval -1s: must be 0 or more", nil},
 		{"negative check interval", Config{CheckInterval: -time.Second}, "check interval -1s", nil},
+		{"pod ports without pod identity", Config{PodPorts: true, CRISocket: "none"},
+			"--pod-ports=require with --cri-socket none: pod ports are checked only for pods identified through the container runtime", nil},
+		{"pod ports with pod identity", Config{PodPorts: true, CRISocket: "/run/containerd/containerd.sock"}, "", func(c Config) bool { return c.PodPorts }},
+		{"a kubeconfig without a node", Config{Node: NodeConfig{Kubeconfig: "/etc/kubeconfig"}},
+			"--kubeconfig without --node-name: the kubeconfig is used only to follow the Node", nil},
+		{"a kubeconfig with a node", Config{Node: NodeConfig{Name: "n", Kubeconfig: "/etc/kubeconfig"}}, "", func(c Config) bool { return c.Node.Name == "n" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.cfg.complete()

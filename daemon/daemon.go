@@ -131,6 +131,18 @@ func (c *Config) complete() error {
 	if c.CheckInterval < 0 {
 		return fmt.Errorf("check interval %v: must be more than 0", c.CheckInterval)
 	}
+	return c.conflicts()
+}
+
+// conflicts refuses settings that each parse but together would be
+// silently ignored.
+func (c *Config) conflicts() error {
+	if c.PodPorts && c.CRISocket == "none" {
+		return errors.New("--pod-ports=require with --cri-socket none: pod ports are checked only for pods identified through the container runtime, which none turns off, so no port would be checked")
+	}
+	if c.Node.Kubeconfig != "" && c.Node.Name == "" {
+		return errors.New("--kubeconfig without --node-name: the kubeconfig is used only to follow the Node that --node-name names, so it would be ignored")
+	}
 	return nil
 }
 

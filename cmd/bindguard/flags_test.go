@@ -61,6 +61,8 @@ func TestRunFlagErrors(t *testing.T) {
 		{"negative event interval", []string{"--registry", "x.yaml", "--event-interval", "-1s"}, "--event-interval -1s: must be 0"},
 		{"no registry", nil, "--registry is required"},
 		{"unknown flag", []string{"--nope"}, "unknown flag: --nope"},
+		{"pod ports without pod identity", []string{"--registry", "x.yaml", "--pod-ports=require", "--cri-socket", "none"}, "--pod-ports=require with --cri-socket none"},
+		{"a kubeconfig without a node", []string{"--registry", "x.yaml", "--kubeconfig", "/etc/kubeconfig"}, "--kubeconfig without --node-name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer

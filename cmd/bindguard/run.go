@@ -61,7 +61,7 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.criSocket, "cri-socket", "", "container runtime (CRI) socket for pod identity: a path or unix:///path; \"\" detects containerd's or CRI-O's; \"none\" turns pod identity off")
 	fs.StringArrayVar(&f.kubepods, "kubepods-cgroup", nil, "kubelet's kubepods cgroup, relative to the cgroup2 root (repeatable; default kubepods and kubepods.slice below --cgroup)")
 	fs.StringVar(&f.reserveState, "reserve-state", autobind.DefaultStateFile, "in enforce mode, keep the registry's restricted ports out of the kernel's autobind (net.ipv4.ip_local_reserved_ports), recording the ports added in this file; \"none\" leaves the sysctl alone")
-	fs.StringVar(&f.podPorts, "pod-ports", "ignore", "ignore, or require: a pod may bind only the ports its containers declare (reason pod-undeclared)")
+	fs.StringVar(&f.podPorts, "pod-ports", "ignore", "ignore, or require: a pod may bind only the ports its containers declare (reason pod-undeclared; needs pod identity, so not with --cri-socket none)")
 	f.node.register(fs)
 }
 
@@ -94,6 +94,14 @@ func (f *runFlags) validate() error {
 	}
 	if f.checkInterval <= 0 {
 		return fmt.Errorf("--check-interval %v: must be more than 0", f.checkInterval)
+	}
+	// Flags that would be silently ignored together (daemon.Config refuses
+	// them too; here they are bad flags, exit 2, before anything is loaded).
+	if f.podPorts == string(policy.PodPortsRequire) && f.criSocket == "none" {
+		return fmt.Errorf("--pod-ports=require with --cri-socket none: pod ports are checked only for pods identified through the container runtime, which none turns off, so no port would be checked")
+	}
+	if f.node.kubeconfig != "" && f.node.name == "" {
+		return fmt.Errorf("--kubeconfig without --node-name: the kubeconfig is used only to follow the Node that --node-name names, so it would be ignored")
 	}
 	return nil
 }
