@@ -412,6 +412,11 @@ func checkSecurity(t *testing.T, where string, c corev1.Container) {
 	if !slices.Equal(add, wantCaps) || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
 		t.Errorf("%s: capabilities add %v drop %v, want add %v drop [ALL]", where, add, sc.Capabilities.Drop, wantCaps)
 	}
+	// The runtime's default AppArmor profile denies writes below
+	// /sys/fs/bpf: the pins could not be made.
+	if sc.AppArmorProfile == nil || sc.AppArmorProfile.Type != corev1.AppArmorProfileTypeUnconfined {
+		t.Errorf("%s: appArmorProfile %v, want Unconfined: the runtime's default profile denies pinning in /sys/fs/bpf", where, sc.AppArmorProfile)
+	}
 }
 
 // checkRegistry loads the ConfigMap's registry as the daemon will see it (a
