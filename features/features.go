@@ -200,7 +200,7 @@ func (e *Error) deniedHint() string {
 		return "probing is not permitted without " + strings.Join(e.MissingCaps, ", ")
 	}
 	return "probing is not permitted although the process has the capabilities bindguard runs with (or the kernel did not say which it has): " +
-		"a seccomp profile (container runtimes' default profiles deny bpf()), a security module or a user namespace may deny bpf()"
+		"a seccomp profile (older runtimes' default profiles deny bpf() even with CAP_BPF), a security module (AppArmor's default container profile denies the pins in /sys/fs/bpf) or a user namespace may deny bpf()"
 }
 
 // Since is "Linux 5.8" or "Linux 5.4, CONFIG_DEBUG_INFO_BTF=y".

@@ -57,7 +57,7 @@ func TestVerify(t *testing.T) {
 			"cannot tell whether kernel 5.4.0 has the BPF ring buffer (Linux 5.8): operation not permitted"},
 		{"not permitted, once", []Feature{failed(ringbuf, unix.EPERM)}, nil,
 			"cannot tell whether kernel 5.4.0 has the BPF ring buffer: probing is not permitted although the process has the capabilities bindguard runs with (or the kernel did not say which it has): " +
-				"a seccomp profile (container runtimes' default profiles deny bpf()), a security module or a user namespace may deny bpf()"},
+				"a seccomp profile (older runtimes' default profiles deny bpf() even with CAP_BPF), a security module (AppArmor's default container profile denies the pins in /sys/fs/bpf) or a user namespace may deny bpf()"},
 		{"not permitted, folded", []Feature{failed(ringbuf, fmt.Errorf("load: %w", unix.EPERM)), failed(btf, unix.EPERM), present(btf)}, []string{"CAP_BPF"},
 			"cannot tell whether kernel 5.4.0 has 2 of the features bindguard needs (the BPF ring buffer, …): probing is not permitted without CAP_BPF"},
 		{"missing without a capability", []Feature{ringbuf}, []string{"CAP_PERFMON"},
