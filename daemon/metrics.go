@@ -90,17 +90,19 @@ func (m *metrics) applied(c *policy.Compiled, res *loader.ApplyResult, mode poli
 type kernelCollector struct{ ld *loader.Loader }
 
 var (
-	descChecks  = prometheus.NewDesc("bindguard_binds_checked_total", "bind() calls the programs judged.", nil, nil)
-	descAllowed = prometheus.NewDesc("bindguard_binds_allowed_total", "bind() calls allowed without violation.", nil, nil)
-	descAudited = prometheus.NewDesc("bindguard_binds_audited_total", "Violations audited (bind proceeded), by reason.", []string{"reason"}, nil)
-	descDenied  = prometheus.NewDesc("bindguard_binds_denied_total", "Violations denied with EPERM, by reason.", []string{"reason"}, nil)
-	descDropped = prometheus.NewDesc("bindguard_events_dropped_total", "Events lost because the ring buffer was full.", nil, nil)
-	descSupp    = prometheus.NewDesc("bindguard_events_suppressed_total", "Events folded by rate limiting.", nil, nil)
-	descAttach  = prometheus.NewDesc("bindguard_attached", "1 when the kernel says every bind program is attached to the cgroup, 0 when not (binds are not judged).", nil, nil)
+	descChecks     = prometheus.NewDesc("bindguard_binds_checked_total", "bind() calls the programs judged.", nil, nil)
+	descAllowed    = prometheus.NewDesc("bindguard_binds_allowed_total", "bind() calls allowed without violation.", nil, nil)
+	descAudited    = prometheus.NewDesc("bindguard_binds_audited_total", "Violations audited (bind proceeded), by reason.", []string{"reason"}, nil)
+	descDenied     = prometheus.NewDesc("bindguard_binds_denied_total", "Violations denied with EPERM, by reason.", []string{"reason"}, nil)
+	descDropped    = prometheus.NewDesc("bindguard_events_dropped_total", "Events lost because the ring buffer was full.", nil, nil)
+	descSupp       = prometheus.NewDesc("bindguard_events_suppressed_total", "Events folded by rate limiting.", nil, nil)
+	descThrottled  = prometheus.NewDesc("bindguard_events_throttled_total", "Of the events suppressed, those the per-cgroup bucket held back (a flood from one cgroup).", nil, nil)
+	descCopyFailed = prometheus.NewDesc("bindguard_membership_copy_failed_total", "New cgroups whose owner membership the kernel could not copy at mkdir (the daemon repairs them).", nil, nil)
+	descAttach     = prometheus.NewDesc("bindguard_attached", "1 when the kernel says every bind program is attached to the cgroup, 0 when not (binds are not judged).", nil, nil)
 )
 
 func (k kernelCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descChecks, descAllowed, descAudited, descDenied, descDropped, descSupp, descAttach} {
+	for _, d := range []*prometheus.Desc{descChecks, descAllowed, descAudited, descDenied, descDropped, descSupp, descThrottled, descCopyFailed, descAttach} {
 		ch <- d
 	}
 }
@@ -123,6 +125,8 @@ func (k kernelCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(c.EventsDropped))
 	ch <- prometheus.MustNewConstMetric(descSupp, prometheus.CounterValue, float64(c.Suppressed))
+	ch <- prometheus.MustNewConstMetric(descThrottled, prometheus.CounterValue, float64(c.Throttled))
+	ch <- prometheus.MustNewConstMetric(descCopyFailed, prometheus.CounterValue, float64(c.MemberCopyFailed))
 }
 
 // serveMetrics serves /metrics on addr; a bare port (":9965" or "9965")

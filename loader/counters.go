@@ -15,6 +15,10 @@ type Counters struct {
 	Audited, Denied           map[Reason]uint64
 	EventsDropped, Suppressed uint64
 	NoPolicy                  uint64
+	// Throttled is the part of Suppressed the per-cgroup bucket held back;
+	// MemberCopyFailed counts mkdirs whose membership the kernel could not
+	// copy (user space repairs them).
+	Throttled, MemberCopyFailed uint64
 }
 
 func readCounters(m *ebpf.Map) (*Counters, error) {
@@ -41,6 +45,8 @@ func readCounters(m *ebpf.Map) (*Counters, error) {
 		{bindguardBgCounterBG_CNT_EVENTS_DROPPED, &c.EventsDropped},
 		{bindguardBgCounterBG_CNT_SUPPRESSED, &c.Suppressed},
 		{bindguardBgCounterBG_CNT_NO_POLICY, &c.NoPolicy},
+		{bindguardBgCounterBG_CNT_THROTTLED, &c.Throttled},
+		{bindguardBgCounterBG_CNT_MEMBER_COPY_FAILED, &c.MemberCopyFailed},
 	} {
 		v, err := get(f.idx)
 		if err != nil {
@@ -60,6 +66,13 @@ func readCounters(m *ebpf.Map) (*Counters, error) {
 		c.Audited[r], c.Denied[r] = a, d
 		c.Checks += a + d
 	}
+	// A post_bind autobind violation is a second verdict on a bind whose
+	// bind(0) counted as allowed (ephemeral): it moves that bind out of
+	// them, so that each bind is counted once. (The counters are read one
+	// after the other: a bind between two reads must not make them wrap.)
+	auto := c.Audited[ReasonAutobind] + c.Denied[ReasonAutobind]
+	c.Allowed -= min(auto, c.Allowed)
+	c.Ephemeral -= min(auto, c.Ephemeral)
 	c.Checks += c.Allowed
 	return c, nil
 }

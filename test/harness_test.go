@@ -314,6 +314,8 @@ func (d *daemon) events() []map[string]any {
 // accounting is what `bindguard status -o json` says of violations and
 // what became of their events: the kernel's counters.
 type accounting struct {
+	Checks     int            `json:"checks"`
+	Allowed    int            `json:"allowed"`
 	Audited    map[string]int `json:"audited"`
 	Denied     map[string]int `json:"denied"`
 	Dropped    int            `json:"eventsDropped"`

@@ -380,6 +380,10 @@ func TestAutobindRestrictedPort(t *testing.T) {
 	if ev["port"] != float64(43500) || ev["verdict"] != "deny" {
 		t.Errorf("autobind event = %v", ev)
 	}
+	// Three binds, each counted once: the refused one as its violation only.
+	if a := d.status(); a.Checks != 3 || a.Allowed != 2 || a.Denied["autobind"] != 1 {
+		t.Errorf("counters: %d checks, %d allowed, %d autobinds denied; want 3, 2, 1", a.Checks, a.Allowed, a.Denied["autobind"])
+	}
 }
 
 // In enforce mode the daemon keeps restricted ports out of the kernel's
