@@ -16,13 +16,13 @@
 //	kind: PortRegistry
 //	metadata: {name: openshift-4.16, source: "OpenShift host port registry"}
 //	entries:
-//	  - port: 2379             # 1-65535, or a range "9200-9219"
+//	  - port: 2379             # 1-65535 in decimal, or a range "9200-9219"
 //	    protocol: tcp          # tcp (default), udp, or [tcp, udp]
 //	    process: etcd          # required
 //	    owners:                # optional; absent: any process may bind
 //	      - cgroup: /system.slice/etcd.service  # that cgroup or below it
 //	      - unit: etcd.service                  # the system manager's unit
-//	      - uid: 0
+//	      - uid: 0                              # in decimal
 //	      - pod: {namespace: kube-system, labels: {component: etcd}, container: etcd}
 //	    nodeSelector: {node-role.kubernetes.io/master: ""}  # absent: every node
 //	    # or a Kubernetes label selector (see Selector):

@@ -411,8 +411,11 @@ func (p *parser) ports(n *yaml.Node) PortRange {
 	if n.Kind == yaml.ScalarNode {
 		switch n.ShortTag() {
 		case "!!int":
-			v, err := strconv.ParseInt(strings.ReplaceAll(n.Value, "_", ""), 0, 64)
+			v, err := yamlDecimal("port", n.Value)
+			var ne *strconv.NumError
 			switch {
+			case err != nil && !errors.As(err, &ne):
+				p.errorf(n, "%v", err)
 			case err != nil || v < 0 || v > 65535:
 				p.errorf(n, "port %s is out of range: want 1-65535", n.Value)
 			case v == 0:
@@ -525,11 +528,14 @@ func (p *parser) owner(n *yaml.Node, o *Owners) {
 				p.errorf(v, "uid: want an integer 0-4294967294, got %s", describe(v))
 				return
 			}
-			u, err := strconv.ParseUint(strings.ReplaceAll(v.Value, "_", ""), 0, 64)
-			if err == nil {
-				err = checkUID(u)
-			} else {
+			u, err := yamlDecimal("uid", v.Value)
+			var ne *strconv.NumError
+			switch {
+			case err != nil && !errors.As(err, &ne):
+			case err != nil || u < 0:
 				err = fmt.Errorf("uid %s is out of range: want 0-4294967294", v.Value)
+			default:
+				err = checkUID(uint64(u))
 			}
 			if err != nil {
 				p.errorf(v, "%v", err)

@@ -74,6 +74,14 @@ func TestParseErrors(t *testing.T) {
 		{"port zero", header + "  - {port: 0, process: a}\n", []string{`4:12: port 0 is not allowed`}},
 		{"port too big", header + "  - {port: 65536, process: a}\n", []string{`4:12: port 65536 is out of range: want 1-65535`}},
 		{"port negative", header + "  - {port: -1, process: a}\n", []string{`4:12: port -1 is out of range: want 1-65535`}},
+		{"port leading zero", header + "  - {port: 0443, process: a}\n", []string{`4:12: port 0443 has a leading 0: write ports in decimal, like 443 (YAML reads a leading 0 as octal)`}},
+		{"port hex", header + "  - {port: 0x1bb, process: a}\n", []string{`4:12: port 0x1bb is not a plain decimal number: write ports in decimal, without a leading 0, 0x, 0o, 0b, + or _`}},
+		{"port octal prefix", header + "  - {port: 0o14, process: a}\n", []string{`4:12: port 0o14 is not a plain decimal number: write ports in decimal`}},
+		{"port plus", header + "  - {port: +443, process: a}\n", []string{`4:12: port +443 is not a plain decimal number: write ports in decimal`}},
+		{"port underscore", header + "  - {port: 1_000, process: a}\n", []string{`4:12: port 1_000 is not a plain decimal number: write ports in decimal`}},
+		{"port string leading zero", header + "  - {port: \"0443\", process: a}\n", []string{`4:12: port 0443 has a leading 0: write ports in decimal, like 443`}},
+		{"range leading zero", header + "  - {port: 09200-09219, process: a}\n", []string{`4:12: port range "09200-09219": port 09200 has a leading 0: write ports in decimal, like 9200`}},
+		{"range leading zero high", header + "  - {port: 9200-09219, process: a}\n", []string{`4:12: port range "9200-09219": port 09219 has a leading 0`}},
 		{"port missing", header + "  - {process: a}\n", []string{`4:5: entry has no port`}},
 		{"range reversed", header + "  - {port: \"9219-9200\", process: a}\n", []string{`4:12: port range "9219-9200" is reversed: write "9200-9219"`}},
 		{"range malformed", header + "  - {port: \"9200-\", process: a}\n", []string{`4:12: malformed port range "9200-": want LO-HI like "9200-9219"`}},
@@ -122,6 +130,9 @@ func TestParseErrors(t *testing.T) {
 		{"unit bad chars", header + "  - {port: 1, process: a, owners: [{unit: \"a b.service\"}]}\n", []string{`4:43: unit "a b.service" is not a valid systemd unit name`}},
 		{"uid negative", header + "  - {port: 1, process: a, owners: [{uid: -1}]}\n", []string{`4:42: uid -1 is out of range: want 0-4294967294`}},
 		{"uid too big", header + "  - {port: 1, process: a, owners: [{uid: 4294967295}]}\n", []string{`4:42: uid 4294967295 is out of range: want 0-4294967294`}},
+		{"uid leading zero", header + "  - {port: 1, process: a, owners: [{uid: 01000}]}\n", []string{`4:42: uid 01000 has a leading 0: write uids in decimal, like 1000 (YAML reads a leading 0 as octal)`}},
+		{"uid hex", header + "  - {port: 1, process: a, owners: [{uid: 0x3e8}]}\n", []string{`4:42: uid 0x3e8 is not a plain decimal number: write uids in decimal`}},
+		{"uid double zero", header + "  - {port: 1, process: a, owners: [{uid: 00}]}\n", []string{`4:42: uid 00 has a leading 0: write uids in decimal, like 0`}},
 		{"uid string", header + "  - {port: 1, process: a, owners: [{uid: \"0\"}]}\n", []string{`4:42: uid: want an integer 0-4294967294, got string "0"`}},
 		{"too many owners", header + "  - port: 1\n    process: a\n    owners:\n" + strings.Repeat("", 0) + uidList(MaxOwnersPerRule+1), []string{fmt.Sprintf(`7:7: %d owners: at most %d are allowed per port`, MaxOwnersPerRule+1, MaxOwnersPerRule)}},
 		{"removed unknown field", "apiVersion: bindguard.io/v1\nkind: PortRegistry\nremoved:\n  - {port: 1, process: a, owners: []}\n", []string{`4:27: unknown field "owners" in removed entry: want port, protocol, process, nodeSelector, removed, team, since, notes`}},
@@ -198,7 +209,7 @@ entries:
       - uid: 0
       - uid: 1000
     nodeSelector: {node-role.kubernetes.io/master: "", zone: a}
-  - {port: 0x10, process: hex}
+  - {port: 16, process: dec}
 removed:
   - {port: 5, protocol: udp, process: old, removed: "4.17", notes: gone}
 `))
@@ -215,7 +226,7 @@ removed:
 				Owners:       Owners{Cgroups: []string{"/a.slice", "/b.slice"}, Units: []string{"b.service"}, UIDs: []uint32{0, 1000}},
 				NodeSelector: LabelSelector(map[string]string{"node-role.kubernetes.io/master": "", "zone": "a"}),
 			},
-			{Pos: Pos{"t.yaml", 22, 5}, Ports: PortRange{16, 16}, Protocols: []Protocol{TCP}, Process: "hex", Bind: BindAny},
+			{Pos: Pos{"t.yaml", 22, 5}, Ports: PortRange{16, 16}, Protocols: []Protocol{TCP}, Process: "dec", Bind: BindAny},
 		},
 		Removed: []Entry{
 			{Pos: Pos{"t.yaml", 24, 5}, Ports: PortRange{5, 5}, Protocols: []Protocol{UDP}, Process: "old", Bind: BindAny, Removed: true, RemovedIn: "4.17", Notes: "gone"},

@@ -45,6 +45,9 @@ func parsePort(s string) (uint16, error) {
 	if !isDigits(s) {
 		return 0, fmt.Errorf("port %q is not a number: want 1-65535 or a range like \"9200-9219\"", s)
 	}
+	if !isDecimal(s) {
+		return 0, notDecimal("port", s)
+	}
 	n, err := strconv.ParseUint(s, 10, 64)
 	if err != nil || n > 65535 {
 		return 0, fmt.Errorf("port %s is out of range: want 1-65535", s)
@@ -53,6 +56,35 @@ func parsePort(s string) (uint16, error) {
 		return 0, fmt.Errorf("port 0 is not allowed: it asks the kernel for an ephemeral port, which bindguard never judges; want 1-65535")
 	}
 	return uint16(n), nil
+}
+
+// isDecimal reports whether s is a plain decimal integer: digits only, with
+// no sign, no leading 0 (but "0" itself), no base prefix and no "_".
+func isDecimal(s string) bool {
+	return s == "0" || (s != "" && s[0] >= '1' && s[0] <= '9' && strings.TrimLeft(s, "0123456789") == "")
+}
+
+// notDecimal is the error for a number not written in plain decimal, as
+// 0443 (which YAML reads as octal 291), 0x1bb, 0o14, +443 or 1_000.
+func notDecimal(what, s string) error {
+	t := strings.TrimLeft(s, "0")
+	if t == "" {
+		t = "0"
+	}
+	if t != s && isDecimal(t) {
+		return fmt.Errorf("%s %s has a leading 0: write %ss in decimal, like %s (YAML reads a leading 0 as octal)", what, s, what, t)
+	}
+	return fmt.Errorf("%s %s is not a plain decimal number: write %ss in decimal, without a leading 0, 0x, 0o, 0b, + or _", what, s, what)
+}
+
+// yamlDecimal reads the value of a YAML integer that must be written in
+// plain decimal; a "-" is kept so that the caller reports it out of range.
+func yamlDecimal(what, s string) (int64, error) {
+	digits := strings.TrimPrefix(s, "-")
+	if !isDecimal(digits) {
+		return 0, notDecimal(what, s)
+	}
+	return strconv.ParseInt(s, 10, 64)
 }
 
 func checkPorts(r PortRange) error {
