@@ -305,7 +305,7 @@ func (p *parser) metadata(n *yaml.Node, src *Source) {
 		return
 	}
 	p.fields(n, "metadata", metadataFields, func(key string, k, v *yaml.Node) {
-		s, _ := p.text(key, v)
+		s, _ := p.freeText("metadata."+key, v)
 		switch key {
 		case "name":
 			src.Name = s
@@ -397,14 +397,27 @@ func (p *parser) entryField(e *Entry, key string, v *yaml.Node) {
 			e.Mode = m
 		}
 	case "team":
-		e.Team, _ = p.text(key, v)
+		e.Team, _ = p.freeText(key, v)
 	case "since":
-		e.Since, _ = p.text(key, v)
+		e.Since, _ = p.freeText(key, v)
 	case "notes":
-		e.Notes, _ = p.text(key, v)
+		e.Notes, _ = p.freeText(key, v)
 	case "removed":
-		e.RemovedIn, _ = p.text(key, v)
+		e.RemovedIn, _ = p.freeText(key, v)
 	}
+}
+
+// freeText is text for a field shown as written (team, notes…): it must
+// hold no control characters.
+func (p *parser) freeText(field string, n *yaml.Node) (string, bool) {
+	s, ok := p.text(field, n)
+	if ok {
+		if err := checkText(field, s); err != nil {
+			p.errorf(n, "%v", err)
+			return "", false
+		}
+	}
+	return s, ok
 }
 
 func (p *parser) ports(n *yaml.Node) PortRange {

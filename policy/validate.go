@@ -48,13 +48,19 @@ func (r *Registry) present(ents []*Entry, nodeLabels map[string]string) []int {
 	return out
 }
 
-// groupKey is what entries must share to merge instead of conflicting: the
-// process, or being removed.
-func groupKey(e *Entry) string {
+// mergeGroup is what entries must share to merge instead of conflicting: the
+// process, or being removed. Removed is a field of its own, so that no
+// process name, however spelled, can join the removed group.
+type mergeGroup struct {
+	removed bool
+	process string
+}
+
+func groupKey(e *Entry) mergeGroup {
 	if e.Removed {
-		return "\x00removed"
+		return mergeGroup{removed: true}
 	}
-	return processKey(e.Process)
+	return mergeGroup{process: processKey(e.Process)}
 }
 
 func portsString(lo, hi int, protos []Protocol) string {
@@ -118,6 +124,10 @@ func checkEntry(e *Entry) []string {
 	add(checkPorts(e.Ports))
 	add(checkProtocols(e.Protocols))
 	add(checkProcess(e.Process))
+	add(checkText("team", e.Team))
+	add(checkText("since", e.Since))
+	add(checkText("notes", e.Notes))
+	add(checkText("removed", e.RemovedIn))
 	if _, err := parseBind(string(e.Bind)); err != nil {
 		add(err)
 	}
@@ -212,7 +222,7 @@ func (r *Registry) checkLimits(ents []*Entry, present, gid []int, nodeLabels map
 
 // groupIDs numbers the merge groups: entries with equal groupKey share an id.
 func groupIDs(ents []*Entry) []int {
-	ids := map[string]int{}
+	ids := map[mergeGroup]int{}
 	out := make([]int, len(ents))
 	for i, e := range ents {
 		k := groupKey(e)

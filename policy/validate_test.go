@@ -182,6 +182,9 @@ func TestValidateInMemoryEntries(t *testing.T) {
 		{"no process", Entry{Pos: pos, Ports: PortRange{1, 1}}, "process is empty"},
 		{"bad protocol", Entry{Pos: pos, Ports: PortRange{1, 1}, Process: "a", Protocols: []Protocol{7}}, "unknown protocol protocol(7)"},
 		{"duplicate protocol", Entry{Pos: pos, Ports: PortRange{1, 1}, Process: "a", Protocols: []Protocol{UDP, UDP}}, "protocol udp is listed twice"},
+		{"process control", Entry{Pos: pos, Ports: PortRange{1, 1}, Process: "a\x1b[2K"}, `process "a\x1b[2K" contains the control character U+001B`},
+		{"notes control", Entry{Pos: pos, Ports: PortRange{1, 1}, Process: "a", Notes: "x\ny"}, `notes "x\ny" contains the control character U+000A`},
+		{"team invalid utf-8", Entry{Pos: pos, Ports: PortRange{1, 1}, Process: "a", Team: "\xff"}, `team "\xff" is not valid UTF-8`},
 		{"bad bind", Entry{Pos: pos, Ports: PortRange{1, 1}, Process: "a", Bind: "lo"}, `bind "lo"`},
 		{"bad mode", Entry{Pos: pos, Ports: PortRange{1, 1}, Process: "a", Mode: "x"}, `mode "x"`},
 		{"bad cgroup", Entry{Pos: pos, Ports: PortRange{1, 1}, Process: "a", Owners: Owners{Cgroups: []string{"x"}}}, "is not absolute"},
@@ -202,6 +205,27 @@ func TestValidateInMemoryEntries(t *testing.T) {
 			}
 			if got == nil || !strings.HasPrefix(got.Error(), "mem:1:1: ") || !strings.Contains(got.Error(), tt.want) {
 				t.Fatalf("Validate: %v, want mem:1:1: …%s", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestRemovedGroupNotForgeable: removed entries used to merge under the
+// process key "\x00removed", so an entry of that process merged with a
+// removed port instead of conflicting, and compiled it as an allowed port.
+func TestRemovedGroupNotForgeable(t *testing.T) {
+	for _, proc := range []string{"\x00removed", "\x00REMOVED ", "removed"} {
+		t.Run(fmt.Sprintf("%q", proc), func(t *testing.T) {
+			reg := &Registry{
+				Entries: []Entry{{Pos: Pos{"mem", 1, 1}, Ports: PortRange{10256, 10256}, Process: proc}},
+				Removed: []Entry{{Pos: Pos{"mem", 2, 1}, Ports: PortRange{10256, 10256}, Process: "openshift-sdn", Removed: true}},
+			}
+			errs := reg.Validate(nil)
+			if !strings.Contains(errs.Error(), `mem:2:1: removed port 10256/tcp ("openshift-sdn") is still claimed by`) {
+				t.Errorf("Validate:\n%v\nwant the removed port still claimed", errs)
+			}
+			if c, err := Compile(reg, nil); err == nil {
+				t.Errorf("compiled %+v", c.Rules)
 			}
 		})
 	}

@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // This file checks single values; the parser and Validate share it, so a
@@ -144,6 +146,21 @@ func checkProcess(s string) error {
 	if strings.TrimSpace(s) == "" {
 		return fmt.Errorf("process is empty: name the process that binds the port")
 	}
+	return checkText("process", s)
+}
+
+// checkText refuses control characters (and invalid UTF-8) in a text field:
+// the value reaches tables, logs and events, where a NUL, an escape sequence
+// or a newline would forge or garble output, and process names key merges.
+func checkText(field, s string) error {
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%s %q is not valid UTF-8", field, s)
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("%s %q contains the control character %U: control characters are not allowed in %s", field, s, r, field)
+		}
+	}
 	return nil
 }
 
@@ -167,8 +184,8 @@ func checkCgroup(p string) error {
 		return fmt.Errorf("cgroup %q is not absolute: want a path from the cgroup2 root like /system.slice/etcd.service", p)
 	case p == "/":
 		return fmt.Errorf("cgroup \"/\" is the root and holds every process: omit owners to let any process bind")
-	case strings.ContainsRune(p, 0):
-		return fmt.Errorf("cgroup %q contains a NUL byte", p)
+	case checkText("cgroup", p) != nil:
+		return checkText("cgroup", p)
 	case strings.HasPrefix(p, "/sys/fs/cgroup/") || p == "/sys/fs/cgroup":
 		return fmt.Errorf("cgroup %q: write the path relative to the cgroup2 mount, without /sys/fs/cgroup", p)
 	}
