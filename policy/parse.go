@@ -26,7 +26,8 @@ const maxNodeVisits = 10_000_000
 // Parse parses one registry file; name is used in positions and the digest.
 // A file may hold several YAML documents, each a PortRegistry.
 //
-// Every problem is reported, not just the first: the error is an ErrorList.
+// Every problem is reported, not just the first: the error is an ErrorList,
+// each error once, and parsing stops after 100 errors (maxErrors).
 // On error the returned Registry is still non-nil and holds the entries that
 // were well-formed; its Validate reports the parse errors again (with any
 // conflicts among those entries), and it never compiles.
@@ -44,17 +45,74 @@ func parseFile(name string, data []byte) *Registry {
 	return p.reg
 }
 
+// maxErrors bounds the distinct errors one file reports. Past it, parsing
+// stops with a "too many errors" line: aliases can repeat a bad node many
+// times, and a file with that many mistakes is not worth reading further.
+const maxErrors = 100
+
 type parser struct {
 	file   string
 	reg    *Registry
 	errs   ErrorList
 	visits int
+	// seen holds the errors in errs, so that a repeat (an anchor's error
+	// met again through an alias) is dropped as it comes.
+	seen map[Error]bool
+	// reported counts every error reported, repeats included: a part is
+	// well-formed when parsing it left the count unchanged.
+	reported int
+	// full is set once maxErrors errors are in errs: nothing more is
+	// parsed or reported.
+	full bool
+	// bad holds the entries and owners that had errors, so that an alias
+	// of one counts as an error again without being parsed again.
+	bad map[badNode]bool
+}
+
+type badNode struct {
+	n    *yaml.Node
+	what string
+}
+
+// knownBad reports whether n already failed to parse as what; if so it
+// counts as a (repeated) error.
+func (p *parser) knownBad(n *yaml.Node, what string) bool {
+	if p.bad == nil {
+		p.bad = map[badNode]bool{}
+	}
+	if p.bad[badNode{n, what}] {
+		p.reported++
+		return true
+	}
+	return false
 }
 
 func (p *parser) pos(n *yaml.Node) Pos { return Pos{File: p.file, Line: n.Line, Col: n.Column} }
 
 func (p *parser) errorf(n *yaml.Node, format string, args ...any) {
-	p.errs.add(p.pos(n), fmt.Sprintf(format, args...))
+	if p.full {
+		p.reported++
+		return
+	}
+	p.add(p.pos(n), fmt.Sprintf(format, args...))
+}
+
+// add records an error unless it is a repeat or the list is full.
+func (p *parser) add(pos Pos, msg string) {
+	p.reported++
+	e := Error{Pos: pos, Msg: msg}
+	if p.full || p.seen[e] {
+		return
+	}
+	if p.seen == nil {
+		p.seen = map[Error]bool{}
+	}
+	p.seen[e] = true
+	if len(p.errs) == maxErrors {
+		p.full = true
+		msg = fmt.Sprintf("too many errors: stopped after %d; fix these and check again", maxErrors)
+	}
+	p.errs.add(pos, msg)
 }
 
 var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
@@ -69,7 +127,7 @@ func (p *parser) syntaxError(err error) {
 	} else {
 		msg = strings.TrimPrefix(msg, "yaml: ")
 	}
-	p.errs.add(pos, "invalid yaml: "+msg)
+	p.add(pos, "invalid yaml: "+msg)
 }
 
 func (p *parser) parseDocuments(data []byte) {
@@ -77,7 +135,7 @@ func (p *parser) parseDocuments(data []byte) {
 		// The YAML parser should never panic; if it does on some input, that
 		// input is reported as invalid rather than crashing the daemon.
 		if v := recover(); v != nil {
-			p.errs.add(Pos{File: p.file, Line: 1, Col: 1}, fmt.Sprintf("invalid yaml: parser failed: %v", v))
+			p.add(Pos{File: p.file, Line: 1, Col: 1}, fmt.Sprintf("invalid yaml: parser failed: %v", v))
 		}
 	}()
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -103,7 +161,7 @@ func (p *parser) parseDocuments(data []byte) {
 		p.document(root)
 	}
 	if docs == 0 && len(p.errs) == 0 {
-		p.errs.add(Pos{File: p.file, Line: 1, Col: 1}, "file is empty: want a registry with apiVersion: "+APIVersion+" and kind: "+Kind)
+		p.add(Pos{File: p.file, Line: 1, Col: 1}, "file is empty: want a registry with apiVersion: "+APIVersion+" and kind: "+Kind)
 	}
 }
 
@@ -116,7 +174,7 @@ func (p *parser) resolve(n *yaml.Node) *yaml.Node {
 		}
 		n = n.Alias
 	}
-	if n == nil {
+	if n == nil || p.full {
 		return nil
 	}
 	p.visits++
@@ -324,8 +382,12 @@ func (p *parser) entries(list string, n *yaml.Node) {
 		if item = p.resolve(item); item == nil {
 			return
 		}
+		if p.knownBad(item, list) {
+			continue
+		}
 		e, ok := p.entry(item, removed)
 		if !ok {
+			p.bad[badNode{item, list}] = true
 			continue
 		}
 		if removed {
@@ -345,7 +407,7 @@ func (p *parser) entry(n *yaml.Node, removed bool) (e Entry, ok bool) {
 	if !p.want(n, yaml.MappingNode, what, "a mapping with port, protocol, process…") {
 		return e, false
 	}
-	before := len(p.errs)
+	before := p.reported
 	e = Entry{Pos: p.pos(n), Removed: removed, Bind: BindAny, Protocols: []Protocol{TCP}}
 	var hasPort, hasProcess bool
 	p.fields(n, what, allowed, func(key string, k, v *yaml.Node) {
@@ -359,7 +421,7 @@ func (p *parser) entry(n *yaml.Node, removed bool) (e Entry, ok bool) {
 	if !hasProcess {
 		p.errorf(n, "%s has no process: name the process that binds the port", what)
 	}
-	return e, len(p.errs) == before
+	return e, p.reported == before
 }
 
 // entryField parses one field of an entry into e.
@@ -502,7 +564,14 @@ func (p *parser) owners(n *yaml.Node) Owners {
 		if item = p.resolve(item); item == nil {
 			return o
 		}
+		if p.knownBad(item, "owner") {
+			continue
+		}
+		before := p.reported
 		p.owner(item, &o)
+		if p.reported != before {
+			p.bad[badNode{item, "owner"}] = true
+		}
 	}
 	o = normalizeOwners(o)
 	if c := o.Count(); c > MaxOwnersPerRule {

@@ -19,7 +19,7 @@ func (p *parser) podOwner(n *yaml.Node) (PodOwner, bool) {
 	if !p.want(n, yaml.MappingNode, "pod", "a mapping with namespace, and optionally labels and container") {
 		return o, false
 	}
-	before := len(p.errs)
+	before := p.reported
 	var hasNamespace bool
 	p.fields(n, "pod owner", podOwnerFields, func(key string, _, v *yaml.Node) {
 		switch key {
@@ -35,7 +35,7 @@ func (p *parser) podOwner(n *yaml.Node) (PodOwner, bool) {
 	if !hasNamespace {
 		p.errorf(n, "pod owner has no namespace: name the pods' namespace, like {namespace: kube-system, labels: {component: etcd}}")
 	}
-	return o, len(p.errs) == before
+	return o, p.reported == before
 }
 
 // podName parses a namespace or container name.

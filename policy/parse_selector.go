@@ -28,7 +28,7 @@ func (p *parser) selector(n *yaml.Node) Selector {
 	if !p.optional(n, yaml.MappingNode, "nodeSelector", "a mapping of label to value, or matchLabels and matchExpressions") {
 		return s
 	}
-	before := len(p.errs)
+	before := p.reported
 	if p.longForm(n) {
 		p.fields(n, "nodeSelector", selectorFields, func(key string, _, v *yaml.Node) {
 			switch key {
@@ -41,7 +41,7 @@ func (p *parser) selector(n *yaml.Node) Selector {
 	} else {
 		s.MatchLabels = p.labels("nodeSelector", n, nodeLabelRules)
 	}
-	if len(p.errs) == before {
+	if p.reported == before {
 		if ok, why := Satisfiable(s); !ok {
 			p.errorf(n, "nodeSelector can match no node: %s", why)
 		}
@@ -143,7 +143,7 @@ func (p *parser) requirement(n *yaml.Node) (r Requirement, ok bool) {
 	if !p.want(n, yaml.MappingNode, "matchExpressions item", "a mapping with key, operator and values") {
 		return r, false
 	}
-	before := len(p.errs)
+	before := p.reported
 	var keyNode, opNode, valuesNode *yaml.Node
 	p.fields(n, "matchExpressions item", requirementFields, func(key string, _, v *yaml.Node) {
 		switch key {
@@ -160,7 +160,7 @@ func (p *parser) requirement(n *yaml.Node) (r Requirement, ok bool) {
 		return r, false
 	}
 	r.Key, r.Operator = p.requirementKey(keyNode), Operator(p.requirementOperator(opNode))
-	if len(p.errs) > before {
+	if p.reported > before {
 		return r, false
 	}
 	r.Values = p.requirementValues(r.Key, valuesNode)
@@ -168,10 +168,10 @@ func (p *parser) requirement(n *yaml.Node) (r Requirement, ok bool) {
 	if at == nil || isNull(at) {
 		at = opNode
 	}
-	if err := checkRequirementValues(r.Key, r.Operator, len(r.Values)); err != nil && len(p.errs) == before {
+	if err := checkRequirementValues(r.Key, r.Operator, len(r.Values)); err != nil && p.reported == before {
 		p.errorf(at, "%v", err)
 	}
-	return r, len(p.errs) == before
+	return r, p.reported == before
 }
 
 func (p *parser) requirementKey(n *yaml.Node) string {
