@@ -12,8 +12,14 @@ type Error struct {
 	Msg string
 }
 
-// Error returns "FILE:LINE:COL: msg".
-func (e *Error) Error() string { return e.Pos.String() + ": " + e.Msg }
+// Error returns "FILE:LINE:COL: msg", or "FILE: msg" when the position in
+// the file is unknown (line 0).
+func (e *Error) Error() string {
+	if e.Pos.Line == 0 {
+		return e.Pos.File + ": " + e.Msg
+	}
+	return e.Pos.String() + ": " + e.Msg
+}
 
 // ErrorList is every problem found in registry input. As an error it prints
 // one problem per line, sorted by file, line and column.

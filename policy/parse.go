@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -118,16 +119,74 @@ func (p *parser) add(pos Pos, msg string) {
 var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
 // syntaxError turns "yaml: line N: msg" into FILE:N:1: invalid yaml: msg.
-func (p *parser) syntaxError(err error) {
+// Some errors come without a line: then the offending text is looked for
+// in data, and failing that the error says its position is unknown (line
+// 0, which Error prints as FILE alone) rather than pointing at 1:1.
+func (p *parser) syntaxError(err error, data []byte) {
 	msg := err.Error()
-	pos := Pos{File: p.file, Line: 1, Col: 1}
+	pos := Pos{File: p.file}
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
 		pos.Line, _ = strconv.Atoi(m[1])
+		pos.Col = 1
 		msg = m[2]
 	} else {
 		msg = strings.TrimPrefix(msg, "yaml: ")
+		if off := locateYAMLError(msg, data); off >= 0 {
+			pos.Line, pos.Col = lineCol(data, off)
+		} else {
+			msg += " (the YAML parser gives no position)"
+		}
 	}
 	p.add(pos, "invalid yaml: "+msg)
+}
+
+var unknownAnchorRE = regexp.MustCompile(`^unknown anchor '(.*)' referenced$`)
+
+// locateYAMLError returns the offset in data of the problem a YAML error
+// without a line describes, or -1: the first use of an unknown anchor, or
+// the first character the YAML reader refuses.
+func locateYAMLError(msg string, data []byte) int {
+	if m := unknownAnchorRE.FindStringSubmatch(msg); m != nil {
+		alias := []byte("*" + m[1])
+		for from := 0; ; {
+			i := bytes.Index(data[from:], alias)
+			if i < 0 {
+				return -1
+			}
+			i += from
+			end := i + len(alias)
+			if (i == 0 || strings.IndexByte(" \t\r\n[{,:-?", data[i-1]) >= 0) &&
+				(end == len(data) || strings.IndexByte(" \t\r\n]},", data[end]) >= 0) {
+				return i
+			}
+			from = i + 1
+		}
+	}
+	switch msg {
+	case "control characters are not allowed", "invalid leading UTF-8 octet", "incomplete UTF-8 octet sequence",
+		"invalid trailing UTF-8 octet", "invalid length of a UTF-8 sequence", "invalid Unicode character":
+		for i := 0; i < len(data); {
+			r, w := utf8.DecodeRune(data[i:])
+			if r == utf8.RuneError && w <= 1 || !yamlPrintable(r) {
+				return i
+			}
+			i += w
+		}
+	}
+	return -1
+}
+
+// yamlPrintable is the set of characters a YAML stream may hold.
+func yamlPrintable(r rune) bool {
+	return r == 0x09 || r == 0x0A || r == 0x0D || (r >= 0x20 && r <= 0x7E) || r == 0x85 ||
+		(r >= 0xA0 && r <= 0xD7FF) || (r >= 0xE000 && r <= 0xFFFD) || (r >= 0x10000 && r <= 0x10FFFF)
+}
+
+// lineCol returns the 1-based line and column (in characters) of offset
+// off in data.
+func lineCol(data []byte, off int) (line, col int) {
+	start := bytes.LastIndexByte(data[:off], '\n') + 1
+	return bytes.Count(data[:off], []byte{'\n'}) + 1, utf8.RuneCount(data[start:off]) + 1
 }
 
 func (p *parser) parseDocuments(data []byte) {
@@ -135,7 +194,7 @@ func (p *parser) parseDocuments(data []byte) {
 		// The YAML parser should never panic; if it does on some input, that
 		// input is reported as invalid rather than crashing the daemon.
 		if v := recover(); v != nil {
-			p.add(Pos{File: p.file, Line: 1, Col: 1}, fmt.Sprintf("invalid yaml: parser failed: %v", v))
+			p.add(Pos{File: p.file}, fmt.Sprintf("invalid yaml: parser failed: %v (position unknown)", v))
 		}
 	}()
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -147,7 +206,7 @@ func (p *parser) parseDocuments(data []byte) {
 			break
 		}
 		if err != nil {
-			p.syntaxError(err)
+			p.syntaxError(err, data)
 			return
 		}
 		if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {

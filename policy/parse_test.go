@@ -149,7 +149,10 @@ func TestParseErrors(t *testing.T) {
 		{"removed unknown field", "apiVersion: bindguard.io/v1\nkind: PortRegistry\nremoved:\n  - {port: 1, process: a, owners: []}\n", []string{`4:27: unknown field "owners" in removed entry: want port, protocol, process, nodeSelector, removed, team, since, notes`}},
 		{"removed no process", "apiVersion: bindguard.io/v1\nkind: PortRegistry\nremoved:\n  - {port: 1}\n", []string{`4:5: removed entry has no process`}},
 		{"key not a string", header + "  - {[a]: 1, port: 1, process: a}\n", []string{`4:6: entry key must be a string, got a list`}},
-		{"unknown anchor", header + "  - {port: *nope, process: a}\n", []string{`1:1: invalid yaml: unknown anchor 'nope' referenced`}},
+		{"unknown anchor", header + "  - {port: *nope, process: a}\n", []string{`4:12: invalid yaml: unknown anchor 'nope' referenced`}},
+		{"unknown anchor later", "# *nopeX\n" + header + "  - {port: 1, process: a}\n  - port: 2\n    process: *nope\n", []string{`7:14: invalid yaml: unknown anchor 'nope' referenced`}},
+		{"control character", header + "  - {port: 1, process: a}\n  - {port: 2, process: \"\x01\"}\n", []string{`5:25: invalid yaml: control characters are not allowed`}},
+		{"invalid utf-8", header + "  - {port: 1, process: \"é\xff\"}\n", []string{`4:26: invalid yaml: invalid leading UTF-8 octet`}},
 		{"second document", header + "  - {port: 1, process: a}\n---\n" + header + "  - {port: x, process: b}\n", []string{`9:12: port "x" is not a number`}},
 	}
 	for _, tt := range tests {
@@ -275,6 +278,17 @@ func TestParseMultipleDocuments(t *testing.T) {
 	}
 	if len(reg.Sources) != 2 || len(reg.Entries) != 2 || reg.Entries[1].Pos.Line != 9 {
 		t.Errorf("got %d sources, entries %+v", len(reg.Sources), reg.Entries)
+	}
+}
+
+// TestSyntaxErrorNoPosition: a YAML error without a line that cannot be
+// found in the input is reported without a position, not at 1:1.
+func TestSyntaxErrorNoPosition(t *testing.T) {
+	p := &parser{file: "x.yaml"}
+	p.syntaxError(errors.New("yaml: something odd"), []byte("a: 1\n"))
+	want := "x.yaml: invalid yaml: something odd (the YAML parser gives no position)"
+	if got := p.errs.Error(); got != want {
+		t.Errorf("got %q, want %q", got, want)
 	}
 }
 
