@@ -46,7 +46,8 @@
 // keys (<<) are not supported. A file may hold several documents.
 // Load merges several files or directories, and builtin:NAME registries, in
 // order. Every error is reported with its FILE:LINE:COL, all at once (see
-// ErrorList); a registry with any error never compiles.
+// ErrorList), each once and at most 100 per file; a registry with any error
+// never compiles.
 //
 // # Merging and conflicts
 //
