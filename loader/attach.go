@@ -142,7 +142,8 @@ func (l *Loader) pinAll(a *attachment) error {
 		}
 		a.pinned[i] = true
 	}
-	return nil
+	// Last, with everything they write pinned: the tracepoints.
+	return l.pinTracepoints()
 }
 
 // abandon undoes a failed Attach: the new links are closed (an unpinned

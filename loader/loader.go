@@ -68,8 +68,10 @@ type Loader struct {
 	lock   *os.File
 	events *Ring[bindguardBgEvent]
 	// tracepoints watch cgroup creation; cgroupEvents reads what they report.
-	tracepoints  []link.Link
-	cgroupEvents *Ring[bindguardBgCgroupEvent]
+	tracepoints []link.Link
+	// tracepointsPinned: Attach pinned them (pinTracepoints).
+	tracepointsPinned bool
+	cgroupEvents      *Ring[bindguardBgCgroupEvent]
 	// enc is the policy in force, plan_ its principals on this node; src
 	// is where owners are resolved; pods numbers the pods whose declared
 	// ports are in the pairs maps.

@@ -47,6 +47,11 @@ const (
 // then on every new cgroup inherits its parent's membership in the kernel,
 // and the daemon learns of it through ReadCgroupEvent. Call it before the
 // first Apply, so no cgroup created while memberships are written is missed.
+//
+// They are pinned, in place of an earlier daemon's, only by Attach with the
+// bind programs: until then the earlier daemon's keep running beside them,
+// writing the maps its pinned bind programs read. A start that fails before
+// (closing this Loader detaches them) leaves its enforcement whole.
 func (l *Loader) WatchCgroups() error {
 	for i, p := range []*ebpf.Program{l.objs.CgroupMkdir, l.objs.CgroupRmdir} {
 		tp, err := link.AttachTracing(link.TracingOptions{Program: p})
@@ -54,9 +59,6 @@ func (l *Loader) WatchCgroups() error {
 			return fmt.Errorf("attach tracepoint %s: %w", []string{"cgroup_mkdir", "cgroup_rmdir"}[i], err)
 		}
 		l.tracepoints = append(l.tracepoints, tp)
-		if err := l.pinTracepoint(tp, []string{pinMkdir, pinRmdir}[i]); err != nil {
-			return err
-		}
 	}
 	r, err := newRing[bindguardBgCgroupEvent](l.objs.BgCgroupEvents)
 	if err != nil {
@@ -66,12 +68,24 @@ func (l *Loader) WatchCgroups() error {
 	return nil
 }
 
+// pinTracepoints pins the tracepoint links WatchCgroups attached, once, in
+// place of an earlier daemon's (see WatchCgroups).
+func (l *Loader) pinTracepoints() error {
+	if l.cfg.PinPath == "" || l.tracepointsPinned {
+		return nil
+	}
+	for i, tp := range l.tracepoints {
+		if err := l.pinTracepoint(tp, []string{pinMkdir, pinRmdir}[i]); err != nil {
+			return err
+		}
+	}
+	l.tracepointsPinned = true
+	return nil
+}
+
 // pinTracepoint pins a tracepoint link in place of an earlier daemon's,
 // which goes only once the new one is attached: inheritance never pauses.
 func (l *Loader) pinTracepoint(tp link.Link, name string) error {
-	if l.cfg.PinPath == "" {
-		return nil
-	}
 	p := filepath.Join(l.cfg.PinPath, name)
 	if old, err := link.LoadPinnedLink(p, nil); err == nil {
 		old.Unpin()

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/features"
 	"golang.org/x/sys/unix"
 
 	"github.com/bindguard/bindguard/cgroups"
@@ -311,5 +313,60 @@ func TestPodPortsCapped(t *testing.T) {
 	}
 	if c, err := l.Counters(); err != nil || c.Audited[loader.ReasonPodPending] != 1 {
 		t.Errorf("pod-pending audits %v, %v; want 1", c.Audited, err)
+	}
+}
+
+// TestFailedStartKeepsInheritance: a daemon whose start fails after it
+// attached its tracepoints (a registry that does not compile, say) must
+// leave the running enforcement as it was, cgroup inheritance included.
+// With maps of its own (here: memberships in a hash where the pinned
+// programs read cgroup storage), tracepoints pinned in place of the
+// earlier ones would copy memberships where no bind program reads them.
+func TestFailedStartKeepsInheritance(t *testing.T) {
+	testutils.Privileged(t)
+	if err := features.HaveMapType(ebpf.CgroupStorage); err != nil {
+		t.Skip("no cgroup storage (6.2): the two membership stores cannot differ here")
+	}
+	abs, rel := testutils.Cgroup(t, "/")
+	owner := testutils.Mkdir(t, abs, "owner")
+	pins := testutils.BPFFS(t)
+	t.Cleanup(func() {
+		if err := loader.RemovePins(pins); err != nil {
+			t.Error(err)
+		}
+	})
+	fs, err := cgroups.Open("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs.Close()
+	running, err := loader.New(loader.Config{CgroupPath: abs, PinPath: pins, Members: loader.MembersStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := running.WatchCgroups(); err != nil {
+		t.Fatal(err)
+	}
+	c := compiled(policy.Rule{Port: 18130, Protocol: policy.TCP, Owners: policy.Owners{Cgroups: []string{path.Join(rel, "owner")}}})
+	if _, err := running.Apply(c, loader.ApplyOptions{Mode: policy.ModeEnforce}, loader.Sources{Cgroups: fs}); err != nil {
+		t.Fatal(err)
+	}
+	if err := running.Attach(); err != nil {
+		t.Fatal(err)
+	}
+	running.Close() // the daemon exits; its pins keep enforcing
+
+	failed, err := loader.New(loader.Config{CgroupPath: abs, PinPath: pins, Members: loader.MembersHash})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := failed.WatchCgroups(); err != nil {
+		t.Fatal(err)
+	}
+	failed.Close() // its start fails before Apply
+
+	b := testutils.StartBinder(t, testutils.Mkdir(t, owner, "new"), testutils.BinderOptions{})
+	if err := b.Bind("tcp", "4", any4, 18130); err != nil {
+		t.Errorf("first bind from a cgroup created below the owner after a failed start: %v (membership not inherited)", err)
 	}
 }
