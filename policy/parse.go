@@ -133,6 +133,9 @@ func (p *parser) syntaxError(err error, data []byte) {
 		msg = strings.TrimPrefix(msg, "yaml: ")
 		if off := locateYAMLError(msg, data); off >= 0 {
 			pos.Line, pos.Col = lineCol(data, off)
+		} else if strings.Contains(msg, "end of stream") {
+			// The input ended too soon: the place is its end.
+			pos.Line, pos.Col = lineCol(data, len(data))
 		} else {
 			msg += " (the YAML parser gives no position)"
 		}
