@@ -96,6 +96,9 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 	if c, err := policy.Compile(reg, labels); err == nil {
 		warnAutobind(c, stderr)
 	}
+	for _, w := range reg.Widenings(labels) {
+		fmt.Fprintln(stderr, w)
+	}
 	tcp, udp := reg.Coverage(labels)
 	node := "all nodes"
 	if len(labels) > 0 {

@@ -90,6 +90,24 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+// TestCheckWarnsOfWidening: a stricter entry merged with a wider one of the
+// same process is valid (the merge is a union) but does not hold: check
+// says so, and still passes.
+func TestCheckWarnsOfWidening(t *testing.T) {
+	reg := filepath.Join(t.TempDir(), "r.yaml")
+	body := "apiVersion: bindguard.io/v1\nkind: PortRegistry\nmetadata: {name: t}\nentries:\n" +
+		"  - {port: 9100, process: node-exporter, bind: localhost}\n" +
+		"  - {port: \"9000-9999\", process: node-exporter}\n"
+	if err := os.WriteFile(reg, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := runCmd(t, "check", reg)
+	want := reg + ":5:5: warning: node-exporter 9100/tcp is merged with the entry at " + reg + ":6:5 of the same process, which has no bind: localhost: 9100 is bound on any address"
+	if code != 0 || !strings.HasPrefix(stdout, "ok: ") || !strings.Contains(stderr, want) {
+		t.Errorf("check: exit %d, stdout %q, stderr %q; want ok and %q", code, stdout, stderr, want)
+	}
+}
+
 func TestCompileTable(t *testing.T) {
 	stdout, stderr, code := runCmd(t, "compile", "--node-label", "role=control-plane", policyTestdata+"valid.yaml")
 	if code != 0 {
