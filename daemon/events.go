@@ -144,12 +144,7 @@ func (r *cgroupReader) event(ev loader.CgroupEvent) {
 		}
 		d.cgroupCreated(ev)
 	case loader.CgroupRmdir:
-		d.mu.Lock()
-		d.ld.CgroupRemoved(ev)
-		d.mu.Unlock()
-		if d.pods != nil && ev.Path != "" {
-			d.pods.removed(ev.Path)
-		}
+		d.cgroupRemoved(ev)
 	}
 	if n, err := d.ld.CgroupEventsLost(); err == nil && n != r.lost {
 		d.log.WithField("lost", n-r.lost).Warn("cgroup events were lost; rewriting every owner membership")
@@ -225,6 +220,16 @@ func (d *Daemon) cgroupCreated(ev loader.CgroupEvent) {
 	}
 }
 
+// cgroupRemoved forgets a removed cgroup.
+func (d *Daemon) cgroupRemoved(ev loader.CgroupEvent) {
+	d.mu.Lock()
+	d.ld.CgroupRemoved(ev)
+	d.mu.Unlock()
+	if d.pods != nil && ev.Path != "" {
+		d.pods.removed(ev.Path)
+	}
+}
+
 // work runs beside the reader what may wait: the rewrites refresh
 // deferred, and a second look for new cgroups the reader could not open by
 // id (their directory may not be visible yet). One gone by then is
@@ -254,12 +259,7 @@ func (r *cgroupReader) work() {
 			ev.Path = rel
 			d.cgroupCreated(ev)
 			if _, err := os.Stat(d.cg.Abs(rel)); errors.Is(err, os.ErrNotExist) {
-				d.mu.Lock()
-				d.ld.CgroupRemoved(loader.CgroupEvent{Op: loader.CgroupRmdir, ID: ev.ID, Path: rel})
-				d.mu.Unlock()
-				if d.pods != nil {
-					d.pods.removed(rel)
-				}
+				d.cgroupRemoved(loader.CgroupEvent{Op: loader.CgroupRmdir, ID: ev.ID, Path: rel})
 			}
 		}
 	}

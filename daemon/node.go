@@ -249,54 +249,41 @@ func (d *Daemon) resolve(nodeLabels map[string]string) (map[string]string, polic
 func (d *Daemon) nodeChanged(n kube.Node) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	prevLabels, prevMode, prevSrc := d.cfg.NodeLabels, d.cfg.Mode, d.node.modeSource
 	labels, mode, src := d.resolve(n.Labels)
 	d.node.node = &n
 	log := d.log.WithFields(logrus.Fields{"trigger": "node labels", "node": n.Name, "resource_version": n.ResourceVersion})
-	if maps.Equal(labels, prevLabels) && mode == prevMode {
+	if maps.Equal(labels, d.cfg.NodeLabels) && mode == d.cfg.Mode {
 		d.node.modeSource = src
 		d.node.m.mode(mode, src)
 		d.node.m.updates.WithLabelValues("unchanged").Inc()
 		d.publishNode()
 		return
 	}
-	d.cfg.NodeLabels, d.cfg.Mode, d.node.modeSource = labels, mode, src
-	c, sel, err := d.compile()
-	var res *loader.ApplyResult
-	if err == nil {
-		res, err = d.apply(c)
-	}
+	prev, res, err := d.swapPolicy(log, nodeView{labels, mode, src})
 	if err != nil {
-		d.cfg.NodeLabels, d.cfg.Mode, d.node.modeSource = prevLabels, prevMode, prevSrc
-		d.metrics.reloads.WithLabelValues("failed").Inc()
 		d.node.m.updates.WithLabelValues("rejected").Inc()
-		if rerr := d.ld.RecordFailure(err); rerr != nil {
-			log.WithError(rerr).Error("record failed reload")
-		}
 		log.WithError(err).WithField("generation", d.ld.Generation()).
 			Error("policy for the new node labels rejected; the previous policy and mode stay in force")
 		d.publishNode()
 		return
 	}
 	took := time.Since(n.Received)
-	d.metrics.reloads.WithLabelValues("ok").Inc()
 	d.node.m.updates.WithLabelValues("applied").Inc()
 	d.node.m.latency.Observe(took.Seconds())
-	d.logApplied(c, sel, res)
-	d.nodeApplied(log.WithField("since_update_received_ms", float64(took.Microseconds())/1000), prevLabels, prevMode, res.Generation)
+	d.nodeApplied(log.WithField("since_update_received_ms", float64(took.Microseconds())/1000), prev, res.Generation)
 	d.publishNode()
 }
 
 // nodeApplied records a policy in force for labels or a mode other than the
 // previous policy's (d.cfg holds the new ones): by a label update, or by the
 // reload that applied one rejected before.
-func (d *Daemon) nodeApplied(log *logrus.Entry, prevLabels map[string]string, prevMode policy.Mode, generation uint32) {
+func (d *Daemon) nodeApplied(log *logrus.Entry, prev nodeView, generation uint32) {
 	mode, src := d.cfg.Mode, d.node.modeSource
-	log.WithFields(logrus.Fields{"generation": generation, "changed": labelDiff(prevLabels, d.cfg.NodeLabels)}).
+	log.WithFields(logrus.Fields{"generation": generation, "changed": labelDiff(prev.labels, d.cfg.NodeLabels)}).
 		Info("node labels changed: policy in force")
-	if mode != prevMode {
+	if mode != prev.mode {
 		d.node.m.changes.WithLabelValues(string(mode), src).Inc()
-		log.WithFields(logrus.Fields{"from": string(prevMode), "to": string(mode), "source": src, "generation": generation}).
+		log.WithFields(logrus.Fields{"from": string(prev.mode), "to": string(mode), "source": src, "generation": generation}).
 			Warn("mode changed")
 	}
 	d.node.m.mode(mode, src)

@@ -36,36 +36,60 @@ func (d *Daemon) Reload(why string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	log := d.log.WithField("trigger", why)
-	prevLabels, prevMode, prevSrc := d.cfg.NodeLabels, d.cfg.Mode, d.node.modeSource
+	next := d.nodeView()
 	if d.node.node != nil {
-		d.cfg.NodeLabels, d.cfg.Mode, d.node.modeSource = d.resolve(d.node.node.Labels)
+		next.labels, next.mode, next.src = d.resolve(d.node.node.Labels)
 	}
-	c, sel, err := d.compile()
-	if err == nil {
-		var res *loader.ApplyResult
-		if res, err = d.apply(c); err == nil {
-			d.metrics.reloads.WithLabelValues("ok").Inc()
-			d.logApplied(c, sel, res)
-			if !maps.Equal(prevLabels, d.cfg.NodeLabels) || prevMode != d.cfg.Mode {
-				d.nodeApplied(log, prevLabels, prevMode, res.Generation)
-			}
-			d.publishNode()
-			return
-		}
+	prev, res, err := d.swapPolicy(log, next)
+	if err != nil {
+		log.WithField("generation", d.ld.Generation()).WithError(err).
+			Error("reload rejected; the previous policy stays in force")
+		return
 	}
-	d.cfg.NodeLabels, d.cfg.Mode, d.node.modeSource = prevLabels, prevMode, prevSrc
-	d.metrics.reloads.WithLabelValues("failed").Inc()
-	if rerr := d.ld.RecordFailure(err); rerr != nil {
-		log.WithError(rerr).Error("record failed reload")
+	if !maps.Equal(prev.labels, next.labels) || prev.mode != next.mode {
+		d.nodeApplied(log, prev, res.Generation)
 	}
-	log.WithField("generation", d.ld.Generation()).WithError(err).
-		Error("reload rejected; the previous policy stays in force")
+	d.publishNode()
 }
 
-// logApplied records the origins of a policy now in force, for its events,
-// and the entries it selected, for the state file, and logs it.
+// nodeView is what a policy is compiled for: the node's labels, and the
+// mode with where it came from.
+type nodeView struct {
+	labels map[string]string
+	mode   policy.Mode
+	src    string
+}
+
+func (d *Daemon) nodeView() nodeView {
+	return nodeView{d.cfg.NodeLabels, d.cfg.Mode, d.node.modeSource}
+}
+
+// swapPolicy compiles the registry for next and puts it in force, as a
+// reload or a label update does. On failure the failure is counted and
+// recorded, and d.cfg keeps the previous labels and mode. It returns them.
+func (d *Daemon) swapPolicy(log *logrus.Entry, next nodeView) (prev nodeView, res *loader.ApplyResult, err error) {
+	prev = d.nodeView()
+	d.cfg.NodeLabels, d.cfg.Mode, d.node.modeSource = next.labels, next.mode, next.src
+	c, sel, err := d.compile()
+	if err == nil {
+		res, err = d.apply(c)
+	}
+	if err != nil {
+		d.cfg.NodeLabels, d.cfg.Mode, d.node.modeSource = prev.labels, prev.mode, prev.src
+		d.metrics.reloads.WithLabelValues("failed").Inc()
+		if rerr := d.ld.RecordFailure(err); rerr != nil {
+			log.WithError(rerr).Error("record failed reload")
+		}
+		return prev, nil, err
+	}
+	d.metrics.reloads.WithLabelValues("ok").Inc()
+	d.logApplied(c, sel, res)
+	return prev, res, nil
+}
+
+// logApplied records the entries a policy now in force selected, for the
+// state file, and logs it (apply registered its origins).
 func (d *Daemon) logApplied(c *policy.Compiled, sel *EntriesState, res *loader.ApplyResult) {
-	d.origins.set(res.Generation, c.Origins)
 	d.node.entries = sel
 	d.reservePorts(c, d.applyOptions().Mode)
 	d.metrics.applied(c, res, d.applyOptions().Mode)
