@@ -97,9 +97,9 @@ type Loader struct {
 
 	generation uint32
 	// burned is the highest generation written anywhere, by this Loader or
-	// the daemon before it, in force or not: an Apply that failed half-way
-	// leaves its generation on the idle slot's rules and memberships, so
-	// the next Apply must not take it again (see nextGeneration).
+	// the daemon before it, in force or not (never below generation): an
+	// Apply that failed half-way leaves its generation on the idle slot's
+	// rules and memberships, so the next Apply must not take it again.
 	burned uint32
 	closed bool
 }
@@ -192,7 +192,7 @@ func (l *Loader) slotGeneration(slot uint32) uint32 {
 // policy). Callers that label events by generation register it before
 // Apply: the first events of the new policy can be read before it returns.
 func (l *Loader) NextGeneration() uint32 {
-	gen := max(l.generation, l.burned) + 1
+	gen := l.burned + 1
 	if gen == 0 { // wrapped: 0 is no policy
 		gen = 1
 	}
