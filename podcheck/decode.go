@@ -154,34 +154,14 @@ func (w *workload) strayTemplate(want string) string {
 	return ""
 }
 
-// podTemplates is the part of a Pod that must not hold a pod template.
-type podTemplates struct {
-	Template json.RawMessage `json:"template"`
-	Spec     struct {
-		Template    json.RawMessage `json:"template"`
-		JobTemplate json.RawMessage `json:"jobTemplate"`
-	} `json:"spec"`
-}
-
-// strayPodTemplate returns the pod template field a Pod holds, or "".
+// strayPodTemplate returns the pod template field a Pod holds, or "": a
+// Pod has none, so any is a decoy.
 func strayPodTemplate(raw json.RawMessage) string {
-	if !bytes.Contains(raw, []byte("emplate")) {
+	var w workload
+	if strictDecode(raw, &w) != nil {
 		return ""
 	}
-	var p podTemplates
-	if kjson.UnmarshalCaseSensitivePreserveInts(raw, &p) != nil {
-		return ""
-	}
-	given := func(m json.RawMessage) bool { return len(m) > 0 && !bytes.Equal(m, []byte("null")) }
-	switch {
-	case given(p.Template):
-		return "template"
-	case given(p.Spec.Template):
-		return "spec.template"
-	case given(p.Spec.JobTemplate):
-		return "spec.jobTemplate"
-	}
-	return ""
+	return w.strayTemplate("")
 }
 
 // decodePodItem decodes item i as a Pod, or a workload's pod template as a
