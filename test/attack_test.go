@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -359,13 +360,22 @@ func TestUnprivilegedAttack(t *testing.T) {
 	uid := uint32(attackUID)
 	stopAuto := make(chan struct{})
 	auto := autobindUntil(t, testutils.StartBinder(t, homes["autobind/victim.service"], testutils.BinderOptions{UID: &uid}), stopAuto)
+	var stopOnce sync.Once
+	stopAutobinds := func() { stopOnce.Do(func() { close(stopAuto) }) }
+	// Before the binder stops (cleanups run last first), also when the
+	// test fails early: the loop then ends without reporting its binder
+	// gone.
+	t.Cleanup(func() {
+		stopAutobinds()
+		<-auto
+	})
 	time.Sleep(least / 3) // pacing: the owner comes late, into the churn
 	legitDenied := legitOwnerLate(t, e, d)
 	if !ch.running() {
 		t.Error("the churn (which runs until stopped) ended before the legitimate owner was in force: the bound was not measured under churn")
 	}
 	time.Sleep(least - time.Since(start)) // pacing: at least the attack's volume
-	close(stopAuto)
+	stopAutobinds()
 	autobinds := <-auto
 	churned, cycled := ch.wait(t, "churn"), cy.wait(t, "cycle")
 	attackDur := time.Since(start)
@@ -407,7 +417,7 @@ func autobindUntil(t *testing.T, b *testutils.Binder, stop <-chan struct{}) <-ch
 	res := make(chan autobinds, 1)
 	go func() {
 		var a autobinds
-		defer func() { res <- a }()
+		defer func() { res <- a; close(res) }() // a second receive returns at once
 		for {
 			select {
 			case <-stop:
